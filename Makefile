@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= out
+
+.PHONY: venv demo test bench clean
+
+$(STAMP): setup.py requirements-dev.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m goodpoint_ros.demo --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest test -q --durations=15 $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/goodpoint bench --backends torch --precision fp32,bf16 --json $(OUT)/bench.json
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -1,0 +1,59 @@
+"""``goodpoint`` command line: one command, one module per subcommand.
+
+Each module in :data:`COMMANDS` has ``add_arguments(parser)`` and
+``run(args) -> int``; modules import heavy libraries inside ``run`` so that
+``goodpoint --help`` is instant and works without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+#: name → (module, one-line help).  Other subsystems add their line here.
+COMMANDS = {
+    "detect": ("goodpoint_ros.cli.detect", "detect keypoints and descriptors in one image"),
+    "match": ("goodpoint_ros.cli.match", "match two images (mutual NN + USAC/MAGSAC)"),
+    "bench": ("goodpoint_ros.cli.bench", "benchmark per-stage latency against ORB and SIFT"),
+}
+
+EPILOG = ("Conventions: keypoints are (x, y) in pixels of the original image, pixel centres at "
+          "integers. Weights default to the model bundled in the package.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="goodpoint", description="GoodPoint learned keypoints: detect, match, evaluate, "
+        "train and deploy (Belikov & Potapov 2020).", epilog=EPILOG)
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"goodpoint_ros {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from .common import UserError, user_errors
+    try:
+        return int(args._run(args) or 0)
+    except user_errors() as exc:
+        print(f"goodpoint {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"goodpoint {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""One configuration for every consumer of GoodPoint features.
+
+The CLI, the ROS node, the evaluator and training's validation all build
+their post-processing and matching from :class:`GoodPointConfig`, so a
+threshold means the same thing everywhere.  Defaults are the paper's values
+(Belikov & Potapov 2020); where the paper is silent the authors' code is
+followed and the docstring says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+#: With no dustbin (paper §3) a cell with a flat softmax scores exactly 1/64,
+#: so any useful keypoint threshold must be above it.
+FLAT_CELL_SCORE = 1.0 / 64.0
+
+
+@dataclass
+class GoodPointConfig:
+    """Post-processing and matching settings.
+
+    Attributes:
+        keypoint_threshold: θ_keypoint on the confidence map.  Paper Table 2
+            uses 0.021 on HPatches (0.028 on AirSim, §6.1).  Must exceed 1/64.
+            ``None`` means "use the value recorded in the weights' metadata".
+        nms_radius: non-maximum suppression radius in pixels; the authors
+            evaluate with 8 px.  Survivors are > ``nms_radius`` apart.
+        border: keypoints closer than this to the image edge are removed (4 px,
+            as SuperPoint / the authors' code).
+        max_keypoints: keep the strongest k (``0`` or ``None``: all).
+        bucket_cells: grid bucketing for an even spread, as ``(cols, rows)``;
+            ``None`` disables it.
+        max_per_bucket: cap per grid cell when bucketing is on.
+        descriptor_threshold: θ_desc, max L2 distance between unit
+            descriptors for a match (0.8, paper §6.1; ≡ cosine ≥ 0.68).
+        ratio_test: Lowe ratio on L2 distances (``None``: off).
+        mutual: mutual nearest neighbours only.
+    """
+
+    keypoint_threshold: Optional[float] = None
+    nms_radius: int = 8
+    border: int = 4
+    max_keypoints: Optional[int] = 1000
+    bucket_cells: Optional[tuple] = None
+    max_per_bucket: int = 0
+    descriptor_threshold: float = 0.8
+    ratio_test: Optional[float] = None
+    mutual: bool = True
+
+    #: Used when neither the user nor the weights' metadata gives θ_keypoint.
+    DEFAULT_KEYPOINT_THRESHOLD = 0.021
+
+    def validate(self) -> "GoodPointConfig":
+        """Raise ``ValueError`` with a readable message on a bad setting."""
+        t = self.keypoint_threshold
+        if t is not None and not (FLAT_CELL_SCORE < t < 1.0):
+            raise ValueError(
+                f"keypoint_threshold must be in (1/64={FLAT_CELL_SCORE:.4f}, 1): got {t} "
+                "(with no dustbin a featureless 8x8 cell scores exactly 1/64)")
+        if self.nms_radius < 0:
+            raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
+        if self.border < 0:
+            raise ValueError(f"border must be >= 0, got {self.border}")
+        if self.max_keypoints is not None and self.max_keypoints < 0:
+            raise ValueError(f"max_keypoints must be >= 0, got {self.max_keypoints}")
+        if not (0.0 < self.descriptor_threshold <= 2.0):
+            raise ValueError(
+                f"descriptor_threshold is an L2 distance between unit vectors, in (0, 2]: "
+                f"got {self.descriptor_threshold}")
+        if self.ratio_test is not None and not (0.0 < self.ratio_test <= 1.0):
+            raise ValueError(f"ratio_test must be in (0, 1], got {self.ratio_test}")
+        if self.bucket_cells is not None:
+            cols, rows = self.bucket_cells
+            if cols < 1 or rows < 1 or self.max_per_bucket < 1:
+                raise ValueError("bucketing needs bucket_cells >= (1, 1) and max_per_bucket >= 1")
+        return self
+
+    def resolved(self, metadata: Optional[Dict[str, Any]] = None) -> "GoodPointConfig":
+        """A copy with ``keypoint_threshold`` filled from weights metadata if unset."""
+        out = dataclasses.replace(self)
+        if out.keypoint_threshold is None:
+            det = (metadata or {}).get("detection", {})
+            out.keypoint_threshold = float(det.get("keypoint_threshold",
+                                                   self.DEFAULT_KEYPOINT_THRESHOLD))
+        return out.validate()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
