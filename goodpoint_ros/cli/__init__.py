@@ -16,6 +16,7 @@ COMMANDS = {
     "detect": ("goodpoint_ros.cli.detect", "detect keypoints and descriptors in one image"),
     "match": ("goodpoint_ros.cli.match", "match two images (mutual NN + USAC/MAGSAC)"),
     "bench": ("goodpoint_ros.cli.bench", "benchmark per-stage latency against ORB and SIFT"),
+    "eval": ("goodpoint_ros.cli.eval", "evaluate against ORB/SIFT/AKAZE: homography sets, rosbag2 replay"),
 }
 
 EPILOG = ("Conventions: keypoints are (x, y) in pixels of the original image, pixel centres at "

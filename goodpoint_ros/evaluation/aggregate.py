@@ -130,3 +130,25 @@ def _set_harmonic(summary: Dict, split_summaries: List[Dict]) -> None:
         if key.startswith("eps") and isinstance(block, dict):
             block["harmonic_mean"] = _tables_harmonic(
                 block, [s[key] for s in split_summaries if isinstance(s.get(key), dict)])
+
+
+def json_safe(obj):
+    """Nested result → plain JSON types: numpy scalars/arrays unwrapped, nan and ±inf → None.
+
+    Strict JSON has no NaN; ``null`` means "undefined" (nan) or "failed" (inf,
+    e.g. no homography found) — the summary's counts say which.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
