@@ -194,49 +194,6 @@ def check_ground_truth(pairs: Sequence[Tuple], roll: float, rel_tolerance: float
     return med
 
 
-def _method_list(args) -> List[str]:
-    from .methods import METHOD_NAMES, parse_methods
-    m = getattr(args, "methods", None)
-    if m is None:
-        return list(METHOD_NAMES)
-    if isinstance(m, str):
-        return list(parse_methods(m))
-    return list(m)
-
-
-def _goodpoint_extractor(args):
-    """The GoodPoint extractor + config from the model/feature options present in ``args``."""
-    from ..config import GoodPointConfig
-    from ..pipeline import FeatureExtractor
-    config = GoodPointConfig(keypoint_threshold=getattr(args, "threshold", None),
-                             nms_radius=getattr(args, "nms", 8), border=getattr(args, "border", 4),
-                             max_keypoints=getattr(args, "max_keypoints", 1000) or None,
-                             descriptor_threshold=getattr(args, "desc_threshold", 0.8),
-                             ratio_test=getattr(args, "ratio", None)).validate()
-    kw = {}
-    if getattr(args, "threads", None):
-        kw["threads"] = args.threads
-    extractor = FeatureExtractor(getattr(args, "backend", "auto"), config,
-                                 resize=getattr(args, "resize", None),
-                                 weights=getattr(args, "weights", None),
-                                 device=getattr(args, "device", "auto"),
-                                 precision=getattr(args, "precision", "fp32"), **kw)
-    return extractor, config
-
-
-def build_methods(args, names: Sequence[str]) -> Dict[str, object]:
-    from .methods import make_method
-    k = getattr(args, "max_keypoints", 1000)
-    out = {}
-    for name in names:
-        if name == "goodpoint":
-            extractor, config = _goodpoint_extractor(args)
-            out[name] = make_method(name, k, extractor=extractor, config=config)
-        else:
-            out[name] = make_method(name, k)
-    return out
-
-
 @dataclass
 class BagOptions:
     """Everything :func:`evaluate_bag` needs besides the frames and methods."""
@@ -388,7 +345,7 @@ def _unusable(fa, fb, opts: BagOptions) -> Optional[str]:
     return None
 
 
-def track_lengths(frames, method, name: str, max_frames: int = 0) -> Dict[str, float]:
+def track_lengths(frames, method, max_frames: int = 0) -> Dict[str, float]:
     """Feature tracks through consecutive frames (robot-bag mode).
 
     Matches frame k to k+1 with the method's matcher, keeps essential-matrix
@@ -429,8 +386,11 @@ def _replay(args, path, need_depth: bool):
 
 
 def run_bag(args) -> int:
-    """Entry point of ``goodpoint eval bag`` (options from :func:`add_bag_arguments` and A's CLI)."""
-    from ..cli.common import write_json
+    """Entry point of ``goodpoint eval bag``: options from :func:`add_bag_arguments` plus
+    the common ones of :mod:`goodpoint_ros.cli.eval` (methods, thresholds, outputs, model)."""
+    import sys
+
+    from ..cli.eval import common_settings, finish, methods_from_args
     from .aggregate import aggregate
 
     t_start = time.perf_counter()
@@ -443,89 +403,80 @@ def run_bag(args) -> int:
     frames_a, frames_b = replay_a.frames, replay_b.frames
     opts = BagOptions(shift=args.shift, stride=args.stride, max_pairs=args.max_pairs,
                       roll=args.roll, depth_tolerance=args.depth_tolerance,
-                      coverage_radius=args.coverage_radius,
-                      eps=tuple(getattr(args, "eps", None) or (3.0, 5.0)), no_depth=args.no_depth,
-                      keep_examples=3 if getattr(args, "report", None) else 0,
-                      progress=not getattr(args, "quiet", False))
+                      coverage_radius=args.coverage_radius, eps=tuple(args.eps),
+                      no_depth=args.no_depth,
+                      keep_examples=args.pictures if args.report else 0,
+                      progress=not args.no_progress and sys.stderr.isatty())
+    if opts.coverage_radius <= 0:
+        raise ValueError(f"--coverage-radius must be positive, got {opts.coverage_radius}")
     pairs = make_pairs(len(frames_a), len(frames_b), opts)
     if not pairs:
-        raise ValueError(f"no pairs: the bag has {len(frames_a)} usable frames"
+        raise ValueError(f"no pairs: {len(frames_a)} usable frames"
                          + (f" (dropped: {replay_a.dropped})" if replay_a.dropped else "")
                          + f", fewer than --shift {opts.shift} + 1")
     agreement = None
-    if need_depth and not getattr(args, "no_gt_check", False):
+    if need_depth and not args.no_gt_check:
         t0 = time.perf_counter()
         usable = [(frames_a[i], frames_b[j]) for i, j in pairs
                   if _unusable(frames_a[i], frames_b[j], opts) is None]
         agreement = check_ground_truth(usable, opts.roll, opts.depth_tolerance, replay_a.extrinsic)
         timing.ground_truth += time.perf_counter() - t0
-    names = _method_list(args)
-    methods = build_methods(args, names)
+    methods = methods_from_args(args)
     per_pair, skipped, examples = evaluate_bag(frames_a, frames_b, methods, opts, timing)
     if not per_pair:
         reasons = sorted({r for _, r in skipped})
         raise ValueError(f"no pair could be evaluated ({len(skipped)} skipped: "
                          f"{'; '.join(reasons)[:300]})")
+    names = list(methods)
     result = aggregate(per_pair, names, by_split=False)
-    result.pop("splits", None)
     result["splits"] = {}
     if args.no_depth:
         for name, method in methods.items():
-            result["methods"][name]["track_length"] = track_lengths(frames_a, method, name)
+            result["methods"][name]["track_length"] = track_lengths(frames_a, method)
     timing.total = time.perf_counter() - t_start
     n_frames = len({p["frame_a"] for p in per_pair} | {p["frame_b"] for p in per_pair})
+    settings = common_settings(args, methods)
+    settings.update(_settings(args, opts, replay_a, replay_b, agreement))
     result.update({
         "pairs": len(per_pair), "per_pair": per_pair,
         "skipped": len(skipped), "skipped_reasons": [f"{n}: {r}" for n, r in skipped],
-        "timing": timing.to_dict(),
+        "timing_s": timing.to_dict(),
         "frames_per_second": n_frames / timing.total if timing.total > 0 else None,
-        "settings": _settings(args, opts, replay_a, replay_b, methods, agreement)})
-    if getattr(args, "json", None):
-        write_json(args.json, result)
-    if getattr(args, "report", None):
-        from .report import write_report
-        write_report(result, args.report, examples,
-                     title="GoodPoint bag evaluation" + (" (no depth)" if args.no_depth else ""))
-    _print_summary(result, args.no_depth)
-    return 0
+        "settings": settings})
+    title = f"goodpoint eval bag {args.bag}" + (" --no-depth" if args.no_depth else "")
+    code = finish(result, args, examples, title=title)
+    if args.no_depth:
+        _print_no_depth(result)
+    t = result["timing_s"]
+    print(f"{result['frames_per_second'] or 0:.1f} frames/s; time split (s): decode {t['decode']:.2f}, "
+          f"ground truth {t['ground_truth']:.2f}, extraction {t['extraction']:.2f}, matching + pose "
+          f"{t['matching']:.2f}, metrics {t['metrics']:.2f}, total {t['total']:.2f}")
+    return code
 
 
-def _settings(args, opts: BagOptions, ra, rb, methods, agreement) -> Dict:
-    s = {"mode": "bag-no-depth" if opts.no_depth else "bag", "bag": str(args.bag),
-         "bag_b": str(args.bag_b) if args.bag_b else None, "topics": ra.topics,
-         "extrinsic": ra.extrinsic, "shift": opts.shift, "stride": opts.stride,
-         "max_pairs": opts.max_pairs, "eval_size": list(args.eval_size) if args.eval_size else None,
-         "native_size": list(ra.native_size) if ra.native_size else None,
-         "roll_deg": opts.roll, "depth_tolerance": opts.depth_tolerance,
-         "sync_tolerance": args.sync_tolerance, "pose_tolerance": args.pose_tolerance,
-         "coverage_radius": opts.coverage_radius, "eps": list(opts.eps),
-         "max_keypoints": getattr(args, "max_keypoints", 1000),
-         "frames": len(ra.frames), "frames_b": len(rb.frames) if rb is not ra else None,
-         "dropped_frames": ra.dropped, "dropped_frames_b": rb.dropped if rb is not ra else None,
-         "warnings": ra.warnings + (rb.warnings if rb is not ra else []),
-         "gt_check_agreement": agreement,
-         "methods": {n: m.settings() for n, m in methods.items()}}
-    return s
+def _settings(args, opts: BagOptions, ra, rb, agreement) -> Dict:
+    return {"mode": "bag-no-depth" if opts.no_depth else "bag", "bag": str(args.bag),
+            "bag_b": str(args.bag_b) if args.bag_b else None, "topics": ra.topics,
+            "extrinsic": ra.extrinsic, "shift": opts.shift, "stride": opts.stride,
+            "max_pairs": opts.max_pairs,
+            "eval_size": list(args.eval_size) if args.eval_size else None,
+            "native_size": list(ra.native_size) if ra.native_size else None,
+            "roll_deg": opts.roll, "depth_tolerance": opts.depth_tolerance,
+            "sync_tolerance": args.sync_tolerance, "pose_tolerance": args.pose_tolerance,
+            "coverage_radius": opts.coverage_radius,
+            "frames": len(ra.frames), "frames_b": len(rb.frames) if rb is not ra else None,
+            "dropped_frames": ra.dropped, "dropped_frames_b": rb.dropped if rb is not ra else None,
+            "warnings": ra.warnings + (rb.warnings if rb is not ra else []),
+            "gt_check_agreement": agreement}
 
 
-def _print_summary(result: Dict, no_depth: bool) -> None:
+def _print_no_depth(result: Dict) -> None:
     from .report import fmt
-    print(f"{result['pairs']} pairs, {result['skipped']} skipped, "
-          f"{result['frames_per_second'] or 0:.1f} frames/s")
-    if no_depth:
-        print(f"{'method':10s} {'kpts':>6s} {'matches':>8s} {'inl.ratio':>9s} {'AUC@5/10/20':>16s} "
-              f"{'track':>6s}")
-        for name, s in result["methods"].items():
-            auc = s.get("pose_auc", {})
-            print(f"{name:10s} {fmt(s.get('keypoints'), 0):>6s} {fmt(s.get('matches'), 0):>8s} "
-                  f"{fmt(s.get('inlier_ratio')):>9s} "
-                  f"{'/'.join(fmt(auc.get(k)) for k in ('5', '10', '20')):>16s} "
-                  f"{fmt(s.get('track_length', {}).get('mean'), 1):>6s}")
-        return
-    print(f"{'method':10s} {'P':>5s} {'R':>5s} {'C':>5s} {'H':>5s}   (ε = 3 px)  "
-          f"{'AUC@5/10/20':>16s}")
+    print(f"\n{'method':10s} {'keypoints':>9s} {'matches':>8s} {'inlier ratio':>12s} "
+          f"{'pose AUC@5/10/20':>17s} {'track length':>12s}")
     for name, s in result["methods"].items():
         auc = s.get("pose_auc", {})
-        print(f"{name:10s} " + " ".join(f"{fmt(s.get(k)):>5s}" for k in
-                                       ("precision", "repeatability", "coverage", "harmonic_mean"))
-              + f"              {'/'.join(fmt(auc.get(k)) for k in ('5', '10', '20')):>16s}")
+        print(f"{name:10s} {fmt(s.get('keypoints'), 0):>9s} {fmt(s.get('matches'), 0):>8s} "
+              f"{fmt(s.get('inlier_ratio')):>12s} "
+              f"{'/'.join(fmt(auc.get(k)) for k in ('5', '10', '20')):>17s} "
+              f"{fmt(s.get('track_length', {}).get('mean'), 1):>12s}")
