@@ -1,0 +1,253 @@
+"""``goodpoint eval bag``: end to end on generated bags, and every bad-input path."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from goodpoint_ros.cli import main
+from goodpoint_ros.evaluation import sample_bag as sb
+from goodpoint_ros.evaluation.bag_eval import (DEFAULT_DEPTH, DEFAULT_IMAGE, DEFAULT_INFO,
+                                               DEFAULT_POSE, BagOptions, make_pairs,
+                                               relative_pose_errors, track_lengths)
+from goodpoint_ros.evaluation.bag_replay import (BagError, PoseTrack, quat_to_matrix, read_bag,
+                                                 slerp, static_chain)
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evalbags")
+    day = sb.write_sample_bag(root / "day", sb.SampleBagSpec(frames=9))
+    night = sb.write_sample_bag(root / "night", sb.SampleBagSpec(frames=9, lighting="night"))
+    return day, night
+
+
+def write_bag(out: Path, frames=8, encoding="bgr8", depth_fn=None, depth_offset_s=0.0,
+              tf_static=True):
+    """A small rendered bag with one thing changed (see the keyword arguments)."""
+    from rosbags.rosbag2 import Writer
+    world = sb.sc.village()
+    K = sb.sc.intrinsics((320, 240))
+    m = sb.Messages()
+    st = m.store
+    with Writer(out, version=9) as w:
+        ci = w.add_connection(DEFAULT_IMAGE, "sensor_msgs/msg/Image", typestore=st)
+        cd = w.add_connection(DEFAULT_DEPTH, "sensor_msgs/msg/Image", typestore=st)
+        cc = w.add_connection(DEFAULT_INFO, "sensor_msgs/msg/CameraInfo", typestore=st)
+        co = w.add_connection(DEFAULT_POSE, "nav_msgs/msg/Odometry", typestore=st)
+        if tf_static:
+            ct = w.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=st)
+            w.write(ct, sb.START_NS, st.serialize_cdr(m.tf_static(sb.START_NS, sb.camera_extrinsic()),
+                                                      ct.msgtype))
+        for k in range(frames * 5 + 5):                   # odometry at 50 Hz
+            t = k * 0.02 - 0.05
+            ns = sb.START_NS + int((t + 0.1) * 1e9)
+            w.write(co, ns, st.serialize_cdr(m.odometry(ns, sb.body_pose(t, 1.5)), co.msgtype))
+        for i in range(frames):
+            t = i * 0.1
+            ns = sb.START_NS + int((t + 0.1) * 1e9)
+            T = sb.body_pose(t, 1.5) @ sb.camera_extrinsic()
+            bgr, depth = sb.sc.render(world, K, T, (320, 240))
+            if depth_fn:
+                depth = depth_fn(i, depth)
+            img = m.image(ns, sb.CAMERA_FRAME, bgr, "bgr8")
+            img.encoding = encoding
+            w.write(ci, ns, st.serialize_cdr(img, ci.msgtype))
+            dns = ns + int(depth_offset_s * 1e9)
+            w.write(cd, dns, st.serialize_cdr(m.image(dns, sb.CAMERA_FRAME, depth.astype("<f4"),
+                                                      "32FC1"), cd.msgtype))
+            w.write(cc, ns, st.serialize_cdr(m.camera_info(ns, sb.CAMERA_FRAME, K, (320, 240)),
+                                             cc.msgtype))
+    return out
+
+
+def run_eval(argv, capsys):
+    code = main(["eval", "bag", *argv, "--no-progress"])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# --------------------------------------------------------------------------- end to end
+
+def test_eval_bag_json_report_and_roll(bags, tmp_path, capsys):
+    day, _ = bags
+    js, rep = tmp_path / "r.json", tmp_path / "rep"
+    code, out, err = run_eval([str(day), "--methods", "orb,sift", "--roll", "5", "--json", str(js),
+                               "--report", str(rep), "--pictures", "1"], capsys)
+    assert code == 0, err
+    r = json.loads(js.read_text())
+    assert r["pairs"] == 4 and r["skipped"] == 0              # 9 frames, shift 5
+    for m in ("orb", "sift"):
+        s = r["methods"][m]
+        assert 0.5 < s["precision"] <= 1 and 0.3 < s["repeatability"] <= 1
+        assert 0 < s["coverage"] < 1 and "eps5" in s and "pose_auc" in s
+        assert s["eps5"]["precision"] >= s["precision"]
+    st = r["settings"]
+    assert st["extrinsic"] == "tf_static" and st["roll_deg"] == 5 and st["eval_size"] == [320, 240]
+    assert st["gt_check_agreement"] > 0.7
+    assert set(r["timing_s"]) >= {"decode", "ground_truth", "extraction", "matching", "metrics"}
+    assert (rep / "report.md").exists() and (rep / "harmonic_per_pair.png").exists()
+    assert "frames/s" in out
+
+
+def test_bag_b_pairs_day_with_night(bags, tmp_path, capsys):
+    day, night = bags
+    js = tmp_path / "dn.json"
+    code, _, err = run_eval([str(day), "--bag-b", str(night), "--methods", "sift", "--max-pairs",
+                             "2", "--json", str(js)], capsys)
+    assert code == 0, err
+    r = json.loads(js.read_text())
+    assert r["pairs"] == 2 and r["settings"]["bag_b"] == str(night)
+    assert r["per_pair"][0]["frame_a"] == 0 and r["per_pair"][0]["frame_b"] == 5
+
+
+def test_no_depth_mode_reports_matches_inliers_pose_and_tracks(bags, tmp_path, capsys):
+    day, _ = bags
+    js = tmp_path / "nd.json"
+    code, out, err = run_eval([str(day), "--no-depth", "--methods", "orb", "--shift", "2",
+                               "--json", str(js)], capsys)
+    assert code == 0, err
+    s = json.loads(js.read_text())["methods"]["orb"]
+    assert "precision" not in s
+    assert s["matches"] > 50 and 0.3 < s["inlier_ratio"] <= 1
+    assert s["pose_auc"]["20"] > 0                       # odometry present: pose error scored
+    assert s["track_length"]["mean"] >= 2
+    assert "track length" in out
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_missing_topic_lists_the_topics(bags, capsys):
+    code, _, err = run_eval([str(bags[0]), "--depth-topic", "/nope", "--methods", "orb"], capsys)
+    assert code == 2 and "/nope" in err and DEFAULT_IMAGE in err and err.count("\n") == 1
+
+
+def test_truncated_and_corrupt_bags_give_one_line(bags, tmp_path, capsys):
+    bad = tmp_path / "trunc"
+    shutil.copytree(bags[0], bad)
+    f = next(bad.glob("*.mcap"))
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    code, _, err = run_eval([str(bad), "--methods", "orb"], capsys)
+    assert code == 2 and "truncated" in err and err.count("\n") == 1
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"not a bag at all" * 10)
+    code, _, err = run_eval([str(junk), "--methods", "orb"], capsys)
+    assert code == 2 and "cannot open bag" in err
+    code, _, err = run_eval([str(tmp_path / "absent"), "--methods", "orb"], capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_unknown_encoding_is_named(tmp_path):
+    bag = write_bag(tmp_path / "yuv", frames=2, encoding="yuv422")
+    with pytest.raises(BagError, match="yuv422"):
+        read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+
+
+def test_all_invalid_depth_is_an_error(tmp_path):
+    bag = write_bag(tmp_path / "nan", frames=2, depth_fn=lambda i, d: np.full_like(d, np.nan))
+    with pytest.raises(BagError, match="every depth map is invalid"):
+        read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+
+
+def test_no_overlapping_stamps_is_an_error(tmp_path):
+    bag = write_bag(tmp_path / "late", frames=2, depth_offset_s=30.0)
+    with pytest.raises(BagError, match="within"):
+        read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+
+
+def test_partly_bad_bag_is_evaluated_on_its_good_pairs(tmp_path, capsys):
+    # frame 1 has no valid depth: the replay drops it and counts it; frame 2's depth is
+    # zero (invalid) on its left half: still usable.  8 frames − 1 at shift 2 → 5 pairs.
+    def damage(i, d):
+        if i == 1:
+            return np.zeros_like(d)
+        if i == 2:
+            d = d.copy()
+            d[:, :160] = 0
+        return d
+    bag = write_bag(tmp_path / "partly", frames=8, depth_fn=damage)
+    r = read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+    assert len(r.frames) == 7 and r.dropped == {"all-invalid depth": 1}
+    js = tmp_path / "p.json"
+    code, out, err = run_eval([str(bag), "--methods", "orb", "--shift", "2", "--json", str(js)],
+                              capsys)
+    assert code == 0, err
+    res = json.loads(js.read_text())
+    assert res["pairs"] == 5 and res["settings"]["dropped_frames"] == {"all-invalid depth": 1}
+
+
+def test_missing_tf_static_falls_back_to_the_airsim_preset(tmp_path):
+    bag = write_bag(tmp_path / "notf", frames=2, tf_static=False)
+    r = read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+    assert r.extrinsic == "airsim"
+    with pytest.raises(BagError, match="tf_static"):
+        read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE, extrinsic="tf_static")
+
+
+# --------------------------------------------------------------------------- pieces
+
+def test_pose_interpolation_slerps_between_stamps():
+    def rz(deg):
+        a = np.radians(deg) / 2
+        return np.array([0, 0, np.sin(a), np.cos(a)])
+    track = PoseTrack(np.array([0.0, 0.1]), np.array([[0, 0, 0], [1.0, 2.0, 0]]),
+                      np.stack([rz(0), rz(20)]))
+    T = track.at(0.025, 0.1)
+    np.testing.assert_allclose(T[:3, 3], [0.25, 0.5, 0])
+    np.testing.assert_allclose(T[:3, :3], quat_to_matrix(rz(5)), atol=1e-12)
+    assert track.at(0.5, 0.1) is None and track.at(0.15, 0.1) is not None
+    np.testing.assert_allclose(slerp(rz(10), -rz(30), 0.5), rz(20), atol=1e-12)   # shorter way
+
+
+def test_static_chain_walks_edges_both_ways():
+    A = np.eye(4)
+    A[:3, 3] = (1, 0, 0)
+    B = np.eye(4)
+    B[:3, 3] = (0, 2, 0)
+    edges = {("body", "cam_link"): A, ("cam_optical", "cam_link"): B}
+    np.testing.assert_allclose(static_chain(edges, "body", "cam_optical")[:3, 3], (1, -2, 0))
+    assert static_chain(edges, "body", "elsewhere") is None
+
+
+def test_pairs_and_pose_errors():
+    assert make_pairs(9, 9, BagOptions(shift=5)) == [(i, i + 5) for i in range(4)]
+    assert make_pairs(9, 9, BagOptions(shift=2, stride=3, max_pairs=2)) == [(0, 2), (3, 5)]
+    with pytest.raises(ValueError):
+        make_pairs(9, 9, BagOptions(shift=0))
+    T = np.eye(4)
+    T[:3, 3] = (0, 0, 1)
+    assert relative_pose_errors(None, None, T)[2] == np.inf
+    assert relative_pose_errors(np.eye(3), np.array([0, 0, 2.0]), T) == (0.0, 0.0, 0.0)
+    assert relative_pose_errors(np.eye(3), np.array([1.0, 0, 0]), T)[1] == pytest.approx(90)
+
+
+def test_track_length_counts_consecutive_inlier_matches():
+    from goodpoint_ros.keypoints import Features
+    K = sb.sc.intrinsics((320, 240))
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.uniform(-3, 3, (80, 2)), rng.uniform(4, 8, (80, 1))], axis=1)
+
+    class Sideways:
+        """Frame k: camera at x = 0.1·k; sees points with id ≥ 10·k (10 vanish per frame)."""
+        def detect(self, k):
+            ids = np.arange(10 * k, 80)
+            p = (X[ids] - [0.1 * k, 0, 0]) @ K.T
+            return Features((p[:, :2] / p[:, 2:]).astype(np.float32), ids.astype(np.float32),
+                            np.zeros((len(ids), 1), np.float32), (320, 240))
+
+        def match(self, f0, f1):
+            common = np.intersect1d(f0.scores, f1.scores)
+            return np.stack([np.searchsorted(f0.scores, common),
+                             np.searchsorted(f1.scores, common)], axis=1)
+
+    class Frame:
+        def __init__(self, k):
+            self.image, self.K, self.dist = k, K, np.zeros(5)
+
+    out = track_lengths([Frame(k) for k in range(4)], Sideways())
+    # ids 10–19 live 2 frames, 20–29 three, 30–79 four; ids 0–9 (one frame) are not tracks
+    assert out["tracks"] == 70
+    assert out["mean"] == pytest.approx((10 * 2 + 10 * 3 + 50 * 4) / 70)
