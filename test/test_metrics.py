@@ -99,6 +99,9 @@ def test_coverage_takes_the_union_and_clips_at_the_border():
     assert apart == pytest.approx(2 * one, rel=0.02)
     assert one < overlap < 2 * one
     assert corner == pytest.approx(one / 4, rel=0.15)
+    # keypoints just outside the image still cover what of their disc is inside
+    outside = coverage(np.array([[-5, 50], [104, 50]]), [0, 1], (100, 100), 10)
+    assert 0 < outside < one
     # only the listed (correctly matched) keypoints count
     assert coverage(np.array([[20, 20], [70, 70]]), [1], (100, 100), 10) == pytest.approx(one)
 
@@ -216,3 +219,15 @@ def test_rotation_and_translation_errors():
     assert rotation_error_deg(R, np.eye(3)) == pytest.approx(7.0)
     assert translation_error_deg([1, 0, 0], [0, 2, 0]) == pytest.approx(90.0)
     assert translation_error_deg([1, 0, 0], [3, 0, 0]) == pytest.approx(0.0)
+
+
+def test_nearest_distance_matches_brute_force_numpy():
+    from goodpoint_ros.evaluation.metrics import nearest_distance
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 4000, (300, 2))
+    t = rng.uniform(0, 4000, (200, 2))
+    ref = np.linalg.norm(p[:, None] - t[None], axis=2).min(1)
+    np.testing.assert_allclose(nearest_distance(p, t), ref, atol=1e-3)
+    p[0] = np.nan
+    d = nearest_distance(p, t)
+    assert d[0] == np.inf and nearest_distance(p, np.zeros((0, 2))).tolist() == [np.inf] * 300

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from .common import UserError, add_model_args, parse_size, write_json
 
@@ -191,12 +192,14 @@ def run_homography(args) -> int:
     pairs, problems = discover_pairs(args.dir)
     if args.max_pairs and args.max_pairs > 0:
         pairs = pairs[:args.max_pairs]
+    t_start = time.perf_counter()
     methods = methods_from_args(args)
+    timing = {"model_load": time.perf_counter() - t_start}
     per_pair, skipped, examples = evaluate_pairs(
         pairs, methods, eps_list=args.eps, coverage_radius=args.coverage_radius,
         resize=args.resize, ransac_threshold=args.ransac_threshold,
         progress=not args.no_progress and sys.stderr.isatty(),
-        keep_matches=args.pictures if args.report else 0)
+        keep_matches=args.pictures if args.report else 0, timing=timing)
     reasons = problems + [f"{name}: {why}" for name, why in skipped]
     if not per_pair:
         raise UserError(f"{args.dir}: no pair could be evaluated ({reasons[0] if reasons else '?'})")
@@ -212,7 +215,10 @@ def run_homography(args) -> int:
                      "coverage_radius": args.coverage_radius,
                      "ransac_threshold": args.ransac_threshold, "max_pairs": args.max_pairs,
                      "homography_convention": "stored H used as-is (pixel centres at integers)"})
+    timing["total"] = time.perf_counter() - t_start
     result = {"methods": agg["methods"], "splits": agg["splits"], "pairs": len(per_pair),
               "skipped": len(reasons), "skipped_reasons": reasons, "datasets": datasets,
-              "per_pair": per_pair, "settings": settings}
-    return finish(result, args, examples, title=f"goodpoint eval homography {args.dir}")
+              "per_pair": per_pair, "timing_s": timing, "settings": settings}
+    code = finish(result, args, examples, title=f"goodpoint eval homography {args.dir}")
+    print("time split (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
+    return code

@@ -274,27 +274,36 @@ def evaluate_pair_method(method, feats_a, feats_b, H: np.ndarray, size_a, size_b
     """
     t0 = time.perf_counter()
     matches = method.match(feats_a, feats_b)
-    match_ms = (time.perf_counter() - t0) * 1e3
+    t1 = time.perf_counter()
     rec = pair_metrics(feats_a.keypoints, feats_b.keypoints, matches,
                        homography_warp(H, size_b), homography_warp(np.linalg.inv(H), size_a),
                        size_a, size_b, eps_list, coverage_radius)
+    t2 = time.perf_counter()
     H_est, inl = verify_homography(feats_a.keypoints, feats_b.keypoints, matches, ransac_threshold)
     rec["corner_error"] = corner_error(H_est, H, size_a)
     rec["inliers"] = int(inl.sum())
-    rec["match_ms"] = match_ms
+    rec["match_ms"] = (t1 - t0) * 1e3
+    rec["metrics_ms"] = (t2 - t1) * 1e3
+    rec["verify_ms"] = (time.perf_counter() - t2) * 1e3
     return rec, matches
 
 
 def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
                    eps_list: Sequence[float] = (3, 5), coverage_radius: float = 25.0,
                    resize: Optional[Tuple[int, int]] = None, ransac_threshold: float = 3.0,
-                   progress: bool = True, keep_matches: int = 0):
+                   progress: bool = True, keep_matches: int = 0,
+                   timing: Optional[Dict[str, float]] = None):
     """Run every method on every pair → (per_pair records, skipped [(name, reason)], examples).
 
     ``examples`` keeps up to ``keep_matches`` pairs' images, keypoints and
     matches per method for the report's pictures.  An unreadable image skips
-    its pairs (reason recorded), never the run.
+    its pairs (reason recorded), never the run.  ``timing``, when given, is
+    filled with seconds spent reading, extracting, matching, scoring
+    (ground-truth warps + metrics) and verifying (USAC homography).
     """
+    timing = timing if timing is not None else {}
+    for k in ("read", "extraction", "matching", "metrics", "verification"):
+        timing.setdefault(k, 0.0)
     from tqdm import tqdm
 
     per_pair: List[Dict] = []
@@ -310,18 +319,23 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
         key = str(path)
         if key in bad_images:
             raise ImageError(bad_images[key])
+        t0 = time.perf_counter()
         try:
             return read_image(path)
         except ImageError as exc:
             bad_images[key] = str(exc)
             raise
+        finally:
+            timing["read"] += time.perf_counter() - t0
 
     def detect(name, method, path, img):
         key = (name, str(path), _size(img))
         if key not in cache:
             t0 = time.perf_counter()
             feats = method.detect(img)
-            cache[key] = (feats, (time.perf_counter() - t0) * 1e3)
+            dt = time.perf_counter() - t0
+            timing["extraction"] += dt
+            cache[key] = (feats, dt * 1e3)
         return cache[key]
 
     bar = tqdm(pairs, desc="eval homography", unit="pair", disable=not progress, leave=False)
@@ -346,6 +360,9 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
                 rec, matches = evaluate_pair_method(method, fa, fb, H, size_a, size_b, eps_list,
                                                     coverage_radius, ransac_threshold)
                 rec["detect_ms"] = (ms_a + ms_b) / 2.0
+                timing["matching"] += rec["match_ms"] / 1e3
+                timing["metrics"] += rec["metrics_ms"] / 1e3
+                timing["verification"] += rec["verify_ms"] / 1e3
                 record["methods"][name] = rec
                 if index in keep:
                     warped, valid = homography_warp(H, size_b)(fa.keypoints)

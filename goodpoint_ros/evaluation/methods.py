@@ -42,14 +42,14 @@ LOWE_RATIO = 0.8
 def hamming_distances(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
     """Hamming distances between binary descriptors. uint8 [N0,B], [N1,B] → float32 [N0,N1].
 
-    Bits are unpacked to 0/1 floats so the count is two matrix products:
-    ham = a·(1−b)ᵀ + (1−a)·bᵀ — exact, and fast on BLAS.
+    Bits are unpacked to 0/1 floats so the count is one matrix product:
+    ham = |a| + |b| − 2·a·bᵀ — exact in float32 (integers ≤ 2²⁴), fast on BLAS.
     """
     if d0.shape[1:] != d1.shape[1:]:
         raise ValueError(f"descriptor sizes differ: {d0.shape[1:]} vs {d1.shape[1:]}")
     a = np.unpackbits(np.ascontiguousarray(d0, np.uint8), axis=1).astype(np.float32)
     b = np.unpackbits(np.ascontiguousarray(d1, np.uint8), axis=1).astype(np.float32)
-    return a @ (1.0 - b).T + (1.0 - a) @ b.T
+    return a.sum(1)[:, None] + b.sum(1)[None, :] - 2.0 * (a @ b.T)
 
 
 def l2_distances(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:

@@ -150,6 +150,11 @@ def markdown_report(result: Dict, title: str = "GoodPoint evaluation",
                 cells.append(" / ".join(fmt(s.get(k)) for k in (*METRICS, "harmonic_mean")))
             rows.append([ds, str(block.get("pairs", 0))] + cells)
         lines += _table(header, rows)
+    timing = result.get("timing_s") or {}
+    if timing:
+        lines += ["", "Time split (s): " + ", ".join(f"{k} {fmt(v)}" for k, v in timing.items())
+                  + (f"; {fmt(result['frames_per_second'], 1)} frames/s"
+                     if result.get("frames_per_second") else "")]
     if result.get("skipped_reasons"):
         lines += ["", "## Skipped", ""]
         lines += [f"- {r}" for r in result["skipped_reasons"][:50]]
