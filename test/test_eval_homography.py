@@ -257,6 +257,7 @@ def test_cli_with_no_keypoints_reports_undefined_not_a_crash(tmp_path, capsys):
     gp = json.loads(js.read_text())["methods"]["goodpoint"]
     assert gp["precision"] is None and gp["repeatability"] is None
     assert gp["coverage"] == 0.0 and gp["keypoints"] == 0 and gp["undefined"]["precision"] == 1
+    assert gp["harmonic_mean"] == 0.0
 
 
 @pytest.mark.parametrize("argv,msg", [

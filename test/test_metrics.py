@@ -119,6 +119,7 @@ def test_harmonic_mean():
     assert harmonic_mean([0.2, 0.2, 0.2]) == pytest.approx(0.2)
     assert harmonic_mean([0.9, 0.0, 0.5]) == 0.0
     assert math.isnan(harmonic_mean([0.9, float("nan")]))
+    assert harmonic_mean([float("nan"), float("nan"), 0.0]) == 0.0     # found nothing: ranks last
     assert math.isnan(harmonic_mean([]))
 
 
@@ -174,7 +175,7 @@ def test_pair_metrics_with_no_keypoints_is_undefined_not_a_crash():
                      (64, 64), (64, 64))
     assert math.isnan(m["precision"]) and math.isnan(m["repeatability"])
     assert m["coverage"] == 0.0 and m["matches"] == 0
-    assert math.isnan(m["eps5"]["harmonic_mean"])
+    assert m["eps5"]["harmonic_mean"] == 0.0
 
 
 def test_pair_metrics_rejects_out_of_range_matches():

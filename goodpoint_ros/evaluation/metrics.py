@@ -172,14 +172,20 @@ def coverage(kpts_a: np.ndarray, correct_a_idx: Iterable[int], image_size: Tuple
 
 
 def harmonic_mean(values: Iterable[float]) -> float:
-    """n / Σ 1/xᵢ: 0 if any value is 0, nan if any is nan or there are none."""
+    """n / Σ 1/xᵢ: 0 if any value is 0, else nan if any is nan or there are none.
+
+    A zero dominates an undefined value: a method that finds no keypoint has
+    undefined P and R but zero coverage, and must rank last (0), not vanish.
+    """
     v = np.asarray(list(values), dtype=np.float64).reshape(-1)
-    if len(v) == 0 or np.isnan(v).any():
+    if len(v) == 0:
         return float("nan")
     if (v < 0).any():
         raise ValueError("harmonic mean of negative values is not defined here")
     if (v == 0).any():
         return 0.0
+    if np.isnan(v).any():
+        return float("nan")
     return float(len(v) / np.sum(1.0 / v))
 
 
