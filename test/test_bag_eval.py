@@ -251,3 +251,31 @@ def test_track_length_counts_consecutive_inlier_matches():
     # ids 10–19 live 2 frames, 20–29 three, 30–79 four; ids 0–9 (one frame) are not tracks
     assert out["tracks"] == 70
     assert out["mean"] == pytest.approx((10 * 2 + 10 * 3 + 50 * 4) / 70)
+
+
+def test_decode_image_honours_step_encoding_and_compression():
+    from types import SimpleNamespace as NS
+
+    import cv2
+    from goodpoint_ros.evaluation.bag_replay import decode_depth, decode_image, to_uint8
+    rgb = np.arange(4 * 3 * 3, dtype=np.uint8).reshape(4, 3, 3)
+    padded = np.zeros((4, 12), np.uint8)                   # step 12 > 9 bytes per row
+    padded[:, :9] = rgb.reshape(4, 9)
+    msg = NS(encoding="rgb8", is_bigendian=0, height=4, width=3, step=12, data=padded.ravel())
+    np.testing.assert_array_equal(decode_image(msg, "/t"), rgb[:, :, ::-1])
+    m16 = np.array([[0, 1000], [65535, 3]], ">u2")
+    msg = NS(encoding="mono16", is_bigendian=1, height=2, width=2, step=4,
+             data=np.frombuffer(m16.tobytes(), np.uint8))
+    np.testing.assert_array_equal(decode_image(msg, "/t"), m16.astype(np.uint16))
+    assert to_uint8(decode_image(msg, "/t"))[1, 0] == 255
+    ok, png = cv2.imencode(".png", rgb)
+    np.testing.assert_array_equal(decode_image(NS(format="png", data=png.ravel()), "/t"), rgb)
+    with pytest.raises(BagError, match="cannot decode"):
+        decode_image(NS(format="jpeg", data=np.zeros(10, np.uint8)), "/t")
+    with pytest.raises(BagError, match="does not match"):
+        decode_image(NS(encoding="bgr8", is_bigendian=0, height=4, width=3, step=9,
+                        data=np.zeros(20, np.uint8)), "/t")
+    mm = np.array([[0, 1500]], "<u2")
+    d = decode_depth(NS(encoding="16UC1", is_bigendian=0, height=1, width=2, step=4,
+                        data=np.frombuffer(mm.tobytes(), np.uint8)), "/d")
+    assert np.isnan(d[0, 0]) and d[0, 1] == pytest.approx(1.5)
