@@ -85,12 +85,13 @@ class Timing:
     matching: float = 0.0
     pose: float = 0.0
     metrics: float = 0.0
+    tracks: float = 0.0
     total: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         d = {k: round(v, 4) for k, v in self.__dict__.items()}
         other = self.total - (self.decode + self.ground_truth + self.extraction + self.matching
-                              + self.pose + self.metrics)
+                              + self.pose + self.metrics + self.tracks)
         d["other"] = round(max(other, 0.0), 4)
         return d
 
@@ -432,8 +433,10 @@ def run_bag(args) -> int:
     result = aggregate(per_pair, names, by_split=False)
     result["splits"] = {}
     if args.no_depth:
+        t0 = time.perf_counter()
         for name, method in methods.items():
             result["methods"][name]["track_length"] = track_lengths(frames_a, method)
+        timing.tracks = time.perf_counter() - t0
     timing.total = time.perf_counter() - t_start
     n_frames = len({p["frame_a"] for p in per_pair} | {p["frame_b"] for p in per_pair})
     settings = common_settings(args, methods)
@@ -452,7 +455,8 @@ def run_bag(args) -> int:
     print(f"{result['frames_per_second'] or 0:.1f} frames/s; time split (s): decode {t['decode']:.2f}, "
           f"ground truth {t['ground_truth']:.2f}, extraction {t['extraction']:.2f}, matching "
           f"{t['matching']:.2f}, relative pose {t['pose']:.2f}, metrics {t['metrics']:.2f}, "
-          f"other {t['other']:.2f}, total {t['total']:.2f}")
+          + (f"tracks {t['tracks']:.2f}, " if args.no_depth else "")
+          + f"other {t['other']:.2f}, total {t['total']:.2f}")
     return code
 
 
