@@ -1,0 +1,72 @@
+"""From a training checkpoint to the core's released weights format.
+
+``goodpoint export weights RUN_DIR/best.ckpt --out model.safetensors`` calls
+:func:`export_weights`.  The checkpoint is read with
+``torch.load(weights_only=True)`` (no unpickling of arbitrary objects); the
+output is safetensors + JSON metadata written atomically by
+:func:`goodpoint_ros.weights.save_weights`, recording the θ_keypoint and NMS
+radius chosen on the validation split and where the weights came from.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from goodpoint_ros.config import FLAT_CELL_SCORE, GoodPointConfig
+from goodpoint_ros.weights import default_metadata, save_weights
+
+from .checkpoint import load_checkpoint
+
+
+def checkpoint_metadata(state: Dict[str, Any]) -> Dict[str, Any]:
+    """Training facts worth recording in the released file."""
+    import yaml
+    cfg = yaml.safe_load(state.get("config", "") or "") or {}
+    return {"step": int(state.get("step", 0)), "epoch": int(state.get("epoch", 0)),
+            "validation_harmonic_mean": float(state.get("best", float("nan"))),
+            "crop": cfg.get("crop"), "batch_size": cfg.get("batch_size"),
+            "precision": cfg.get("precision"), "homography": cfg.get("homography"),
+            "images": os.path.basename(str(cfg.get("images", "")).rstrip("/")) or None,
+            "paper": "Belikov & Potapov 2020, GoodPoint (unsupervised, §4-5)"}
+
+
+def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float] = None,
+                   nms_radius: Optional[int] = None, extra: Optional[Dict[str, Any]] = None
+                   ) -> Dict[str, Any]:
+    """Write ``out_path`` (.safetensors) from a training checkpoint → its metadata.
+
+    ``keypoint_threshold``: θ_keypoint to record; ``None`` keeps the value the
+    checkpoint's validation chose (``state["threshold"]``) or the paper's 0.021.
+    Raises ``ValueError`` (one line) on a bad checkpoint or threshold.
+    """
+    state = load_checkpoint(Path(checkpoint_path))
+    if keypoint_threshold is None:
+        keypoint_threshold = float(state.get("threshold", GoodPointConfig.DEFAULT_KEYPOINT_THRESHOLD))
+    if not (FLAT_CELL_SCORE < float(keypoint_threshold) < 1.0):
+        raise ValueError(f"keypoint_threshold must be in (1/64, 1), got {keypoint_threshold}")
+    nms = int(nms_radius if nms_radius is not None else GoodPointConfig().nms_radius)
+    tensors = {}
+    for k, v in state["model"].items():
+        arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float32)
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{checkpoint_path}: tensor {k} has NaN/inf values")
+        tensors[k] = arr
+    meta = default_metadata(keypoint_threshold=float(keypoint_threshold), nms_radius=nms,
+                            training=checkpoint_metadata(state), source=Path(checkpoint_path).name)
+    if extra:
+        meta.update(extra)
+    # Check the tensors fit the network before writing anything.
+    import torch
+    from goodpoint_ros.model import GoodPointNet
+    try:
+        GoodPointNet().load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
+    except RuntimeError as exc:
+        raise ValueError(f"{checkpoint_path}: weights do not fit GoodPointNet "
+                         f"({str(exc).splitlines()[0]})") from None
+    save_weights(Path(out_path), tensors, meta)
+    return meta

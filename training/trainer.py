@@ -1,0 +1,382 @@
+"""The training loop (paper §4–5): AdamW, lr schedule, bf16 autocast, DDP.
+
+One step: a mini-batch of pairs (one H, §4) → a single forward pass on
+[I; I_h] → targets without gradient (§4.1) → losses (eq. 1) → AdamW step.
+
+Run with ``goodpoint train`` or, for several processes / machines,
+``torchrun --nproc-per-node N -m goodpoint_training.trainer ...`` (same
+arguments).  Each rank draws its own data shard (the rank is part of the
+data seed); only rank 0 writes checkpoints, TensorBoard and validation.
+
+BatchNorm: SyncBatchNorm is used on CUDA.  PyTorch's SyncBatchNorm does not
+run on CPU tensors, so on CPU each rank normalises its own 2·B images and
+DDP's ``broadcast_buffers`` copies rank 0's running statistics to every rank
+at each forward, keeping all ranks' models identical.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from goodpoint_ros.model import GoodPointNet
+
+from .checkpoint import BEST, LAST, load_checkpoint, model_state, save_checkpoint
+from .config import TrainConfig, config_from_dict, validate
+from .data import PairBatches, find_images, load_images, read_split
+from .losses import total_loss
+from .targets import estimate_targets
+
+log = logging.getLogger("goodpoint_training")
+
+
+# --------------------------------------------------------------------------- small pieces
+
+def lr_factor(step: int, constant_steps: int, decay_steps: int, final_ratio: float) -> float:
+    """§5: constant for ``constant_steps``, then exponential decay to ``final_ratio``."""
+    if step < constant_steps or decay_steps <= 0:
+        return 1.0
+    t = min(step - constant_steps, decay_steps) / decay_steps
+    return float(final_ratio ** t)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CPU/GPU, fp16 on CUDA, nothing for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("fp16 autocast needs a GPU; use bf16 on CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the torchrun process group if launched by torchrun (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def pick_device(name: str, dist: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{dist.local_rank}"
+    return torch.device(name)
+
+
+def to_tensors(batch: Dict, device) -> Dict[str, torch.Tensor]:
+    return {k: (v if torch.is_tensor(v) else torch.from_numpy(np.asarray(v))).to(device)
+            for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------- one step
+
+@dataclass
+class StepTimes:
+    """Milliseconds per stage of a step (the benchmark's split)."""
+    data: float = 0.0
+    forward: float = 0.0
+    targets: float = 0.0
+    losses: float = 0.0
+    backward: float = 0.0
+
+
+def train_step(model, optimizer, batch: Dict[str, torch.Tensor], cfg: TrainConfig,
+               device: torch.device, generator: Optional[torch.Generator] = None,
+               times: Optional[StepTimes] = None):
+    """One optimisation step on a mini-batch → (loss float, terms dict)."""
+    t0 = time.perf_counter()
+    b = batch["image"].shape[0]
+    with autocast(device, cfg.precision):
+        out = model(torch.cat([batch["image"], batch["image_h"]]))
+    prob, desc = out["prob"].float(), out["desc"].float()
+    o, o_h = {"prob": prob[:b], "desc": desc[:b]}, {"prob": prob[b:], "desc": desc[b:]}
+    t1 = time.perf_counter()
+    L = cfg.loss
+    tg = estimate_targets(o["prob"], o_h["prob"], o["desc"], o_h["desc"], batch["H"],
+                          batch["mask"], batch["mask_h"], L.theta_dist, L.cell_k, L.cell_kh)
+    t2 = time.perf_counter()
+    loss, terms = total_loss(o, o_h, tg, batch["H"], batch["mask"], batch["mask_h"], L, generator)
+    t3 = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    t4 = time.perf_counter()
+    if times is not None:
+        times.forward += (t1 - t0) * 1e3
+        times.targets += (t2 - t1) * 1e3
+        times.losses += (t3 - t2) * 1e3
+        times.backward += (t4 - t3) * 1e3
+    terms["targets"] = float(tg.good.float().sum(1).mean())
+    return float(loss.detach()), terms
+
+
+# --------------------------------------------------------------------------- the run
+
+def build_model(cfg: TrainConfig, init: Optional[str], device, dist: DistInfo):
+    model = GoodPointNet()
+    if init:
+        from goodpoint_ros.weights import load_model
+        src, _ = load_model(init)
+        model.load_state_dict(src.state_dict())
+        if dist.main:
+            log.info("initialised from %s (fresh optimizer)", init)
+    model = model.to(device)
+    if dist.world > 1 and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
+class Trainer:
+    """Owns model, optimizer, data and the run directory."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, init: Optional[str] = None,
+                 validation_dir: Optional[str] = None):
+        self.cfg = validate(cfg)
+        self.out = Path(cfg.out)
+        self.dist = init_distributed("cuda" if cfg.device.startswith("cuda") or (
+            cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = pick_device(cfg.device, self.dist)
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        torch.manual_seed(cfg.seed + self.dist.rank)
+
+        state = None
+        if resume:
+            ckpt = self.out / LAST
+            if ckpt.is_file():
+                state = load_checkpoint(ckpt)
+            elif self.dist.main:
+                log.warning("--resume: no %s yet, starting fresh", ckpt)
+        self.model = build_model(cfg, None if state else init, self.device, self.dist)
+        if state:
+            (self.model.module if hasattr(self.model, "module") else self.model).load_state_dict(
+                state["model"])
+        self.raw_model = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type ==
+                             "cuda" else None, broadcast_buffers=True)
+        self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.images, self.report = self._load_images()
+        spe = cfg.steps_per_epoch or max(1, math.ceil(len(self.images) / cfg.batch_size /
+                                                      self.dist.world))
+        self.steps_per_epoch = spe
+        self.total_steps = (cfg.constant_epochs + cfg.decay_epochs) * spe
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg.constant_epochs * spe,
+                                                cfg.decay_epochs * spe, cfg.final_lr_ratio))
+        self.step = 0
+        self.best = -1.0
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.dist.rank)
+        if state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+            self.best = float(state.get("best", -1.0))
+            torch.set_rng_state(state["torch_rng"])
+            self.generator.set_state(state["loss_rng"])
+            if self.dist.main:
+                log.info("resumed from %s at step %d", self.out / LAST, self.step)
+        self.validator = None
+        if self.dist.main and validation_dir and cfg.validate_every >= 0:
+            from .validation import Validator
+            self.validator = Validator(Path(validation_dir), read_split(cfg.validation_split or None))
+            if not len(self.validator):
+                self.validator = None
+        self.writer = None
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from goodpoint_ros.weights import atomic_write_bytes
+            atomic_write_bytes(self.out / "config.yaml", cfg.to_yaml().encode())
+            if cfg.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                    self.writer = SummaryWriter(str(self.out / "tb"))
+                except ImportError:
+                    log.warning("tensorboard is not installed: no TensorBoard logs")
+
+    # ------------------------------------------------------------------ data
+    def _load_images(self):
+        cfg = self.cfg
+        paths = find_images(Path(cfg.images))
+        exclude = read_split(cfg.validation_split or None)
+        guard = None
+        if cfg.guard_duplicates:
+            from .guard import DuplicateGuard
+            guard = DuplicateGuard.from_folder()
+        images, report = load_images(paths, cfg.min_image_size, exclude, guard)
+        if self.dist.main:
+            log.info(report.summary())
+        if not images:
+            raise ValueError(f"no usable training images under {cfg.images} ({report.summary()})")
+        return images, report
+
+    def batches(self):
+        cfg = self.cfg
+        ds = PairBatches(self.images, cfg.crop, cfg.batch_size, cfg.homography, cfg.noise,
+                         cfg.image_scale, cfg.seed, self.dist.rank,
+                         length=max(self.total_steps - self.step, 0), start=self.step)
+        if cfg.workers <= 0:
+            return (ds[i] for i in range(len(ds)))
+        return iter(torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False,
+                                                num_workers=cfg.workers, prefetch_factor=2,
+                                                persistent_workers=False))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> Dict:
+        return {"model": model_state(self.raw_model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "step": self.step,
+                "epoch": self.step // self.steps_per_epoch, "best": self.best,
+                "torch_rng": torch.get_rng_state(), "loss_rng": self.generator.get_state(),
+                "config": self.cfg.to_yaml()}
+
+    def save(self, best: bool = False) -> None:
+        if not self.dist.main:
+            return
+        st = self.state()
+        save_checkpoint(self.out / LAST, st)
+        if best:
+            save_checkpoint(self.out / BEST, st)
+
+    def validate_now(self) -> Optional[Dict]:
+        if self.validator is None:
+            return None
+        metrics, outs = self.validator(self.raw_model, self.device)
+        if self.writer:
+            for k, v in metrics.items():
+                if isinstance(v, float) and math.isfinite(v):
+                    self.writer.add_scalar(f"val/{k}", v, self.step)
+            self._log_picture(outs, metrics["threshold"])
+        return metrics
+
+    def _log_picture(self, outs, threshold):
+        from goodpoint_ros.config import GoodPointConfig
+        from goodpoint_ros.keypoints import postprocess
+        from goodpoint_ros.matching import match_descriptors
+        from goodpoint_ros.visualize import draw_matches
+        try:
+            p = self.validator.pairs[1 % len(self.validator.pairs)]
+            (pa, da), (pb, db) = outs[1 % len(outs)]
+            cfg = GoodPointConfig(keypoint_threshold=threshold)
+            h, w = p.image_a.shape
+            fa, fb = postprocess(pa, da, (w, h), cfg), postprocess(pb, db, (w, h), cfg)
+            m = match_descriptors(fa.descriptors, fb.descriptors, cfg)[0]
+            img = draw_matches((p.image_a * 255).astype(np.uint8), (p.image_b * 255).astype(np.uint8),
+                               fa.keypoints, fb.keypoints, m)
+            self.writer.add_image("val/matches", img[..., ::-1].copy(), self.step, dataformats="HWC")
+        except Exception as exc:  # a picture must never stop training
+            log.warning("could not draw the validation picture: %s", exc)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Dict:
+        cfg = self.cfg
+        self.model.train()
+        last_ckpt = time.monotonic()
+        from tqdm import tqdm
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main,
+                   dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
+        metrics = None
+        running: Dict[str, float] = {}
+        t_start, start_step = time.monotonic(), self.step
+        for batch in self.batches():
+            batch = to_tensors(batch, self.device)
+            loss, terms = train_step(self.model, self.optimizer, batch, cfg, self.device,
+                                     self.generator)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss} at step {self.step}: lower --lr or use "
+                                         "--precision fp32")
+            self.scheduler.step()
+            self.step += 1
+            terms["loss"] = loss
+            for k, v in terms.items():
+                running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            bar.update(1)
+            bar.set_postfix({k: f"{running[k]:.3g}" for k in
+                             ("loss", "keypoints", "heatmaps", "gt", "wrong", "random", "targets")})
+            if self.writer and self.step % cfg.log_every == 0:
+                for k, v in terms.items():
+                    self.writer.add_scalar(f"train/{k}", v, self.step)
+                self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+                self.writer.add_scalar("train/pairs_per_s", cfg.batch_size * self.dist.world *
+                                       (self.step - start_step) /
+                                       max(time.monotonic() - t_start, 1e-6), self.step)
+            done = self.step >= self.total_steps
+            is_best = False
+            if self.validator and ((cfg.validate_every and self.step % cfg.validate_every == 0)
+                                   or done):
+                metrics = self.validate_now()
+                hm = metrics["harmonic_mean"] if math.isfinite(metrics["harmonic_mean"]) else 0.0
+                log.info("step %d validation: %s", self.step,
+                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                                  if isinstance(v, float) and "_" not in k))
+                if hm > self.best:
+                    self.best, is_best = hm, True
+            due = ((cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0)
+                   or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60)
+            if due or done or is_best:
+                self.save(best=is_best)
+                last_ckpt = time.monotonic()
+            if done:
+                break
+        bar.close()
+        if self.writer:
+            self.writer.flush()
+        return {"step": self.step, "best": self.best, "validation": metrics}
+
+
+def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None) -> Dict:
+    trainer = Trainer(cfg, resume=resume, init=init, validation_dir=validation_dir)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.dist.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def main(argv=None) -> int:
+    """``python -m goodpoint_training.trainer`` / torchrun entry: same flags as ``goodpoint train``."""
+    from goodpoint_ros.cli.train import add_arguments, run as cli_run
+    import argparse
+    p = argparse.ArgumentParser(prog="goodpoint_training.trainer")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return cli_run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"goodpoint train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
