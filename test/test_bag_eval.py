@@ -279,3 +279,68 @@ def test_decode_image_honours_step_encoding_and_compression():
     d = decode_depth(NS(encoding="16UC1", is_bigendian=0, height=1, width=2, step=4,
                         data=np.frombuffer(mm.tobytes(), np.uint8)), "/d")
     assert np.isnan(d[0, 0]) and d[0, 1] == pytest.approx(1.5)
+
+
+def write_tf_robot_bag(out: Path, frames=8):
+    """A robot-style bag: /camera/image_raw, camera_info, /tf odom→base_link (50 Hz) and
+    /tf_static base_link→camera_link→camera_optical, no depth, no odometry topic."""
+    from rosbags.rosbag2 import Writer
+    world = sb.sc.village()
+    K = sb.sc.intrinsics((320, 240))
+    m = sb.Messages()
+    st, T = m.store, m.T
+    mount = sb.camera_extrinsic()
+    link = np.eye(4)
+    link[:3, 3] = mount[:3, 3]                        # base_link → camera_link: the offset
+    optical = np.eye(4)
+    optical[:3, :3] = mount[:3, :3]                   # camera_link → camera_optical: the axes
+
+    def tfmsg(ns, pairs):
+        out = []
+        for parent, child, M in pairs:
+            q = sb.quaternion_xyzw(M[:3, :3])
+            out.append(T["geometry_msgs/msg/TransformStamped"](
+                header=m.header(ns, parent), child_frame_id=child,
+                transform=T["geometry_msgs/msg/Transform"](
+                    translation=T["geometry_msgs/msg/Vector3"](x=M[0, 3], y=M[1, 3], z=M[2, 3]),
+                    rotation=T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))))
+        return T["tf2_msgs/msg/TFMessage"](transforms=out)
+
+    with Writer(out, version=9) as w:
+        ci = w.add_connection("/camera/image_raw", "sensor_msgs/msg/Image", typestore=st)
+        cc = w.add_connection("/camera/camera_info", "sensor_msgs/msg/CameraInfo", typestore=st)
+        ct = w.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=st)
+        cs = w.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=st)
+        w.write(cs, sb.START_NS, st.serialize_cdr(tfmsg(sb.START_NS, [
+            ("base_link", "camera_link", link), ("camera_link", "camera_optical", optical)]),
+            cs.msgtype))
+        for k in range(frames * 5 + 5):
+            t = k * 0.02 - 0.05
+            ns = sb.START_NS + int((t + 0.1) * 1e9)
+            w.write(ct, ns, st.serialize_cdr(tfmsg(ns, [("odom", "base_link",
+                                                          sb.body_pose(t, 1.5))]), ct.msgtype))
+        for i in range(frames):
+            t = i * 0.1
+            ns = sb.START_NS + int((t + 0.1) * 1e9)
+            bgr, _ = sb.sc.render(world, K, sb.body_pose(t, 1.5) @ mount, (320, 240))
+            w.write(ci, ns, st.serialize_cdr(m.image(ns, "camera_optical", bgr, "bgr8"),
+                                             ci.msgtype))
+            w.write(cc, ns, st.serialize_cdr(m.camera_info(ns, "camera_optical", K, (320, 240)),
+                                             cc.msgtype))
+    return out
+
+
+def test_robot_bag_poses_come_from_tf_when_there_is_no_odometry(tmp_path, capsys):
+    bag = write_tf_robot_bag(tmp_path / "robot", frames=8)
+    r = read_bag(bag, "/camera/image_raw", "/camera/camera_info", None, DEFAULT_POSE,
+                 require_pose=False)
+    assert r.topics["pose"] == "/tf" and r.extrinsic == "tf_static" and len(r.frames) == 8
+    expect = sb.body_pose(0.3, 1.5) @ sb.camera_extrinsic()
+    np.testing.assert_allclose(r.frames[3].T_world_cam, expect, atol=1e-4)
+    js = tmp_path / "robot.json"
+    code, out, err = run_eval([str(bag), "--no-depth", "--image-topic", "/camera/image_raw",
+                               "--camera-info-topic", "/camera/camera_info", "--methods", "sift",
+                               "--shift", "3", "--json", str(js)], capsys)
+    assert code == 0, err
+    s = json.loads(js.read_text())["methods"]["sift"]
+    assert s["pose_auc"]["20"] > 0.3 and s["rotation_error_deg"] < 2.0

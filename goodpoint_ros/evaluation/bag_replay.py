@@ -37,7 +37,9 @@ R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 EXTRINSICS = ("auto", "tf_static", "airsim", "optical")
 
 POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
-              "geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/TransformStamped")
+              "geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/TransformStamped",
+              "tf2_msgs/msg/TFMessage")
+TF = "tf2_msgs/msg/TFMessage"
 
 #: Image encodings understood: name → (numpy dtype, channels).
 ENCODINGS = {"mono8": ("u1", 1), "8UC1": ("u1", 1), "bgr8": ("u1", 3), "rgb8": ("u1", 3),
@@ -332,6 +334,13 @@ def _read(reader, path, image_topic, info_topic, depth_topic, pose_topic, extrin
         if depth_topic else []
     pose_c = _connections(reader, pose_topic, "pose", require_pose, POSE_TYPES) \
         if pose_topic else []
+    notes = []
+    if not pose_c and not require_pose:
+        # A robot bag: no odometry topic by that name, but maybe the /tf tree.
+        pose_c = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF]
+        if pose_c:
+            notes.append(f"pose topic {pose_topic} not in the bag: using /tf")
+            pose_topic = "/tf"
     tf_c = [c for c in reader.connections if c.topic == "/tf_static"
             and c.msgtype == "tf2_msgs/msg/TFMessage"]
     topics = {"image": image_topic, "camera_info": info_topic}
@@ -339,13 +348,14 @@ def _read(reader, path, image_topic, info_topic, depth_topic, pose_topic, extrin
         topics["depth"] = depth_topic
     if pose_c:
         topics["pose"] = pose_topic
-    replay = Replay([], extrinsic, topics)
+    replay = Replay([], extrinsic, topics, warnings=notes)
     dropped: Counter = Counter()
 
     images: List[Tuple[float, np.ndarray, str]] = []
     depths: List[Tuple[float, np.ndarray]] = []
     poses: List[Tuple[float, tuple, tuple]] = []
     pose_frames = ("", "")
+    dynamic: Dict[Tuple[str, str], List[Tuple[float, tuple, tuple]]] = {}
     static: Dict[Tuple[str, str], np.ndarray] = {}
     info = None
     native = None
@@ -381,6 +391,10 @@ def _read(reader, path, image_topic, info_topic, depth_topic, pose_topic, extrin
             elif conn in info_c:
                 if info is None:
                     info = msg
+            elif conn in pose_c and conn.msgtype == TF:
+                for tr in msg.transforms:
+                    pos, q, fid, child = _pose_from_msg(tr, "geometry_msgs/msg/TransformStamped")
+                    dynamic.setdefault((fid, child), []).append((_stamp(tr, ns), pos, q))
             elif conn in pose_c:
                 pos, q, fid, child = _pose_from_msg(msg, conn.msgtype)
                 poses.append((t, pos, q))
@@ -425,6 +439,8 @@ def _read(reader, path, image_topic, info_topic, depth_topic, pose_topic, extrin
 
     # ---- extrinsic: vehicle pose → optical camera pose
     image_frame = images[0][2]
+    if dynamic:
+        poses, pose_frames = _tf_track(dynamic, static, image_frame)
     T_pose_cam = _extrinsic(replay, extrinsic, static, pose_frames, image_frame, bool(pose_c))
 
     track = None
@@ -476,6 +492,21 @@ def _read(reader, path, image_topic, info_topic, depth_topic, pose_topic, extrin
     return replay
 
 
+def _tf_track(dynamic, static, image_frame: str):
+    """From /tf: the moving transform (parent → F) whose child F reaches the image frame
+    through static transforms (the odometry of the robot carrying the camera)."""
+    best = None
+    for (parent, child), msgs in dynamic.items():
+        if child == image_frame or static_chain(static, child, image_frame) is not None:
+            if best is None or len(msgs) > len(dynamic[best]):
+                best = (parent, child)
+    if best is None:
+        have = ", ".join(f"{p}→{c}" for p, c in dynamic) or "none"
+        raise BagError(f"/tf has no transform that reaches the image frame {image_frame!r} "
+                       f"through /tf_static (moving transforms: {have})")
+    return dynamic[best], best
+
+
 def _extrinsic(replay: Replay, extrinsic: str, static, pose_frames, image_frame: str,
                have_pose: bool) -> np.ndarray:
     """4×4 T_pose_cam: optical camera in the frame the pose topic describes."""
@@ -490,7 +521,9 @@ def _extrinsic(replay: Replay, extrinsic: str, static, pose_frames, image_frame:
     if extrinsic == "airsim":
         return T_air
     chain = None
-    if static:
+    if body and body == image_frame:
+        chain = np.eye(4)
+    elif static:
         if body:
             chain = static_chain(static, body, image_frame)
         else:                                   # PoseStamped: no child frame; use the tree's root
