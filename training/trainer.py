@@ -296,6 +296,19 @@ class Trainer:
         except Exception as exc:  # a picture must never stop training
             log.warning("could not draw the validation picture: %s", exc)
 
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm statistics (collective; call on all ranks).
+
+        DDP's ``broadcast_buffers`` copies them at the start of each forward, so
+        after the last step each rank holds stats updated on its own shard only;
+        rank 0's are the ones its checkpoints carry.
+        """
+        if self.dist.world <= 1:
+            return
+        import torch.distributed as dist
+        for buf in self.raw_model.buffers():
+            dist.broadcast(buf.data, src=0)
+
     # ------------------------------------------------------------------ loop
     def fit(self) -> Dict:
         cfg = self.cfg
@@ -348,6 +361,7 @@ class Trainer:
             if done:
                 break
         bar.close()
+        self.sync_buffers()
         if self.writer:
             self.writer.flush()
         return {"step": self.step, "best": self.best, "validation": metrics}
