@@ -96,10 +96,6 @@ class DetectorNode(Node):
         if extractor is None:
             extractor = self._load_extractor(values, resize)
         self.frontend = Frontend(extractor, values)
-        backend = extractor.backend
-        self.backend_info = (getattr(backend, "name", type(backend).__name__),
-                             getattr(backend, "precision", values["precision"]),
-                             str(getattr(backend, "device", values["device"])))
         self.get_logger().info(
             "GoodPoint %s mode, backend %s (%s, %s), θ_keypoint %.4f"
             % (values["mode"], *self.backend_info, extractor.config.keypoint_threshold))
@@ -116,6 +112,15 @@ class DetectorNode(Node):
         self._create_subscriptions()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diag_timer = self.create_timer(values["diagnostics_period"], self._publish_diagnostics)
+
+    @property
+    def backend_info(self):
+        """(backend, precision, device) now in use: a TensorRT backend that builds its
+        engine in the background serves with ONNX Runtime first, then switches."""
+        b = self.frontend.extractor.backend
+        return (str(getattr(b, "name", type(b).__name__)),
+                str(getattr(b, "precision", self.values["precision"])),
+                str(getattr(b, "device", self.values["device"])))
 
     # ------------------------------------------------------------------ set-up
     def _declare_parameters(self) -> None:
@@ -142,8 +147,11 @@ class DetectorNode(Node):
             kwargs["engine"] = values["engine"]
         try:
             backend = create_backend(values["backend"], **kwargs)
-        except (BackendUnavailable, WeightsError, ValueError, TypeError, OSError) as exc:
+        except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:
             raise FatalError(f"no inference backend could load: {exc}") from None
+        except Exception as exc:      # a backend library failing in its own way
+            raise FatalError(f"no inference backend could load: {type(exc).__name__}: {exc}") \
+                from None
         for name, reason in getattr(backend, "fallback_log", []):
             self.get_logger().warning(f"backend {name} unavailable, falling back: {reason}")
         try:

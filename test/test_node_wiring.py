@@ -365,3 +365,33 @@ def test_main_spins_until_shutdown_and_exits_cleanly(ros, monkeypatch):
     t.join(5)
     assert not t.is_alive() and result["rc"] == 0
     assert not made[0].worker.alive                  # destroy_node stopped the worker
+
+
+def test_bundled_model_through_the_auto_backend_chain(ros):
+    """No injected extractor: the node loads the bundled weights via create_backend("auto")
+    and logs the backends it skipped (TensorRT needs a GPU)."""
+    overrides = [ros.Parameter("image_topic", value="/cam/image"),
+                 ros.Parameter("keypoint_threshold", value=0.0157),   # any weights give keypoints
+                 ros.Parameter("verification", value="homography")]
+    node = ros.node_mod.DetectorNode(parameter_overrides=overrides)
+    ros.nodes.append(node)
+    probe = ros.probe()
+    pub = probe.create_publisher(ros.Image, "/cam/image", ros.sensor_qos)
+    kp = Inbox(ros, probe, "/goodpoint_detector/keypoints", ros.Keypoints)
+    mt = Inbox(ros, probe, "/goodpoint_detector/matches", ros.Matches)
+    st = Inbox(ros, probe, "/goodpoint_detector/status", ros.Status)
+    assert ros.spin_until(lambda: pub.get_subscription_count() > 0)
+    images = [cv2.imread(str(ROOT / "data" / "hpatches_v_churchill" / f"{i}.png"),
+                         cv2.IMREAD_GRAYSCALE) for i in (1, 2)]
+    for sec, img in enumerate(images, start=1):
+        pub.publish(ros.image_msg(img, sec))
+        assert ros.spin_until(lambda: len(kp.msgs) == sec, timeout=60)
+    assert ros.spin_until(lambda: len(mt.msgs) == 1 and len(st.msgs) == 2, timeout=10)
+    k = kp.msgs[-1]
+    assert (k.width, k.height) == (images[1].shape[1], images[1].shape[0]) and len(k.x) > 0
+    assert len(k.descriptors) == 256 * len(k.x)
+    s = st.msgs[-1]
+    assert s.backend in ("onnxruntime", "torch", "tensorrt") and s.network_ms > 0
+    logger = node.get_logger()
+    if hasattr(logger, "records") and s.backend != "tensorrt":
+        assert any("tensorrt" in m and level == "warning" for level, m in logger.records)
