@@ -11,6 +11,7 @@ TensorRT) can still use the others.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Callable, Dict, Protocol, Tuple
 
 import numpy as np
@@ -32,10 +33,15 @@ class BackendUnavailable(RuntimeError):
 #: name → "module:factory"; factories take (weights=None, device=..., precision=..., **kw).
 REGISTRY: Dict[str, str] = {
     "torch": "goodpoint_ros.backends.torch_backend:TorchBackend",
+    "onnxruntime": "goodpoint_ros.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "tensorrt": "goodpoint_ros.backends.tensorrt_backend:create_tensorrt_backend",
 }
 
-#: ``auto`` tries these in order.
+#: ``auto`` tries these in order: TensorRT (an engine cached or buildable: needs
+#: tensorrt + CUDA), ONNX Runtime (CUDA provider, then CPU), PyTorch.
 AUTO_ORDER = ["tensorrt", "onnxruntime", "torch"]
+
+LOG = logging.getLogger("goodpoint_ros.backends")
 
 
 def available_backends():
@@ -70,8 +76,12 @@ def create_backend(name: str = "auto", **kwargs) -> "Backend":
             backend = _factory(candidate)(**kwargs)
         except (BackendUnavailable, ImportError) as exc:
             log.append((candidate, str(exc)))
+            LOG.info("backend auto: skipping %s: %s", candidate, exc)
             continue
         backend.fallback_log = log
+        LOG.info("backend auto: using %s (%s)%s", getattr(backend, "name", candidate),
+                 getattr(backend, "precision", "?"),
+                 "; skipped " + ", ".join(n for n, _ in log) if log else "")
         return backend
     reasons = "; ".join(f"{n}: {r}" for n, r in log)
     raise BackendUnavailable(f"no backend could load ({reasons})")

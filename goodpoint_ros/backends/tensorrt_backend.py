@@ -1,0 +1,405 @@
+"""TensorRT: engine builder (Python API, no ``trtexec``) and runtime backend.
+
+Supports TensorRT 8.6 (JetPack 6) through 11 with the name-based tensor API
+(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``) that
+exists in all of them.  Differences handled here:
+
+* FP16: ``BuilderFlag.FP16`` up to 10.11; from 10.12 (and in 11, where the
+  flag is gone) a *strongly typed* network of an fp16 ONNX graph.
+* INT8: an entropy calibrator on real photos where ``IInt8EntropyCalibrator2``
+  exists (≤ 10.x); in 11 only explicit quantisation, so the QDQ ONNX made by
+  ``goodpoint export int8`` is built instead.
+* ``EXPLICIT_BATCH`` is passed only where the flag still exists.
+
+Device memory comes from torch (if installed) or cuda-python; no pycuda.
+Buffers are allocated once per input shape (pinned host + device), copies
+are async on one CUDA stream: no allocation per frame.
+
+Nothing here can run without ``tensorrt`` and a CUDA GPU; importing this
+module raises :class:`BackendUnavailable` then, and ``auto`` moves on.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import BackendUnavailable, check_input
+from .engine_cache import DEFAULT_PROFILE, EngineCache, EngineKey, HotSwapBackend, Profile
+
+try:
+    import tensorrt as trt
+except ImportError as exc:  # the usual case on CPU machines: auto falls back
+    raise BackendUnavailable(f"tensorrt is not installed ({exc}); pip install .[tensorrt] "
+                             "on a machine with an NVIDIA GPU")
+
+LOG = logging.getLogger("goodpoint_ros.backends.tensorrt")
+TRT_VERSION = tuple(int(v) for v in trt.__version__.split(".")[:2])
+INPUT = "image"
+
+
+class _TrtLogger(trt.ILogger):
+    """TensorRT messages → Python logging."""
+
+    def __init__(self):
+        trt.ILogger.__init__(self)
+
+    def log(self, severity, msg):
+        level = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
+                 trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG}.get(
+                     severity, logging.DEBUG)
+        LOG.log(level, "TensorRT: %s", msg)
+
+
+TRT_LOGGER = _TrtLogger()
+
+
+# --------------------------------------------------------------------------- CUDA memory
+
+class _Buffer:
+    """host: pinned numpy view; dev: device pointer; *_obj keep the memory alive."""
+
+    def __init__(self, host: np.ndarray, dev: int, host_obj, dev_obj):
+        self.host, self.dev, self.host_obj, self.dev_obj = host, dev, host_obj, dev_obj
+
+
+class _Cuda:
+    """The few CUDA calls needed: torch when installed, else cuda-python."""
+
+    def __init__(self):
+        try:
+            import torch
+            if not torch.cuda.is_available():
+                raise BackendUnavailable("torch sees no CUDA device")
+            self.torch, self.rt = torch, None
+            self.stream = torch.cuda.Stream()
+            self.handle = self.stream.cuda_stream
+            return
+        except ImportError:
+            pass
+        try:
+            try:
+                from cuda.bindings import runtime as rt      # cuda-python ≥ 12.6
+            except ImportError:
+                from cuda import cudart as rt                # older cuda-python
+        except ImportError:
+            raise BackendUnavailable("TensorRT needs torch or cuda-python for CUDA memory "
+                                     "(pip install cuda-python)") from None
+        self.torch, self.rt = None, rt
+        err, count = rt.cudaGetDeviceCount()
+        if int(err) != 0 or count == 0:
+            raise BackendUnavailable("no CUDA device")
+        self.handle = self._ok(rt.cudaStreamCreate())
+
+    def _ok(self, ret):
+        err, *rest = ret if isinstance(ret, tuple) else (ret,)
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA error {err}")
+        return rest[0] if rest else None
+
+    def device_name(self) -> Tuple[str, str]:
+        if self.torch is not None:
+            major, minor = self.torch.cuda.get_device_capability()
+            return self.torch.cuda.get_device_name(), f"{major}.{minor}"
+        props = self._ok(self.rt.cudaGetDeviceProperties(0))
+        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+        return name.strip("\x00"), f"{props.major}.{props.minor}"
+
+    def pair(self, shape: Tuple[int, ...]) -> "_Buffer":
+        """A pinned host array and a device buffer of float32 ``shape``."""
+        n = int(np.prod(shape))
+        if self.torch is not None:
+            host = self.torch.empty(shape, dtype=self.torch.float32, pin_memory=True)
+            dev = self.torch.empty(shape, dtype=self.torch.float32, device="cuda")
+            return _Buffer(host.numpy(), dev.data_ptr(), host, dev)
+        import ctypes
+        hptr = self._ok(self.rt.cudaMallocHost(n * 4))
+        dptr = self._ok(self.rt.cudaMalloc(n * 4))
+        host = np.ctypeslib.as_array((ctypes.c_float * n).from_address(int(hptr))).reshape(shape)
+        return _Buffer(host, int(dptr), hptr, dptr)
+
+    def free(self, buf: "_Buffer") -> None:
+        if self.torch is None:
+            self.rt.cudaFreeHost(buf.host_obj)
+            self.rt.cudaFree(buf.dev_obj)
+
+    def h2d(self, buf: "_Buffer") -> None:
+        if self.torch is not None:
+            with self.torch.cuda.stream(self.stream):
+                buf.dev_obj.copy_(buf.host_obj, non_blocking=True)
+        else:
+            self._ok(self.rt.cudaMemcpyAsync(buf.dev, buf.host.ctypes.data, buf.host.nbytes,
+                                             self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                                             self.handle))
+
+    def d2h(self, buf: "_Buffer") -> None:
+        if self.torch is not None:
+            with self.torch.cuda.stream(self.stream):
+                buf.host_obj.copy_(buf.dev_obj, non_blocking=True)
+        else:
+            self._ok(self.rt.cudaMemcpyAsync(buf.host.ctypes.data, buf.dev, buf.host.nbytes,
+                                             self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                                             self.handle))
+
+    def sync(self) -> None:
+        if self.torch is not None:
+            self.stream.synchronize()
+        else:
+            self._ok(self.rt.cudaStreamSynchronize(self.handle))
+
+
+# --------------------------------------------------------------------------- builder
+
+class EntropyCalibrator(getattr(trt, "IInt8EntropyCalibrator2", object)):
+    """INT8 entropy calibration on real photos ([1,1,H,W] float32 batches)."""
+
+    def __init__(self, batches: Sequence[np.ndarray], cuda: "_Cuda", cache_file: Optional[Path] = None):
+        super().__init__()
+        self.batches, self.cuda, self.cache_file = list(batches), cuda, cache_file
+        self.index = 0
+        self.buf = cuda.pair(self.batches[0].shape)
+
+    def get_batch_size(self):
+        return 1
+
+    def get_batch(self, names):
+        if self.index >= len(self.batches):
+            return None
+        x = self.batches[self.index]
+        if x.shape != self.buf.host.shape:
+            raise ValueError("calibration batches must all have one shape")
+        self.buf.host[...] = x
+        self.cuda.h2d(self.buf)
+        self.cuda.sync()
+        self.index += 1
+        if self.index % 10 == 0:
+            LOG.info("INT8 calibration: %d/%d images", self.index, len(self.batches))
+        return [self.buf.dev]
+
+    def read_calibration_cache(self):
+        if self.cache_file and self.cache_file.is_file():
+            return self.cache_file.read_bytes()
+        return None
+
+    def write_calibration_cache(self, cache):
+        if self.cache_file:
+            from ..weights import atomic_write_bytes
+            atomic_write_bytes(self.cache_file, bytes(cache))
+
+
+def fp16_strategy() -> str:
+    """``flag`` (BuilderFlag.FP16, TensorRT ≤ 10.11) or ``strongly_typed`` (≥ 10.12, 11)."""
+    if hasattr(trt.BuilderFlag, "FP16") and TRT_VERSION < (10, 12):
+        return "flag"
+    return "strongly_typed"
+
+
+def _fp16_onnx(onnx_bytes: bytes) -> bytes:
+    """fp32 ONNX → fp16 graph with fp32 inputs/outputs; softmax and L2 norm stay fp32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    return convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True,
+                                    op_block_list=["Softmax", "ReduceL2", "Div"]).SerializeToString()
+
+
+def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profile = DEFAULT_PROFILE,
+                 calibration: Optional[Sequence[np.ndarray]] = None,
+                 timing_cache: Optional[os.PathLike] = None, workspace_mb: int = 2048) -> bytes:
+    """Build a serialised engine for ``onnx_path`` → bytes.
+
+    precision: fp32 | fp16 | int8.  profile: ((h,w) min, opt, max).
+    calibration: int8 batches (implicit-quantisation TensorRT); for TensorRT 11
+    pass the QDQ ONNX from ``goodpoint export int8`` instead.  The timing cache
+    file is read if present and rewritten after the build (rebuilds for other
+    shapes or precisions then take seconds instead of minutes).
+    """
+    onnx_bytes = Path(onnx_path).read_bytes()
+    builder = trt.Builder(TRT_LOGGER)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and TRT_VERSION < (10, 0):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    strongly_typed = precision == "fp16" and fp16_strategy() == "strongly_typed"
+    if strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        onnx_bytes = _fp16_onnx(onnx_bytes)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, TRT_LOGGER)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    prof = builder.create_optimization_profile()
+    (h0, w0), (h1, w1), (h2, w2) = profile
+    prof.set_shape(INPUT, (1, 1, h0, w0), (1, 1, h1, w1), (1, 1, h2, w2))
+    config.add_optimization_profile(prof)
+    if precision == "fp16" and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "int8":
+        has_qdq = any(network.get_layer(i).type == trt.LayerType.QUANTIZE
+                      for i in range(network.num_layers))
+        if hasattr(trt.BuilderFlag, "INT8"):
+            config.set_flag(trt.BuilderFlag.INT8)
+        if hasattr(trt.BuilderFlag, "FP16"):
+            config.set_flag(trt.BuilderFlag.FP16)    # layers left out of int8 run fp16
+        if not has_qdq:
+            if not hasattr(trt, "IInt8EntropyCalibrator2"):
+                raise RuntimeError("this TensorRT has no calibrators: build the QDQ model from "
+                                   "`goodpoint export int8` instead")
+            if not calibration:
+                raise RuntimeError("int8 needs calibration images (--calib-images DIR)")
+            config.int8_calibrator = EntropyCalibrator(calibration, _Cuda())
+            config.set_calibration_profile(prof)
+    elif precision != "fp32":
+        raise ValueError(f"TensorRT precision must be fp32, fp16 or int8, not {precision}")
+    cache_bytes = b""
+    if timing_cache and Path(timing_cache).is_file():
+        cache_bytes = Path(timing_cache).read_bytes()
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.monotonic()
+    LOG.info("building TensorRT %s engine for %s (profile %s): minutes on a Jetson",
+             precision, onnx_path, profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
+    if timing_cache:
+        from ..weights import atomic_write_bytes
+        atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
+    LOG.info("engine built in %.0f s", time.monotonic() - t0)
+    return bytes(serialized)
+
+
+def engine_key(onnx_path: os.PathLike, precision: str, profile: Profile) -> EngineKey:
+    from ..export import file_sha256
+    name, cc = _Cuda().device_name()
+    return EngineKey(file_sha256(onnx_path), trt.__version__, name, cc, precision, profile)
+
+
+# --------------------------------------------------------------------------- runtime
+
+class TensorRTBackend:
+    """``infer`` with a deserialised engine (contract of :mod:`goodpoint_ros.backends`)."""
+
+    name = "tensorrt"
+
+    def __init__(self, engine: bytes, precision: str, metadata: Dict):
+        self.cuda = _Cuda()
+        self.runtime = trt.Runtime(TRT_LOGGER)
+        self.engine = self.runtime.deserialize_cuda_engine(engine)
+        if self.engine is None:
+            raise BackendUnavailable("TensorRT could not deserialise the engine (corrupt, or built "
+                                     "for another TensorRT version / GPU)")
+        self.context = self.engine.create_execution_context()
+        self.precision = precision
+        self.metadata = metadata
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.outputs = [n for n in names
+                        if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._shape: Optional[Tuple[int, ...]] = None
+        self._bufs: Dict[str, tuple] = {}
+
+    def _allocate(self, shape: Tuple[int, ...]) -> None:
+        """Buffers for one input shape: reused for every frame of that shape."""
+        for buf in self._bufs.values():
+            self.cuda.free(buf)
+        self.context.set_input_shape(INPUT, shape)
+        self._bufs = {INPUT: self.cuda.pair(shape)}
+        for n in self.outputs:
+            self._bufs[n] = self.cuda.pair(tuple(self.context.get_tensor_shape(n)))
+        for n, buf in self._bufs.items():
+            self.context.set_tensor_address(n, buf.dev)
+        self._shape = shape
+
+    def infer(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        check_input(image)
+        if image.shape != self._shape:
+            self._allocate(image.shape)
+        self._bufs[INPUT].host[...] = image
+        self.cuda.h2d(self._bufs[INPUT])
+        if not self.context.execute_async_v3(self.cuda.handle):
+            raise RuntimeError("TensorRT execution failed")
+        for n in self.outputs:
+            self.cuda.d2h(self._bufs[n])
+        self.cuda.sync()
+        prob = self._bufs["prob"].host.copy()
+        desc = self._bufs["desc"].host.copy()
+        # fp16 descriptors are re-normalised in fp32 (as the torch backend does)
+        desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
+        return prob, desc
+
+
+# --------------------------------------------------------------------------- factory
+
+def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str = "auto",
+                            precision: str = "fp16", engine: Optional[os.PathLike] = None,
+                            profile: Optional[Profile] = None, build: str = "background",
+                            calibration: Optional[Sequence[np.ndarray]] = None,
+                            cache_dir: Optional[os.PathLike] = None, threads: Optional[int] = None,
+                            **_):
+    """The ``tensorrt`` backend: a cached (or given) engine, else build one.
+
+    ``build``: ``background`` — serve with ONNX Runtime while a thread builds
+    the engine, then switch (the node's default); ``blocking`` — build now;
+    ``never`` — only use an existing engine.  ``fp32`` requests build an fp16
+    engine only if asked: precision is honoured as given.
+    """
+    if device == "cpu":
+        raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
+    cuda = _Cuda()   # raises BackendUnavailable without a GPU
+    from ..export import ExportError, read_onnx_metadata
+    from .onnxruntime_backend import OnnxRuntimeBackend, resolve_model
+    if engine is not None:
+        path = Path(engine)
+        if not path.is_file():
+            raise BackendUnavailable(f"engine file not found: {path}")
+        meta_file = path.with_suffix(path.suffix + ".json")
+        import json
+        meta = json.loads(meta_file.read_text()).get("weights", {}) if meta_file.is_file() else {}
+        return TensorRTBackend(path.read_bytes(), precision, meta)
+    onnx_precision = "int8" if precision == "int8" and not hasattr(trt, "IInt8EntropyCalibrator2") else "fp32"
+    onnx_path, _ = resolve_model(weights, onnx_precision)
+    try:
+        meta = read_onnx_metadata(onnx_path)["weights"]
+    except ExportError as exc:
+        raise BackendUnavailable(str(exc)) from None
+    profile = profile or DEFAULT_PROFILE
+    key = engine_key(onnx_path, precision, profile)
+    cache = EngineCache(cache_dir)
+    timing = cache.root / f"timing-{key.gpu_name.replace(' ', '_')}-{key.trt_version}.cache"
+
+    def make() -> bytes:
+        return cache.get_or_build(key, lambda: build_engine(
+            onnx_path, precision, profile, calibration, timing_cache=timing))
+
+    def open_engine(data: bytes) -> TensorRTBackend:
+        try:
+            return TensorRTBackend(data, precision, meta)
+        except BackendUnavailable:
+            cache.remove(key)   # TensorRT refused it: corrupt; next start rebuilds
+            raise
+
+    entry = cache.entry(key)
+    if entry is not None and entry.get("gate", {}).get("passed") is False:
+        raise BackendUnavailable(f"the cached {key.describe()} engine failed the accuracy gate "
+                                 f"({entry['gate'].get('reason', '')}); not used")
+    if entry is not None or build == "blocking":
+        return open_engine(make())
+    if build == "never":
+        raise BackendUnavailable(f"no cached engine for {key.describe()} "
+                                 "(build one: goodpoint export engine)")
+    fallback = OnnxRuntimeBackend(weights=weights, device=device, precision="fp32", threads=threads)
+
+    def accept(fast) -> Tuple[bool, str]:
+        from .gate import accuracy_gate, sample_images
+        result = accuracy_gate(fallback, fast, sample_images())
+        cache.annotate(key, gate=result.to_dict())
+        LOG.info("engine accuracy gate: %s", result.summary())
+        return result.passed, result.summary()
+
+    LOG.info("no cached engine for %s: serving with ONNX Runtime while it builds", key.describe())
+    return HotSwapBackend(fallback, make, open_engine, accept=accept)

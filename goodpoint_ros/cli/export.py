@@ -1,0 +1,187 @@
+"""Deployment artefacts: ONNX, int8 ONNX, TensorRT engine, released weights, accuracy gate.
+
+  goodpoint export onnx [--weights W] [--out F.onnx] [--size WxH]   (default: regenerate
+                                                                     the shipped ONNX)
+  goodpoint export int8 [--onnx F.onnx] [--out F.int8.onnx]         (calibrated on the
+                        [--calib-list training/validation_split.txt --calib-dir ../shared/train-images]
+  goodpoint export engine --onnx F.onnx --out F.engine [--precision fp16|int8]
+                        [--calib-images DIR] [--min-shape 160x120 --opt-shape 640x480
+                        --max-shape 1920x1088]                      (needs tensorrt + GPU)
+  goodpoint export weights CHECKPOINT --out W.safetensors           (needs goodpoint_training)
+  goodpoint export gate --backend onnxruntime --precision int8      (accuracy vs fp32)
+
+The gate compares a backend/precision with ONNX Runtime fp32 (same
+post-processing, same top-k) on real images: repeatability within 1 px ≥ 0.90
+and mean descriptor cosine ≥ 0.98; it exits 1 when the gate fails.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import UserError, parse_size, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+
+    o = sub.add_parser("onnx", help="export weights to ONNX (opset 17, dynamic H/W)")
+    o.add_argument("--weights", help="weights .safetensors (default: bundled)")
+    o.add_argument("--out", help="output .onnx (default: goodpoint_default.onnx beside the "
+                                 "bundled weights, i.e. regenerate the shipped file)")
+    o.add_argument("--size", type=parse_size, default=None,
+                   help="fixed WxH instead of dynamic height/width")
+    o.add_argument("--dynamic", action="store_true", help="dynamic height/width (the default)")
+    o.set_defaults(_what=_onnx)
+
+    q = sub.add_parser("int8", help="static int8 (QDQ) quantisation calibrated on real photos")
+    q.add_argument("--onnx", help="fp32 ONNX (default: the shipped one)")
+    q.add_argument("--out", help="output (default: goodpoint_default.int8.onnx beside it)")
+    q.add_argument("--calib-list", default=str(REPO / "training" / "validation_split.txt"),
+                   help="file listing the calibration photos (the training validation split)")
+    q.add_argument("--calib-dir", default=str(REPO.parent / "shared" / "train-images"),
+                   help="folder holding them")
+    q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    q.add_argument("--crops", type=int, default=4, help="views per photo (full + random crops)")
+    q.set_defaults(_what=_int8)
+
+    e = sub.add_parser("engine", help="build a TensorRT engine (Python API; needs a GPU)")
+    e.add_argument("--onnx", help="ONNX model (default: the shipped one)")
+    e.add_argument("--out", required=True, help="output .engine (+ .engine.json sidecar)")
+    e.add_argument("--precision", default="fp16", choices=["fp32", "fp16", "int8"])
+    e.add_argument("--calib-images", help="folder of real photos for INT8 calibration")
+    e.add_argument("--min-shape", default="64x64", help="smallest WxH (multiple of 8)")
+    e.add_argument("--opt-shape", default="640x480", help="WxH TensorRT optimises for")
+    e.add_argument("--max-shape", default="1920x1088", help="largest WxH")
+    e.add_argument("--timing-cache", help="timing cache file (default: in the engine cache)")
+    e.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not advised)")
+    e.set_defaults(_what=_engine)
+
+    w = sub.add_parser("weights", help="release a training checkpoint as .safetensors")
+    w.add_argument("checkpoint")
+    w.add_argument("--out", required=True)
+    w.add_argument("--threshold", type=float, default=None,
+                   help="θ_keypoint to record (default: training's choice)")
+    w.set_defaults(_what=_weights)
+
+    g = sub.add_parser("gate", help="accuracy gate of a backend/precision against fp32")
+    g.add_argument("--weights", help="weights (.safetensors or .onnx; default bundled)")
+    g.add_argument("--backend", default="onnxruntime")
+    g.add_argument("--precision", default="int8")
+    g.add_argument("--reference-weights", help="fp32 reference weights (default: --weights, "
+                                               "or the bundled ones for an .onnx)")
+    g.add_argument("--threshold", type=float, default=None,
+                   help="θ_keypoint (default: from the weights' metadata)")
+    g.add_argument("--size", type=parse_size, default=(320, 240), help="network WxH (320x240)")
+    g.add_argument("--images", nargs="*", help="images (default: bundled HPatches sample)")
+    g.add_argument("--json", help="write the report as JSON")
+    g.set_defaults(_what=_gate)
+
+
+def run(args) -> int:
+    return args._what(args)
+
+
+def _onnx(args) -> int:
+    from ..export import export_onnx
+    from ..weights import DEFAULT_ONNX
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs torch (pip install .[torch]); the runtime does not")
+    info = export_onnx(args.weights, args.out or DEFAULT_ONNX, size=args.size)
+    shape = "dynamic HxW" if info["dynamic"] else f"{args.size[0]}x{args.size[1]}"
+    print(f"wrote {info['out']} (opset {info['opset']}, {shape}, weights sha256 {info['sha256'][:12]})")
+    return 0
+
+
+def _int8(args) -> int:
+    from ..export import (DEFAULT_INT8_ONNX, ExportError, calibration_images, calibration_tensors,
+                          quantize_int8)
+    from ..weights import DEFAULT_ONNX
+    src = Path(args.onnx) if args.onnx else DEFAULT_ONNX
+    out = args.out or (DEFAULT_INT8_ONNX if src == DEFAULT_ONNX
+                       else src.with_name(src.name.split(".")[0] + ".int8.onnx"))
+    if "shared/data" in str(Path(args.calib_dir).resolve()):
+        raise UserError("never calibrate on the evaluation data (../shared/data)")
+    try:
+        paths = calibration_images(args.calib_list, args.calib_dir)
+        info = quantize_int8(src, out, calibration_tensors(paths, crops_per_image=args.crops),
+                             method=args.method)
+    except ExportError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "
+          f"from {len(paths)} photos, {args.method})")
+    return 0
+
+
+def _engine(args) -> int:
+    import json
+    from ..backends import BackendUnavailable, create_backend
+    from ..export import file_sha256, read_onnx_metadata
+    from ..weights import DEFAULT_ONNX, atomic_write_bytes
+    try:
+        from ..backends import tensorrt_backend as trtb
+    except (ImportError, BackendUnavailable) as exc:
+        raise UserError(f"cannot build an engine here: {exc}") from None
+    from ..backends.engine_cache import engine_dir, parse_profile
+    onnx_path = Path(args.onnx) if args.onnx else DEFAULT_ONNX
+    profile = tuple(parse_profile(s) for s in (args.min_shape, args.opt_shape, args.max_shape))
+    calib = None
+    if args.precision == "int8" and args.calib_images:
+        from ..export import calibration_tensors
+        files = sorted(p for p in Path(args.calib_images).iterdir()
+                       if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".pgm"))
+        calib = calibration_tensors(files, size=(profile[1][1], profile[1][0]), crops_per_image=2)
+    timing = args.timing_cache or engine_dir() / "timing.cache"
+    data = trtb.build_engine(onnx_path, args.precision, profile, calib, timing_cache=timing)
+    meta = read_onnx_metadata(onnx_path)
+    backend = trtb.TensorRTBackend(data, args.precision, meta["weights"])
+    gate = None
+    if not args.no_gate:
+        from ..backends.gate import accuracy_gate, sample_images
+        ref = create_backend("onnxruntime", weights=str(onnx_path), precision="fp32")
+        gate = accuracy_gate(ref, backend, sample_images(), resize=(profile[1][1], profile[1][0]))
+        print(f"accuracy gate: {gate.summary()}")
+        if not gate.passed:
+            print("engine refused: not written")
+            return 1
+    atomic_write_bytes(args.out, data)
+    key = trtb.engine_key(onnx_path, args.precision, profile)
+    side = {"key": key.to_dict(), "engine_sha256": __import__("hashlib").sha256(data).hexdigest(),
+            "onnx": str(onnx_path), "onnx_sha256": file_sha256(onnx_path),
+            "weights": meta["weights"], "gate": gate.to_dict() if gate else None}
+    write_json(str(args.out) + ".json", side)
+    print(f"wrote {args.out} ({len(data) / 1e6:.1f} MB, {key.describe()})")
+    return 0
+
+
+def _weights(args) -> int:
+    try:
+        from goodpoint_training.release import export_weights
+    except ImportError as exc:
+        raise UserError(f"`export weights` needs the training package (goodpoint_training): {exc}")
+    if not Path(args.checkpoint).is_file():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    info = export_weights(args.checkpoint, args.out, keypoint_threshold=args.threshold)
+    print(f"wrote {args.out}: {info}")
+    return 0
+
+
+def _gate(args) -> int:
+    from ..backends import create_backend
+    from ..backends.gate import accuracy_gate, sample_images
+    from ..config import GoodPointConfig
+    ref_weights = args.reference_weights or (
+        None if args.weights and args.weights.endswith(".onnx") else args.weights)
+    ref = create_backend("onnxruntime", weights=ref_weights, precision="fp32", device="cpu")
+    cand = create_backend(args.backend, weights=args.weights, precision=args.precision)
+    result = accuracy_gate(ref, cand, sample_images(args.images),
+                           GoodPointConfig(keypoint_threshold=args.threshold), resize=args.size)
+    print(f"{cand.name} {getattr(cand, 'precision', args.precision)} vs onnxruntime fp32: "
+          f"{result.summary()}")
+    if args.json:
+        write_json(args.json, {"backend": cand.name, "precision": args.precision,
+                               **result.to_dict()})
+    return 0 if result.passed else 1
