@@ -18,8 +18,6 @@ COMMANDS = {
     "bench": ("goodpoint_ros.cli.bench", "benchmark per-stage latency against ORB and SIFT"),
     "export": ("goodpoint_ros.cli.export", "export ONNX / int8 ONNX / TensorRT engine / weights; "
                "accuracy gate"),
-    "export": ("goodpoint_ros.cli.export", "export ONNX / int8 ONNX / TensorRT engine / weights; "
-               "accuracy gate"),
     "make-sample-bag": ("goodpoint_ros.cli.make_sample_bag", "render a rosbag2 of a textured village with exact depth + poses"),
     "eval": ("goodpoint_ros.cli.eval", "evaluate against ORB/SIFT/AKAZE: homography sets, rosbag2 replay"),
     "train": ("goodpoint_ros.cli.train", "train GoodPoint without labels on a folder of images"),
