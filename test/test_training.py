@@ -394,3 +394,44 @@ def test_export_weights_writes_core_format(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable"):
         export_weights(bad, out)
+
+
+def test_init_starts_from_released_weights_with_fresh_optimizer(tmp_path):
+    from goodpoint_training import trainer
+    from goodpoint_training.release import export_weights
+    from goodpoint_ros.weights import load_weights
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    cv2.imwrite(str(imgs / "a.png"), (textured(48) * 255).astype(np.uint8))
+    trainer.run(tiny_run_config(tmp_path / "src", imgs, max_steps=2))
+    w = tmp_path / "w.safetensors"
+    export_weights(tmp_path / "src" / "run" / "last.ckpt", w)
+    t = trainer.Trainer(tiny_run_config(tmp_path / "ft", imgs, max_steps=2), init=str(w))
+    tensors, _ = load_weights(w)
+    for k, v in t.raw_model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), tensors[k])
+    assert t.step == 0 and not t.optimizer.state          # fresh optimizer
+
+
+def test_cli_train_errors_are_one_line(tmp_path, capsys):
+    from goodpoint_ros.cli import main
+    assert main(["train", "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "r"),
+                 "--no-validation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and len(err.splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "r"),
+                 "--no-validation", "--set", "guard_duplicates=false"]) == 2
+    assert "no usable training images" in capsys.readouterr().err
+    assert main(["train", "--images", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--set", "crpo=3"]) == 2
+    assert "unknown" in capsys.readouterr().err
+
+
+def test_benchmark_reports_every_stage(capsys):
+    from goodpoint_training.benchmark import measure, synthetic_images
+    cfg = validate(config_from_dict(dict(crop=32, batch_size=2, threads=2)))
+    r = measure(cfg, synthetic_images(2, (64, 64)), "fp32", steps=1, warmup=0)
+    for k in ("forward_ms", "targets_ms", "losses_ms", "backward_ms", "data_ms_per_batch"):
+        assert r[k] > 0, k
+    assert r["pairs_per_s"] > 0 and 0 < r["targets_losses_share"] < 1

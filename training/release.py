@@ -70,3 +70,54 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
                          f"({str(exc).splitlines()[0]})") from None
     save_weights(Path(out_path), tensors, meta)
     return meta
+
+
+def choose_threshold(checkpoint_path, image_dir, names=None):
+    """θ_keypoint maximising the validation harmonic mean (fp32, the shared
+    post-processor and matcher) → (θ, {θ: metrics}).  Never uses ../shared/data."""
+    import torch
+    from goodpoint_ros.model import GoodPointNet
+    from .validation import load_pairs, run_network, sweep_thresholds
+    state = load_checkpoint(Path(checkpoint_path))
+    model = GoodPointNet()
+    model.load_state_dict(state["model"])
+    pairs = load_pairs(Path(image_dir), names)
+    if not pairs:
+        raise ValueError(f"no validation photos found in {image_dir}")
+    with torch.no_grad():
+        outs = run_network(model, pairs, "cpu", "fp32")
+    return sweep_thresholds(outs, pairs, GoodPointConfig())
+
+
+def main(argv=None) -> int:
+    """``python -m goodpoint_training.release CKPT --images DIR --out X.safetensors``:
+    choose θ_keypoint on the validation split, then export."""
+    import argparse
+    import json
+    p = argparse.ArgumentParser(prog="goodpoint_training.release", description=main.__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("--images", required=True, help="folder holding the validation split's photos")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threshold", type=float, help="skip the sweep and record this θ")
+    p.add_argument("--table", help="write the sweep as JSON here")
+    args = p.parse_args(argv)
+    theta, table = (args.threshold, {}) if args.threshold else choose_threshold(
+        args.checkpoint, args.images)
+    for t, m in table.items():
+        print(f"θ={t:<6g} P={m['precision']:.3f} R={m['repeatability']:.3f} "
+              f"C={m['coverage']:.3f} HM={m['harmonic_mean']:.3f} kpts={m['keypoints']:.0f}"
+              f"  mild HM={m.get('mild_harmonic_mean', float('nan')):.3f}"
+              f"  strong HM={m.get('strong_harmonic_mean', float('nan')):.3f}")
+    extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
+    meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra)
+    if args.table:
+        from goodpoint_ros.weights import atomic_write_bytes
+        atomic_write_bytes(args.table, json.dumps({str(k): v for k, v in table.items()},
+                                                  indent=1).encode())
+    print(f"θ_keypoint = {theta} → {args.out} ({json.dumps(meta['training'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
