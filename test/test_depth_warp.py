@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from goodpoint_ros.evaluation.depth_warp import (DepthWarp, apply_affine, depth_at, pair_warps,
                                                   relative_pose, roll_image, roll_matrix,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -36,11 +36,13 @@ def add_bag_arguments(p: argparse.ArgumentParser) -> None:
                         "paired with frame i+shift of BAG_B")
     g.add_argument("--image-topic", default=DEFAULT_IMAGE, help=f"image topic ({DEFAULT_IMAGE})")
     g.add_argument("--depth-topic", default=DEFAULT_DEPTH,
-                   help=f"planar depth topic, 32FC1 metres ({DEFAULT_DEPTH})")
+                   help=f"planar depth topic, 32FC1 metres or 16UC1 mm ({DEFAULT_DEPTH})")
     g.add_argument("--camera-info-topic", default=DEFAULT_INFO,
                    help=f"sensor_msgs/CameraInfo topic ({DEFAULT_INFO})")
     g.add_argument("--pose-topic", default=DEFAULT_POSE,
-                   help=f"Odometry / PoseStamped / TransformStamped topic ({DEFAULT_POSE})")
+                   help=f"Odometry / PoseStamped / PoseWithCovarianceStamped / TransformStamped "
+                        f"topic, or /tf ({DEFAULT_POSE}); with --no-depth it is optional and "
+                        "/tf is used when it is missing")
     g.add_argument("--extrinsic", default="auto", choices=["auto", "tf_static", "airsim", "optical"],
                    help="camera pose from the body pose: tf_static (body → image frame_id), airsim "
                         "(pure axis rotation p_body = (z, x, y)_optical), optical (pose topic is the "
@@ -67,6 +69,19 @@ def add_bag_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the check that the ground truth agrees with SIFT matches (it catches "
                         "a wrong --extrinsic or pose topic)")
 
+
+def check_bag_arguments(args) -> None:
+    """One-line errors for option values that cannot work."""
+    if args.depth_tolerance <= 0:
+        raise ValueError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
+    if args.sync_tolerance < 0 or args.pose_tolerance < 0:
+        raise ValueError("--sync-tolerance and --pose-tolerance must be >= 0")
+    if args.coverage_radius <= 0:
+        raise ValueError(f"--coverage-radius must be positive, got {args.coverage_radius}")
+    if not -90.0 <= args.roll <= 90.0:
+        raise ValueError(f"--roll is in degrees within [-90, 90], got {args.roll}")
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be >= 0, got {args.max_pairs}")
 
 
 # --------------------------------------------------------------------------- evaluation core
@@ -395,6 +410,7 @@ def run_bag(args) -> int:
     from ..cli.eval import common_settings, finish, methods_from_args
     from .aggregate import aggregate
 
+    check_bag_arguments(args)
     t_start = time.perf_counter()
     timing = Timing()
     need_depth = not args.no_depth
@@ -409,8 +425,6 @@ def run_bag(args) -> int:
                       no_depth=args.no_depth,
                       keep_examples=args.pictures if args.report else 0,
                       progress=not args.no_progress and sys.stderr.isatty())
-    if opts.coverage_radius <= 0:
-        raise ValueError(f"--coverage-radius must be positive, got {opts.coverage_radius}")
     pairs = make_pairs(len(frames_a), len(frames_b), opts)
     if not pairs:
         raise ValueError(f"no pairs: {len(frames_a)} usable frames"
