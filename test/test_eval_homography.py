@@ -79,10 +79,14 @@ def test_malformed_or_orphan_h_files_are_skipped_and_reported(tmp_path):
     write_sequence(d, [(64, 48)] * 3, {2: H_TRUE})
     (d / "H_1_3").write_text("1 2 3\n4 5\n")
     np.savetxt(d / "H_1_5", H_TRUE)                              # no image 5
-    pairs, problems = discover_pairs(d)
+    orphan = tmp_path / "v_y"
+    write_sequence(orphan, [(64, 48)] * 2, {2: H_TRUE})
+    (orphan / "1.ppm").unlink()                                  # H files but no image 1
+    pairs, problems = discover_pairs(tmp_path)
     assert [p.name for p in pairs] == ["v_x/1-2"]
-    assert len(problems) == 2
+    assert len(problems) == 3
     assert any("H_1_3" in p for p in problems) and any("H_1_5" in p for p in problems)
+    assert any(p.startswith("v_y") and "no image 1" in p for p in problems)
 
 
 def test_read_homography_errors(tmp_path):
@@ -209,6 +213,23 @@ def test_image_1_features_are_computed_once_per_sequence_and_bad_images_skip_pai
     assert [p["name"] for p in per_pair] == ["i_seq/1-2", "i_seq/1-4"]
     assert len(skipped) == 1 and skipped[0][0] == "i_seq/1-3" and "decode" in skipped[0][1]
     assert len(calls) == 3                                       # 1 once, 2, 4
+
+
+def test_a_detector_error_skips_the_pair_not_the_run(tmp_path):
+    d = tmp_path / "i_seq"
+    write_sequence(d, [(64, 48), (64, 48), (60, 40)], {2: np.eye(3), 3: np.eye(3)}, ext=".png")
+
+    class Picky(GroundTruthMethod):
+        def detect(self, image):
+            if image.shape[1] == 60:
+                import cv2 as _cv2
+                raise _cv2.error("OpenCV(5.0.0) boom\n(-215:Assertion failed) size in function 'x'")
+            return Features(np.array([[10.0, 10.0]], np.float32), np.ones(1, np.float32),
+                            np.eye(64, dtype=np.float32)[:1], (image.shape[1], image.shape[0]))
+
+    per_pair, skipped, _ = evaluate_pairs(discover_pairs(d)[0], {"p": Picky({})}, progress=False)
+    assert [p["name"] for p in per_pair] == ["i_seq/1-2"]
+    assert skipped[0][0] == "i_seq/1-3" and "Assertion failed" in skipped[0][1]
 
 
 # --------------------------------------------------------------------------- CLI

@@ -212,6 +212,9 @@ def discover_pairs(root) -> Tuple[List[HomographyPair], List[str]]:
             if is_hpatches_sequence(d):
                 pairs.extend(hpatches_pairs(d, problems))
                 return
+            if any(d.glob("H_1_*")):
+                problems.append(f"{d.name}: has H_1_* files but no image 1.* to pair them with")
+                return
             if is_evd(d):
                 pairs.extend(evd_pairs(d, problems))
                 return
@@ -372,8 +375,8 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
                         ok = valid[matches[:, 0]] & (d <= eps_list[0])
                     example["methods"][name] = {"kpts_a": fa.keypoints, "kpts_b": fb.keypoints,
                                                 "matches": matches, "correct": ok}
-        except ValueError as exc:        # e.g. an image type a detector rejects
-            skipped.append((pair.name, str(exc).splitlines()[0]))
+        except (ValueError, cv2.error) as exc:   # e.g. an image a detector rejects
+            skipped.append((pair.name, (str(exc).strip().splitlines() or ["error"])[-1]))
             continue
         per_pair.append(record)
         if index in keep:
