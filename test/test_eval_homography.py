@@ -1,6 +1,5 @@
 """Homography-set evaluation: layouts, ground-truth pipeline, CLI, bad input, real data."""
 import json
-import math
 import shutil
 from pathlib import Path
 
