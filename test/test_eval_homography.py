@@ -285,11 +285,19 @@ def test_cli_with_no_keypoints_reports_undefined_not_a_crash(tmp_path, capsys):
     (["eval", "homography", str(SAMPLE), "--methods", "orb,surf"], "unknown method 'surf'"),
     (["eval", "homography", str(SAMPLE / "1.png")], "not a directory"),
     (["eval"], "choose what to evaluate"),
+    (["eval", "homography", str(SAMPLE), "--coverage-radius", "0"], "--coverage-radius"),
+    (["eval", "homography", str(SAMPLE), "--max-keypoints", "-3"], "--max-keypoints"),
 ])
 def test_cli_bad_input_gives_one_line_errors(argv, msg, capsys):
     rc, out, err = run_cli(argv, capsys)
     assert rc == 2
     assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_rejects_bad_tolerances(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "homography", str(SAMPLE), "--eps", "3,-1"])
+    assert exc.value.code == 2 and "tolerances must be positive" in capsys.readouterr().err
 
 
 def test_cli_partly_bad_set_evaluates_good_pairs_and_counts_skips(tmp_path, capsys):
