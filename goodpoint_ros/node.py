@@ -345,7 +345,10 @@ class DetectorNode(Node):
         self.pub_diagnostics.publish(array)
 
     def _on_worker_error(self, frame, exc) -> None:
-        self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
+        if not rclpy.ok():            # publishing raced with Ctrl-C: nothing to report
+            return
+        self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=5.0)
 
     def _warn_once(self, text: str) -> None:
         """Log each distinct problem once (a wrong encoding would otherwise flood at 30 Hz)."""

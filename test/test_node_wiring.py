@@ -83,6 +83,8 @@ class Ros:
         gm = importlib.import_module("goodpoint_ros.msg")
         self.Keypoints, self.Matches, self.Status = gm.Keypoints, gm.Matches, gm.Status
         self.Node = importlib.import_module("rclpy.node").Node
+        dm = importlib.import_module("diagnostic_msgs.msg")
+        self.DiagnosticArray, self.DiagnosticStatus = dm.DiagnosticArray, dm.DiagnosticStatus
         self.nodes = []
 
     def detector(self, backend=None, **params):
@@ -395,3 +397,25 @@ def test_bundled_model_through_the_auto_backend_chain(ros):
     logger = node.get_logger()
     if hasattr(logger, "records") and s.backend != "tensorrt":
         assert any("tensorrt" in m and level == "warning" for level, m in logger.records)
+
+
+class FailingBackend(DotBackend):
+    def infer(self, x):
+        raise RuntimeError("GPU fell off the bus")
+
+
+def test_a_failing_model_is_reported_on_diagnostics_and_the_node_keeps_running(ros):
+    node = ros.detector(FailingBackend(), image_topic="/cam/image", diagnostics_period=0.1)
+    probe = ros.probe()
+    pub = probe.create_publisher(ros.Image, "/cam/image", ros.sensor_qos)
+    diag = Inbox(ros, probe, "/diagnostics", ros.DiagnosticArray)
+    assert ros.spin_until(lambda: pub.get_subscription_count() > 0)
+    for sec in (1, 2):
+        pub.publish(ros.image_msg(dots_image(), sec))
+        assert ros.spin_until(lambda: node.worker.stats().failed == sec)
+    assert node.worker.alive
+    assert ros.spin_until(lambda: any(a.status and a.status[0].level == ros.DiagnosticStatus.WARN
+                                      for a in diag.msgs))
+    status = [a for a in diag.msgs if a.status[0].level == ros.DiagnosticStatus.WARN][-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["frames_failed"] == "2" and values["backend"] == "fake"
