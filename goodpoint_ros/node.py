@@ -134,7 +134,11 @@ class DetectorNode(Node):
             elif p.range and isinstance(p.default, int) and not isinstance(p.default, bool):
                 descriptor.integer_range = [IntegerRange(
                     from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
-            self.declare_parameter(p.name, p.default, descriptor)
+            try:
+                self.declare_parameter(p.name, p.default, descriptor)
+            except Exception as exc:  # e.g. `sync_slop: 0` (an int) in a params file
+                raise FatalError(f"parameter {p.name}: {type(exc).__name__}: {exc} "
+                                 f"(expected a {type(p.default).__name__})") from None
 
     def _load_extractor(self, values, resize):
         """The model loads once, here; the fallback chain is logged."""

@@ -419,3 +419,10 @@ def test_a_failing_model_is_reported_on_diagnostics_and_the_node_keeps_running(r
     status = [a for a in diag.msgs if a.status[0].level == ros.DiagnosticStatus.WARN][-1].status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert values["frames_failed"] == "2" and values["backend"] == "fake"
+
+
+def test_a_wrongly_typed_or_out_of_range_override_is_a_one_line_fatal_error(ros):
+    for name, value in (("sync_slop", 1), ("nms_radius", 500), ("mode", "triple")):
+        with pytest.raises(ros.node_mod.FatalError, match=name) as err:
+            ros.detector(**{name: value})
+        assert "\n" not in str(err.value)
