@@ -53,26 +53,19 @@ def agreement(ref, test, radius: float = 1.0) -> Tuple[float, float]:
     """(fraction of ref keypoints with a test keypoint within radius px,
     mean cosine between test's descriptors sampled at ref keypoints and ref's).
 
-    ``ref`` and ``test`` are (Features, desc map [1,D,h,w]) pairs.
+    ``ref`` and ``test`` are (Features, desc map [1,D,h,w]) pairs; the
+    accuracy gate's definition (:func:`goodpoint_ros.backends.gate.agreement`).
     """
-    from .keypoints import sample_descriptors
+    from .backends.gate import agreement as gate_agreement
     (fr, _), (ft, dt) = ref, test
-    if len(fr) == 0:
-        return float("nan"), float("nan")
-    if len(ft) == 0:
-        return 0.0, float("nan")
-    d = np.linalg.norm(fr.keypoints[:, None] - ft.keypoints[None], axis=2)
-    rep = float((d.min(axis=1) <= radius).mean())
-    dt_at_ref = sample_descriptors(dt, fr.keypoints[None])[0]
-    cos = float((dt_at_ref * fr.descriptors).sum(1).mean())
-    return rep, cos
+    return gate_agreement(fr, ft, dt, radius)
 
 
 def _bench_goodpoint(backend: str, precision: str, size, frames, warmup, weights, threads,
-                     reference=None):
+                     reference=None, threshold=None):
     kw = {"threads": threads} if threads else {}
-    ex = FeatureExtractor(backend, GoodPointConfig(max_keypoints=1000), weights=weights,
-                          precision=precision, device="auto", **kw)
+    ex = FeatureExtractor(backend, GoodPointConfig(keypoint_threshold=threshold, max_keypoints=1000),
+                          weights=weights, precision=precision, device="auto", **kw)
     imgs = _frames(size, frames + warmup)
     stages = {k: [] for k in ("preprocess", "network", "postprocess", "matching", "total")}
     prev = None
@@ -138,17 +131,26 @@ def _bench_opencv(name: str, size, frames, warmup):
 
 
 def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),), frames=50,
-                  warmup=5, weights=None, threads=None) -> Dict:
+                  warmup=5, weights=None, threads=None, threshold=None) -> Dict:
+    """Every backend × precision × size.  ``threshold`` overrides θ_keypoint
+    (e.g. to time post-processing and matching with keypoints on untrained
+    weights).  Reduced precisions are compared with fp32 of the same size
+    (the first backend's fp32 outputs)."""
     runs, baselines = [], []
     from tqdm import tqdm
     jobs = [(s, b, p) for s in sizes for b in backends for p in precisions]
     refs = {}
     for size, backend, precision in tqdm(jobs, desc="bench", unit="run"):
         if precision != "fp32" and size not in refs:
-            _, refs[size] = _bench_goodpoint(backend, "fp32", size, 2, 1, weights, threads)
+            try:
+                _, refs[size] = _bench_goodpoint(backend, "fp32", size, 2, 1, weights, threads,
+                                                 threshold=threshold)
+            except Exception:   # no fp32 on this backend: agreement is left unmeasured
+                pass
         try:
             run, outs = _bench_goodpoint(backend, precision, size, frames, warmup, weights, threads,
-                                         reference=refs.get(size) if precision != "fp32" else None)
+                                         reference=refs.get(size) if precision != "fp32" else None,
+                                         threshold=threshold)
         except Exception as exc:  # a backend/precision that cannot run here is reported, not fatal
             runs.append({"backend": backend, "precision": precision, "width": size[0],
                          "height": size[1], "error": f"{exc.__class__.__name__}: {exc}"})
@@ -159,13 +161,15 @@ def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),)
     for size in sizes:
         for name in ("orb", "sift"):
             baselines.append(_bench_opencv(name, size, frames, warmup))
-    # ratios against the first successful run of each size (PyTorch fp32 when listed first)
+    # ratios against PyTorch eager fp32 of the same size when it ran, else the first run
     for size in sizes:
         ok = [r for r in runs if "error" not in r and (r["width"], r["height"]) == tuple(size)]
         if ok:
-            base = ok[0]
+            base = next((r for r in ok if r["backend"] == "torch" and r["precision"] == "fp32"), ok[0])
             for r in ok:
                 r["speedup_vs_baseline"] = base["total_ms"]["median"] / r["total_ms"]["median"]
+                r["network_speedup_vs_baseline"] = (base["network_ms"]["median"]
+                                                    / r["network_ms"]["median"])
                 r["baseline"] = f"{base['backend']}/{base['precision']}"
     return {"runs": runs, "opencv": baselines, "frames": frames, "warmup": warmup}
 

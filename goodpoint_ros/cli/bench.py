@@ -13,13 +13,17 @@ from .common import parse_size, write_json
 
 
 def add_arguments(p):
-    p.add_argument("--backends", default="torch", help="comma list: torch,onnxruntime,tensorrt")
-    p.add_argument("--precision", default="fp32", help="comma list: fp32,bf16,fp16,int8")
+    p.add_argument("--backends", default="torch,onnxruntime",
+                   help="comma list: torch,onnxruntime,tensorrt (torch fp32 is the ratios' baseline)")
+    p.add_argument("--precision", default="fp32", help="comma list: fp32,bf16,fp16,int8 (a pair "
+                   "a backend cannot run is reported as unavailable)")
     p.add_argument("--sizes", default="320x240,640x480", help="comma list of WxH")
     p.add_argument("--frames", type=int, default=50, help="timed frames per run (default 50)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--weights", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="θ_keypoint override (default: from the weights' metadata)")
     p.add_argument("--json", help="write the results as JSON")
 
 
@@ -29,7 +33,8 @@ def run(args) -> int:
     result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
                            precisions=[p for p in args.precision.split(",") if p],
                            sizes=sizes, frames=args.frames, warmup=args.warmup,
-                           weights=args.weights, threads=args.threads)
+                           weights=args.weights, threads=args.threads,
+                           threshold=args.threshold)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)
