@@ -435,3 +435,28 @@ def test_benchmark_reports_every_stage(capsys):
     for k in ("forward_ms", "targets_ms", "losses_ms", "backward_ms", "data_ms_per_batch"):
         assert r[k] > 0, k
     assert r["pairs_per_s"] > 0 and 0 < r["targets_losses_share"] < 1
+
+
+def test_tensorboard_logs_loss_terms_validation_and_pictures(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from goodpoint_training import trainer
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for s in range(4):
+        cv2.imwrite(str(imgs / f"{s}.png"), (textured(120, s) * 255).astype(np.uint8))
+    split = tmp_path / "split.txt"
+    split.write_text("# held out\n2.png\n3.png\n")
+    cfg = tiny_run_config(tmp_path, imgs, max_steps=2, tensorboard=True, log_every=1,
+                          validate_every=2, image_every=1, validation_split=str(split))
+    t = trainer.Trainer(cfg, validation_dir=str(imgs))
+    assert len(t.images) == 2 and len(t.validator) == 2        # 2 held out, 2 trained on
+    result = t.fit()
+    assert result["validation"] is not None and "harmonic_mean" in result["validation"]
+    acc = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()
+    tags = acc.Tags()
+    for tag in ("train/loss", "train/gt", "train/wrong", "train/random", "train/keypoints",
+                "train/heatmaps", "train/lr"):
+        assert tag in tags["scalars"], tag
+    assert "val/keypoints" in tags["scalars"]
+    assert "val/matches" in tags["images"]

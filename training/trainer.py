@@ -207,6 +207,7 @@ class Trainer:
             if self.dist.main:
                 log.info("resumed from %s at step %d", self.out / LAST, self.step)
         self.validator = None
+        self.last_threshold = 0.032
         if self.dist.main and validation_dir and cfg.validate_every >= 0:
             from .validation import Validator
             self.validator = Validator(Path(validation_dir), read_split(cfg.validation_split or None))
@@ -275,17 +276,26 @@ class Trainer:
             for k, v in metrics.items():
                 if isinstance(v, float) and math.isfinite(v):
                     self.writer.add_scalar(f"val/{k}", v, self.step)
-            self._log_picture(outs, metrics["threshold"])
+            k = 1 % len(outs)
+            self._log_picture(self.validator.pairs[k], outs[k], metrics["threshold"])
         return metrics
 
-    def _log_picture(self, outs, threshold):
+    def log_picture_now(self, threshold: float = 0.032) -> None:
+        """TensorBoard picture of keypoints and matches on one validation pair."""
+        if self.validator is None or self.writer is None:
+            return
+        from .validation import run_network
+        pair = self.validator.pairs[1 % len(self.validator.pairs)]
+        outs = run_network(self.raw_model, [pair], self.device, "bf16")
+        self._log_picture(pair, outs[0], threshold)
+
+    def _log_picture(self, p, out, threshold):
         from goodpoint_ros.config import GoodPointConfig
         from goodpoint_ros.keypoints import postprocess
         from goodpoint_ros.matching import match_descriptors
         from goodpoint_ros.visualize import draw_matches
         try:
-            p = self.validator.pairs[1 % len(self.validator.pairs)]
-            (pa, da), (pb, db) = outs[1 % len(outs)]
+            (pa, da), (pb, db) = out
             cfg = GoodPointConfig(keypoint_threshold=threshold)
             h, w = p.image_a.shape
             fa, fb = postprocess(pa, da, (w, h), cfg), postprocess(pb, db, (w, h), cfg)
@@ -343,6 +353,9 @@ class Trainer:
                                        (self.step - start_step) /
                                        max(time.monotonic() - t_start, 1e-6), self.step)
             done = self.step >= self.total_steps
+            if cfg.image_every and self.step % cfg.image_every == 0 and not (
+                    cfg.validate_every and self.step % cfg.validate_every == 0):
+                self.log_picture_now(self.last_threshold)
             is_best = False
             if self.validator and ((cfg.validate_every and self.step % cfg.validate_every == 0)
                                    or done):
@@ -351,6 +364,7 @@ class Trainer:
                 log.info("step %d validation: %s", self.step,
                          " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                                   if isinstance(v, float) and "_" not in k))
+                self.last_threshold = metrics["threshold"]
                 if hm > self.best:
                     self.best, is_best = hm, True
             due = ((cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0)
