@@ -344,3 +344,41 @@ def test_robot_bag_poses_come_from_tf_when_there_is_no_odometry(tmp_path, capsys
     assert code == 0, err
     s = json.loads(js.read_text())["methods"]["sift"]
     assert s["pose_auc"]["20"] > 0.3 and s["rotation_error_deg"] < 2.0
+
+
+def test_evaluation_streams_a_long_bag_in_bounded_memory():
+    """Only the frames a pair still needs stay alive, however long the bag."""
+    import weakref
+
+    from goodpoint_ros.evaluation.bag_eval import evaluate_bag
+    from goodpoint_ros.evaluation.bag_replay import Frame
+    from goodpoint_ros.keypoints import Features
+    K = sb.sc.intrinsics((64, 48))
+    refs = []
+    most = [0]
+
+    def frames(n):
+        for k in range(n):
+            f = Frame(k, 0.1 * k, np.zeros((48, 64), np.uint8), K, np.zeros(5))
+            refs.append(weakref.ref(f))
+            most[0] = max(most[0], sum(r() is not None for r in refs))
+            yield f
+            del f
+
+    class Nothing:
+        def detect(self, image):
+            return Features.empty((64, 48), 8)
+
+        def match(self, f0, f1):
+            return np.zeros((0, 2), np.int64)
+
+    opts = BagOptions(shift=3, no_depth=True, progress=False, keep_examples=0)
+    per_pair, skipped, _, tracks = evaluate_bag(frames(60), None, {"x": Nothing()}, opts)
+    assert len(per_pair) == 57 and not skipped and tracks["x"]["tracks"] == 0
+    assert 2 <= most[0] <= opts.shift + 2
+    # two bags advance together: frame i of the first with i + shift of the second
+    per_pair, _, _, _ = evaluate_bag(frames(20), frames(20), {"x": Nothing()},
+                                     BagOptions(shift=3, stride=2, no_depth=True, progress=False,
+                                                keep_examples=0))
+    assert [(p["frame_a"], p["frame_b"]) for p in per_pair] == [(i, i + 3) for i in range(0, 17, 2)]
+    assert most[0] <= 2 * (3 + 2)

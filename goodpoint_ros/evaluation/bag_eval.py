@@ -12,7 +12,7 @@ import argparse
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -182,33 +182,59 @@ def gt_agreement(frame_a, frame_b, roll: float = 0.0, rel_tolerance: float = 0.0
     return float(np.mean(d <= eps)), n
 
 
+class GroundTruthCheck:
+    """Stops the run with one line when the ground truth disagrees with the images.
+
+    Offered the pairs as they stream by, it scores ``samples`` of them
+    ``spacing`` pairs apart with :func:`gt_agreement` and decides on the
+    median; pairs with fewer than 20 judgeable SIFT matches do not count.
+    """
+
+    def __init__(self, roll: float, rel_tolerance: float, extrinsic: str, samples: int = 3,
+                 spacing: int = 5):
+        self.roll, self.rel_tolerance, self.extrinsic = roll, rel_tolerance, extrinsic
+        self.samples, self.spacing = samples, max(1, spacing)
+        self.scores: List[float] = []
+        self.offered = 0
+        self.agreement: Optional[float] = None
+        self.done = False
+
+    def offer(self, frame_a, frame_b) -> None:
+        if self.done:
+            return
+        if self.offered % self.spacing == 0:
+            agree, n = gt_agreement(frame_a, frame_b, self.roll, self.rel_tolerance)
+            if n >= GT_CHECK_MIN_MATCHES:
+                self.scores.append(agree)
+        self.offered += 1
+        if len(self.scores) >= self.samples:
+            self.decide()
+
+    def decide(self) -> Optional[float]:
+        """Median agreement (None: nothing to judge); raises BagError when it is too low."""
+        from .bag_replay import BagError
+        self.done = True
+        if not self.scores:
+            return None
+        self.agreement = float(np.median(self.scores))
+        if self.agreement < GT_CHECK_MIN_AGREEMENT:
+            raise BagError(
+                f"the depth + pose ground truth disagrees with the images: only "
+                f"{self.agreement:.0%} of SIFT matches land within 5 px of their warp (extrinsic: "
+                f"{self.extrinsic}); check --extrinsic (tf_static | airsim | optical), "
+                "--pose-topic and the depth topic, or pass --no-gt-check")
+        return self.agreement
+
+
 def check_ground_truth(pairs: Sequence[Tuple], roll: float, rel_tolerance: float,
                        extrinsic: str, samples: int = 3) -> Optional[float]:
-    """Raise a one-line error when the ground truth disagrees with the images.
-
-    pairs: (frame_a, frame_b) with depth and pose.  Checks up to ``samples``
-    pairs spread along the run; returns the median agreement (None when no
-    pair had enough SIFT matches to judge).
-    """
-    from .bag_replay import BagError
-    if not pairs:
-        return None
-    pick = sorted(set(np.linspace(0, len(pairs) - 1, min(samples, len(pairs))).round().astype(int)))
-    scores = []
-    for k in pick:
-        agree, n = gt_agreement(*pairs[k], roll=roll, rel_tolerance=rel_tolerance)
-        if n >= GT_CHECK_MIN_MATCHES:
-            scores.append(agree)
-    if not scores:
-        return None
-    med = float(np.median(scores))
-    if med < GT_CHECK_MIN_AGREEMENT:
-        raise BagError(
-            f"the depth + pose ground truth disagrees with the images: only {med:.0%} of SIFT "
-            f"matches land within 5 px of their warp (extrinsic: {extrinsic}); check --extrinsic "
-            "(tf_static | airsim | optical), --pose-topic and the depth topic, or pass "
-            "--no-gt-check")
-    return med
+    """:class:`GroundTruthCheck` on a list of (frame_a, frame_b), all of them offered."""
+    check = GroundTruthCheck(roll, rel_tolerance, extrinsic, samples, spacing=1)
+    for fa, fb in pairs:
+        check.offer(fa, fb)
+        if check.done:
+            break
+    return check.agreement if check.done else check.decide()
 
 
 @dataclass
@@ -225,41 +251,122 @@ class BagOptions:
     keep_examples: int = 3
     progress: bool = True
 
+    def validate(self) -> "BagOptions":
+        if self.shift < 1:
+            raise ValueError(f"--shift must be at least 1, got {self.shift}")
+        if self.stride < 1:
+            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+        return self
+
 
 def make_pairs(n_a: int, n_b: int, opts: BagOptions) -> List[Tuple[int, int]]:
-    """(i, i + shift) for i = 0, stride, … while both frames exist (capped by max_pairs)."""
-    if opts.shift < 1:
-        raise ValueError(f"--shift must be at least 1, got {opts.shift}")
-    if opts.stride < 1:
-        raise ValueError(f"--stride must be at least 1, got {opts.stride}")
+    """(i, i + shift) for i = 0, stride, … while both frames exist (capped by max_pairs).
+
+    The pairs :func:`evaluate_bag` visits, for bags of n_a and n_b frames.
+    """
+    opts.validate()
     pairs = [(i, i + opts.shift) for i in range(0, n_a, opts.stride) if i + opts.shift < n_b]
     return pairs[:opts.max_pairs] if opts.max_pairs else pairs
 
 
-def evaluate_bag(frames_a, frames_b, methods: Dict[str, object], opts: BagOptions,
-                 timing: Optional[Timing] = None):
-    """Run every method on every pair → (per_pair records, skipped [(name, reason)], examples).
+class TrackCounter:
+    """Feature tracks through consecutive frames (robot-bag mode).
 
-    frames_a/frames_b: :class:`~.bag_replay.Frame` lists (the same list for one
-    bag).  Depth mode scores P, R, C at each ε plus relative-pose error; no-depth
-    mode scores matches, essential inliers, pose error when poses exist.
+    ``update(n_prev, n_cur, links)`` with ``links`` [K,2] (index in the previous
+    frame, index in the current one) — essential-matrix inlier matches.  A track
+    ends when its keypoint has no link into the next frame.
+    """
+
+    def __init__(self):
+        self.length: Optional[np.ndarray] = None
+        self.finished: List[int] = []
+
+    def update(self, n_prev: int, n_cur: int, links: np.ndarray) -> None:
+        if self.length is None or len(self.length) != n_prev:
+            self.length = np.ones(n_prev, np.int64)
+        new = np.ones(n_cur, np.int64)
+        continued = np.zeros(n_prev, bool)
+        if len(links):
+            new[links[:, 1]] = self.length[links[:, 0]] + 1
+            continued[links[:, 0]] = True
+        self.finished += self.length[~continued].tolist()
+        self.length = new
+
+    def summary(self) -> Dict[str, float]:
+        """Mean and median length (frames) of tracks seen in ≥ 2 frames."""
+        arr = np.asarray(self.finished + ([] if self.length is None else self.length.tolist()),
+                         np.float64)
+        arr = arr[arr > 1]
+        if not len(arr):
+            return {"mean": float("nan"), "median": float("nan"), "tracks": 0}
+        return {"mean": float(arr.mean()), "median": float(np.median(arr)), "tracks": int(len(arr))}
+
+
+def _inlier_links(method, f0, f1, frame0, frame1) -> np.ndarray:
+    matches = method.match(f0, f1)
+    _, _, inl = estimate_pose(f0.keypoints, f1.keypoints, matches, frame0.K, frame1.K,
+                              frame0.dist, frame1.dist)
+    return matches[inl] if len(matches) else matches
+
+
+def track_lengths(frames, method) -> Dict[str, float]:
+    """Track-length summary of one method over a list of frames (see :class:`TrackCounter`)."""
+    counter = TrackCounter()
+    prev = prev_frame = None
+    for frame in frames:
+        cur = method.detect(frame.image)
+        if prev is not None:
+            counter.update(len(prev), len(cur), _inlier_links(method, prev, cur, prev_frame, frame))
+        prev, prev_frame = cur, frame
+    return counter.summary()
+
+
+def _timed(frames: Iterable, timing: Timing) -> Iterator:
+    """Iterate, adding the time spent producing each item (bag decoding) to ``timing.decode``."""
+    it = iter(frames)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            timing.decode += time.perf_counter() - t0
+            return
+        timing.decode += time.perf_counter() - t0
+        yield item
+
+
+def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict[str, object],
+                 opts: BagOptions, timing: Optional[Timing] = None,
+                 gt_check: Optional[GroundTruthCheck] = None):
+    """Run every method on every pair → (per_pair records, skipped [(name, reason)], examples,
+    track summaries {method: …} (no-depth mode) or {}).
+
+    frames_a: :class:`~.bag_replay.Frame` s in order — a list or a streaming
+    :class:`~.bag_replay.BagStream`; frames_b: the second bag's, or None to
+    pair frames of the first.  Frames are held only while a pair still needs
+    them (shift + 1 of them), so a long bag does not fill the memory.  Depth
+    mode scores P, R, C at each ε plus relative-pose error; no-depth mode
+    scores matches, essential inliers, pose error when poses exist, and tracks.
     """
     from tqdm import tqdm
-    from .depth_warp import apply_affine, pair_warps, relative_pose, roll_image, roll_matrix
-    from .metrics import pair_metrics
 
+    opts.validate()
     timing = timing or Timing()
-    same = frames_a is frames_b
-    pairs = make_pairs(len(frames_a), len(frames_b), opts)
+    same = frames_b is None
+    it_a = _timed(frames_a, timing)
+    it_b = None if same else _timed(frames_b, timing)
+    buf_a: Dict[int, object] = {}
+    buf_b: Dict[int, object] = buf_a if same else {}
     per_pair: List[Dict] = []
     skipped: List[Tuple[str, str]] = []
     examples: List[Dict] = []
     cache: Dict[Tuple, Tuple] = {}
-    keep = set(np.linspace(0, len(pairs) - 1, opts.keep_examples).round().astype(int).tolist()) \
-        if opts.keep_examples and pairs else set()
+    trackers = {name: TrackCounter() for name in methods} if opts.no_depth else {}
+    keep = {k * opts.shift for k in range(opts.keep_examples)}     # non-overlapping pairs
+    bag_b = "a" if same else "b"
 
-    def detect(name, method, bag, index, rolled, image):
-        key = (name, bag, index, rolled)
+    def detect(name, method, bag, frame, rolled, image):
+        key = (name, bag, frame.index, rolled)
         if key not in cache:
             t0 = time.perf_counter()
             feats = method.detect(image)
@@ -268,65 +375,115 @@ def evaluate_bag(frames_a, frames_b, methods: Dict[str, object], opts: BagOption
             cache[key] = (feats, dt * 1e3)
         return cache[key]
 
-    bar = tqdm(pairs, desc="eval bag", unit="pair", disable=not opts.progress, leave=False)
-    for n, (i, j) in enumerate(bar):
-        fa, fb = frames_a[i], frames_b[j]
-        name = f"{fa.index}-{fb.index}"
-        # Frames older than this pair's first are never needed again.
-        for key in [k for k in cache if (k[1] == "a" or same) and k[2] < i]:
-            del cache[key]
-        for key in [k for k in cache if k[1] == "b" and not same and k[2] < j]:
-            del cache[key]
-        reason = _unusable(fa, fb, opts)
-        if reason:
-            skipped.append((name, reason))
-            continue
-        t0 = time.perf_counter()
-        img_b = roll_image(fb.image, opts.roll) if opts.roll else fb.image
-        A_b = roll_matrix(opts.roll, fb.size) if opts.roll else None
-        has_pose = fa.T_world_cam is not None and fb.T_world_cam is not None
-        T_b_a = relative_pose(fa.T_world_cam, fb.T_world_cam) if has_pose else None
-        warps = None
-        if not opts.no_depth:
-            ab, ba = pair_warps(fa, fb, opts.roll, opts.depth_tolerance)
-            warps = (_TimedWarp(ab, timing), _TimedWarp(ba, timing))
-        timing.ground_truth += time.perf_counter() - t0
-        record = {"name": name, "split": None, "index": n, "frame_a": fa.index,
-                  "frame_b": fb.index, "stamp_a": fa.stamp, "stamp_b": fb.stamp, "methods": {}}
-        example = {"name": name, "image_a": fa.image, "image_b": img_b, "methods": {}}
-        bag_b = "a" if same else "b"
-        for mname, method in methods.items():
-            feats_a, ms_a = detect(mname, method, "a", fa.index, False, fa.image)
-            feats_b, ms_b = detect(mname, method, bag_b, fb.index, bool(opts.roll), img_b)
-            t0 = time.perf_counter()
-            matches = method.match(feats_a, feats_b)
-            match_ms = (time.perf_counter() - t0) * 1e3
-            timing.matching += match_ms / 1e3
-            t0 = time.perf_counter()
-            if warps is not None:
-                rec = pair_metrics(feats_a.keypoints, feats_b.keypoints, matches, warps[0],
-                                   warps[1], fa.size, fb.size, opts.eps, opts.coverage_radius)
+    bar = tqdm(desc="eval bag", unit="pair", disable=not opts.progress, leave=False)
+    n_pairs = 0
+    while True:
+        try:
+            fb = next(it_a) if same else next(it_b)
+            if not same:
+                buf_a_new = next(it_a)
+                buf_a[buf_a_new.index] = buf_a_new
+        except StopIteration:
+            break
+        buf_b[fb.index] = fb
+        j = fb.index
+        if trackers and j >= 1 and (j - 1) in buf_a:
+            for name, method in methods.items():       # consecutive frames of the first bag
+                f0, f1 = buf_a[j - 1], buf_a[j]
+                d0, _ = detect(name, method, "a", f0, False, f0.image)
+                d1, _ = detect(name, method, "a", f1, False, f1.image)
+                t0 = time.perf_counter()
+                trackers[name].update(len(d0), len(d1), _inlier_links(method, d0, d1, f0, f1))
+                timing.tracks += time.perf_counter() - t0
+        i = j - opts.shift
+        if i >= 0 and i % opts.stride == 0 and i in buf_a:
+            fa = buf_a[i]
+            reason = _unusable(fa, fb, opts)
+            if reason:
+                skipped.append((f"{fa.index}-{fb.index}", reason))
             else:
-                rec = {"matches": int(len(matches)),
-                       "keypoints": (len(feats_a) + len(feats_b)) / 2.0,
-                       "keypoints_a": int(len(feats_a)), "keypoints_b": int(len(feats_b))}
-            timing.metrics += time.perf_counter() - t0
-            # Relative pose from the matches (b's keypoints taken back to the unrolled image).
-            t0 = time.perf_counter()
-            kb = apply_affine(np.linalg.inv(A_b), feats_b.keypoints) if A_b is not None \
-                else feats_b.keypoints
-            R, t, inl = estimate_pose(feats_a.keypoints, kb, matches, fa.K, fb.K, fa.dist, fb.dist)
-            timing.pose += time.perf_counter() - t0
-            rec["inliers"] = int(inl.sum())
-            rec["inlier_ratio"] = float(inl.mean()) if len(inl) else float("nan")
-            if T_b_a is not None:
-                r_err, t_err, p_err = relative_pose_errors(R, t, T_b_a)
-                rec["rotation_error_deg"], rec["translation_error_deg"] = r_err, t_err
-                rec["pose_error_deg"] = p_err
-            rec["detect_ms"] = (ms_a + ms_b) / 2.0
-            rec["match_ms"] = match_ms
-            record["methods"][mname] = rec
-            if n in keep and warps is not None:
+                if gt_check is not None:
+                    t0 = time.perf_counter()
+                    gt_check.offer(fa, fb)
+                    timing.ground_truth += time.perf_counter() - t0
+                record, example = _score_pair(fa, fb, methods, opts, timing, detect, bag_b,
+                                              n_pairs, keep_example=n_pairs in keep)
+                per_pair.append(record)
+                if example is not None:
+                    examples.append(example)
+                n_pairs += 1
+                bar.update(1)
+            if opts.max_pairs and n_pairs >= opts.max_pairs:
+                break
+        # Drop frames (and features) no later pair needs: the next pair is (i + 1, j + 1)
+        # and the next track step needs j, which is ≥ i + 1 since shift ≥ 1.
+        low_a = i + 1
+        for buf, low in ((buf_a, low_a), (buf_b, j if not same else low_a)):
+            for k in [k for k in buf if k < low]:
+                del buf[k]
+        for key in [k for k in cache
+                    if (k[1] == "a" and k[2] < low_a) or (k[1] == "b" and k[2] < j)]:
+            del cache[key]
+    bar.close()
+    if gt_check is not None and not gt_check.done:
+        gt_check.decide()
+    tracks = {name: t.summary() for name, t in trackers.items()}
+    return per_pair, skipped, examples, tracks
+
+
+def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b: str,
+                index: int, keep_example: bool):
+    """One pair, every method → (per-pair record, example for the report or None)."""
+    from .depth_warp import apply_affine, pair_warps, relative_pose, roll_image, roll_matrix
+    from .metrics import pair_metrics
+
+    name = f"{fa.index}-{fb.index}"
+    t0 = time.perf_counter()
+    img_b = roll_image(fb.image, opts.roll) if opts.roll else fb.image
+    A_b = roll_matrix(opts.roll, fb.size) if opts.roll else None
+    has_pose = fa.T_world_cam is not None and fb.T_world_cam is not None
+    T_b_a = relative_pose(fa.T_world_cam, fb.T_world_cam) if has_pose else None
+    warps = None
+    if not opts.no_depth:
+        ab, ba = pair_warps(fa, fb, opts.roll, opts.depth_tolerance)
+        warps = (_TimedWarp(ab, timing), _TimedWarp(ba, timing))
+    timing.ground_truth += time.perf_counter() - t0
+    record = {"name": name, "split": None, "index": index, "frame_a": fa.index,
+              "frame_b": fb.index, "stamp_a": fa.stamp, "stamp_b": fb.stamp, "methods": {}}
+    example = {"name": name, "image_a": fa.image, "image_b": img_b, "methods": {}} \
+        if keep_example else None
+    for mname, method in methods.items():
+        feats_a, ms_a = detect(mname, method, "a", fa, False, fa.image)
+        feats_b, ms_b = detect(mname, method, bag_b, fb, bool(opts.roll), img_b)
+        t0 = time.perf_counter()
+        matches = method.match(feats_a, feats_b)
+        match_ms = (time.perf_counter() - t0) * 1e3
+        timing.matching += match_ms / 1e3
+        t0 = time.perf_counter()
+        if warps is not None:
+            rec = pair_metrics(feats_a.keypoints, feats_b.keypoints, matches, warps[0], warps[1],
+                               fa.size, fb.size, opts.eps, opts.coverage_radius)
+        else:
+            rec = {"matches": int(len(matches)), "keypoints": (len(feats_a) + len(feats_b)) / 2.0,
+                   "keypoints_a": int(len(feats_a)), "keypoints_b": int(len(feats_b))}
+        timing.metrics += time.perf_counter() - t0
+        # Relative pose from the matches (b's keypoints taken back to the unrolled image).
+        t0 = time.perf_counter()
+        kb = apply_affine(np.linalg.inv(A_b), feats_b.keypoints) if A_b is not None \
+            else feats_b.keypoints
+        R, t, inl = estimate_pose(feats_a.keypoints, kb, matches, fa.K, fb.K, fa.dist, fb.dist)
+        timing.pose += time.perf_counter() - t0
+        rec["inliers"] = int(inl.sum())
+        rec["inlier_ratio"] = float(inl.mean()) if len(inl) else float("nan")
+        if T_b_a is not None:
+            r_err, t_err, p_err = relative_pose_errors(R, t, T_b_a)
+            rec["rotation_error_deg"], rec["translation_error_deg"] = r_err, t_err
+            rec["pose_error_deg"] = p_err
+        rec["detect_ms"] = (ms_a + ms_b) / 2.0
+        rec["match_ms"] = match_ms
+        record["methods"][mname] = rec
+        if example is not None:
+            if warps is not None:
                 warped, valid = warps[0].warp(feats_a.keypoints)
                 ok = np.zeros(len(matches), bool)
                 if len(matches):
@@ -334,18 +491,11 @@ def evaluate_bag(frames_a, frames_b, methods: Dict[str, object], opts: BagOption
                                        axis=1)
                     with np.errstate(invalid="ignore"):
                         ok = valid[matches[:, 0]] & (d <= opts.eps[0])
-                example["methods"][mname] = {"kpts_a": feats_a.keypoints,
-                                             "kpts_b": feats_b.keypoints, "matches": matches,
-                                             "correct": ok}
-            elif n in keep:
-                example["methods"][mname] = {"kpts_a": feats_a.keypoints,
-                                             "kpts_b": feats_b.keypoints, "matches": matches,
-                                             "correct": np.asarray(inl, bool)}
-        per_pair.append(record)
-        if n in keep:
-            examples.append(example)
-    bar.close()
-    return per_pair, skipped, examples
+            else:
+                ok = np.asarray(inl, bool)
+            example["methods"][mname] = {"kpts_a": feats_a.keypoints, "kpts_b": feats_b.keypoints,
+                                         "matches": matches, "correct": ok}
+    return record, example
 
 
 def _unusable(fa, fb, opts: BagOptions) -> Optional[str]:
@@ -362,44 +512,12 @@ def _unusable(fa, fb, opts: BagOptions) -> Optional[str]:
     return None
 
 
-def track_lengths(frames, method, max_frames: int = 0) -> Dict[str, float]:
-    """Feature tracks through consecutive frames (robot-bag mode).
-
-    Matches frame k to k+1 with the method's matcher, keeps essential-matrix
-    inliers, and chains them: a track ends when its keypoint finds no inlier
-    match in the next frame.  → mean and median track length (frames).
-    """
-    n = len(frames) if not max_frames else min(len(frames), max_frames)
-    if n < 2:
-        return {"mean": float("nan"), "median": float("nan"), "tracks": 0}
-    prev = method.detect(frames[0].image)
-    length = np.ones(len(prev), np.int64)
-    finished: List[int] = []
-    for k in range(1, n):
-        cur = method.detect(frames[k].image)
-        matches = method.match(prev, cur)
-        _, _, inl = estimate_pose(prev.keypoints, cur.keypoints, matches, frames[k - 1].K,
-                                  frames[k].K, frames[k - 1].dist, frames[k].dist)
-        good = matches[inl] if len(matches) else matches
-        new_len = np.ones(len(cur), np.int64)
-        continued = np.zeros(len(prev), bool)
-        if len(good):
-            new_len[good[:, 1]] = length[good[:, 0]] + 1
-            continued[good[:, 0]] = True
-        finished += length[~continued].tolist()
-        prev, length = cur, new_len
-    finished += length.tolist()
-    arr = np.asarray(finished, np.float64)
-    arr = arr[arr > 1] if (arr > 1).any() else arr      # single-frame "tracks" are not tracks
-    return {"mean": float(arr.mean()), "median": float(np.median(arr)), "tracks": int(len(arr))}
-
-
-def _replay(args, path, need_depth: bool):
-    from .bag_replay import read_bag
-    return read_bag(path, args.image_topic, args.camera_info_topic,
-                    None if not need_depth else args.depth_topic,
-                    args.pose_topic, args.extrinsic, args.eval_size, args.sync_tolerance,
-                    args.pose_tolerance, require_pose=need_depth)
+def _open(args, path, need_depth: bool):
+    from .bag_replay import BagStream
+    return BagStream(path, args.image_topic, args.camera_info_topic,
+                     None if not need_depth else args.depth_topic,
+                     args.pose_topic, args.extrinsic, args.eval_size, args.sync_tolerance,
+                     args.pose_tolerance, require_pose=need_depth)
 
 
 def run_bag(args) -> int:
@@ -414,47 +532,47 @@ def run_bag(args) -> int:
     t_start = time.perf_counter()
     timing = Timing()
     need_depth = not args.no_depth
-    t0 = time.perf_counter()
-    replay_a = _replay(args, args.bag, need_depth)
-    replay_b = _replay(args, args.bag_b, need_depth) if args.bag_b else replay_a
-    timing.decode = time.perf_counter() - t0
-    frames_a, frames_b = replay_a.frames, replay_b.frames
     opts = BagOptions(shift=args.shift, stride=args.stride, max_pairs=args.max_pairs,
                       roll=args.roll, depth_tolerance=args.depth_tolerance,
                       coverage_radius=args.coverage_radius, eps=tuple(args.eps),
                       no_depth=args.no_depth,
                       keep_examples=args.pictures if args.report else 0,
-                      progress=not args.no_progress and sys.stderr.isatty())
-    pairs = make_pairs(len(frames_a), len(frames_b), opts)
-    if not pairs:
-        raise ValueError(f"no pairs: {len(frames_a)} usable frames"
-                         + (f" (dropped: {replay_a.dropped})" if replay_a.dropped else "")
-                         + f", fewer than --shift {opts.shift} + 1")
-    agreement = None
-    if need_depth and not args.no_gt_check:
-        t0 = time.perf_counter()
-        usable = [(frames_a[i], frames_b[j]) for i, j in pairs
-                  if _unusable(frames_a[i], frames_b[j], opts) is None]
-        agreement = check_ground_truth(usable, opts.roll, opts.depth_tolerance, replay_a.extrinsic)
-        timing.ground_truth += time.perf_counter() - t0
-    methods = methods_from_args(args)
-    per_pair, skipped, examples = evaluate_bag(frames_a, frames_b, methods, opts, timing)
+                      progress=not args.no_progress and sys.stderr.isatty()).validate()
+    t0 = time.perf_counter()
+    stream_a = _open(args, args.bag, need_depth)
+    try:
+        stream_b = _open(args, args.bag_b, need_depth) if args.bag_b else None
+    except BaseException:
+        stream_a.close()
+        raise
+    timing.decode += time.perf_counter() - t0
+    try:
+        gt_check = GroundTruthCheck(opts.roll, opts.depth_tolerance, stream_a.extrinsic,
+                                    spacing=opts.shift) \
+            if need_depth and not args.no_gt_check else None
+        methods = methods_from_args(args)
+        per_pair, skipped, examples, tracks = evaluate_bag(stream_a, stream_b, methods, opts,
+                                                           timing, gt_check)
+    finally:
+        stream_a.close()
+        if stream_b is not None:
+            stream_b.close()
     if not per_pair:
         reasons = sorted({r for _, r in skipped})
-        raise ValueError(f"no pair could be evaluated ({len(skipped)} skipped: "
-                         f"{'; '.join(reasons)[:300]})")
+        raise ValueError(f"no pair could be evaluated: {stream_a.frames_read} usable frames"
+                         + (f" (dropped: {dict(stream_a.dropped)})" if stream_a.dropped else "")
+                         + (f", {len(skipped)} pairs skipped: {'; '.join(reasons)[:300]}"
+                            if skipped else f" for --shift {opts.shift}"))
     names = list(methods)
     result = aggregate(per_pair, names, by_split=False)
     result["splits"] = {}
-    if args.no_depth:
-        t0 = time.perf_counter()
-        for name, method in methods.items():
-            result["methods"][name]["track_length"] = track_lengths(frames_a, method)
-        timing.tracks = time.perf_counter() - t0
+    for name, summary in tracks.items():
+        result["methods"][name]["track_length"] = summary
     timing.total = time.perf_counter() - t_start
     n_frames = len({p["frame_a"] for p in per_pair} | {p["frame_b"] for p in per_pair})
     settings = common_settings(args, methods)
-    settings.update(_settings(args, opts, replay_a, replay_b, agreement))
+    settings.update(_settings(args, opts, stream_a, stream_b,
+                              gt_check.agreement if gt_check else None))
     result.update({
         "pairs": len(per_pair), "per_pair": per_pair,
         "skipped": len(skipped), "skipped_reasons": [f"{n}: {r}" for n, r in skipped],
@@ -475,6 +593,7 @@ def run_bag(args) -> int:
 
 
 def _settings(args, opts: BagOptions, ra, rb, agreement) -> Dict:
+    """What the bag run used (ra/rb: the streams, rb None for one bag)."""
     return {"mode": "bag-no-depth" if opts.no_depth else "bag", "bag": str(args.bag),
             "bag_b": str(args.bag_b) if args.bag_b else None, "topics": ra.topics,
             "extrinsic": ra.extrinsic, "shift": opts.shift, "stride": opts.stride,
@@ -484,9 +603,10 @@ def _settings(args, opts: BagOptions, ra, rb, agreement) -> Dict:
             "roll_deg": opts.roll, "depth_tolerance": opts.depth_tolerance,
             "sync_tolerance": args.sync_tolerance, "pose_tolerance": args.pose_tolerance,
             "coverage_radius": opts.coverage_radius,
-            "frames": len(ra.frames), "frames_b": len(rb.frames) if rb is not ra else None,
-            "dropped_frames": ra.dropped, "dropped_frames_b": rb.dropped if rb is not ra else None,
-            "warnings": ra.warnings + (rb.warnings if rb is not ra else []),
+            "frames": ra.frames_read, "frames_b": rb.frames_read if rb is not None else None,
+            "dropped_frames": dict(ra.dropped),
+            "dropped_frames_b": dict(rb.dropped) if rb is not None else None,
+            "warnings": ra.warnings + (rb.warnings if rb is not None else []),
             "gt_check_agreement": agreement}
 
 

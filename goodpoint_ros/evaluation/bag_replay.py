@@ -23,10 +23,10 @@ cause raises :class:`BagError` with one readable line.
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Deque, Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -40,6 +40,7 @@ POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
               "geometry_msgs/msg/PoseWithCovarianceStamped", "geometry_msgs/msg/TransformStamped",
               "tf2_msgs/msg/TFMessage")
 TF = "tf2_msgs/msg/TFMessage"
+TRANSFORM = "geometry_msgs/msg/TransformStamped"
 
 #: Image encodings understood: name → (numpy dtype, channels).
 ENCODINGS = {"mono8": ("u1", 1), "8UC1": ("u1", 1), "bgr8": ("u1", 3), "rgb8": ("u1", 3),
@@ -273,37 +274,12 @@ def read_bag(path, image_topic: str, camera_info_topic: str, depth_topic: Option
              eval_size: Optional[Tuple[int, int]] = (320, 240), sync_tolerance: float = 0.02,
              pose_tolerance: float = 0.1, require_pose: bool = True,
              max_frames: int = 0) -> Replay:
-    """Read a bag into :class:`Frame` s (see the module docstring).
-
-    ``depth_topic`` None: no depth (robot-bag mode).  ``require_pose`` False:
-    a missing pose topic is allowed (frames get ``T_world_cam = None``).
-    Frames that cannot be completed (no depth within ``sync_tolerance``, no
-    pose, all-invalid depth) are dropped and counted in ``Replay.dropped``.
-    """
-    from rosbags.highlevel import AnyReader
-    from rosbags.typesys import Stores, get_typestore
-
-    if extrinsic not in EXTRINSICS:
-        raise BagError(f"unknown extrinsic {extrinsic!r} (choose from {', '.join(EXTRINSICS)})")
-    path = Path(path)
-    if not path.exists():
-        raise BagError(f"bag not found: {path}")
-    # A directory, a metadata-less .mcap/.db3 file: AnyReader takes either.
-    try:
-        reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
-        reader.open()
-    except Exception as exc:  # rosbags raises several types for a damaged bag
-        raise BagError(f"cannot open bag {path}: {_one_line(exc)} (corrupt, truncated or not a "
-                       "rosbag2?)") from None
-    try:
-        return _read(reader, path, image_topic, camera_info_topic, depth_topic, pose_topic,
-                     extrinsic, eval_size, sync_tolerance, pose_tolerance, require_pose,
-                     max_frames)
-    finally:
-        try:
-            reader.close()
-        except Exception:
-            pass
+    """Read a whole bag into a list of :class:`Frame` s (see :class:`BagStream`)."""
+    with BagStream(path, image_topic, camera_info_topic, depth_topic, pose_topic, extrinsic,
+                   eval_size, sync_tolerance, pose_tolerance, require_pose, max_frames) as stream:
+        frames = list(stream)
+        return Replay(frames, stream.extrinsic, stream.topics, dict(stream.dropped),
+                      list(stream.warnings), stream.native_size)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -325,171 +301,300 @@ def _connections(reader, topic: str, what: str, required: bool, types=None):
     return conns
 
 
-def _read(reader, path, image_topic, info_topic, depth_topic, pose_topic, extrinsic,
-          eval_size, sync_tol, pose_tol, require_pose, max_frames) -> Replay:
-    img_c = _connections(reader, image_topic, "image", True,
-                         ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
-    info_c = _connections(reader, info_topic, "camera_info", True, ("sensor_msgs/msg/CameraInfo",))
-    depth_c = _connections(reader, depth_topic, "depth", True, ("sensor_msgs/msg/Image",)) \
-        if depth_topic else []
-    pose_c = _connections(reader, pose_topic, "pose", require_pose, POSE_TYPES) \
-        if pose_topic else []
-    notes = []
-    if not pose_c and not require_pose:
-        # A robot bag: no odometry topic by that name, but maybe the /tf tree.
-        pose_c = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF]
+class BagStream:
+    """A bag's frames, decoded lazily in stamp order: memory holds a few frames, not the bag.
+
+    Opening checks the topics and reads the small ones — camera_info, the
+    poses, ``/tf_static`` and the first image's header — so a bag that cannot
+    work fails at once with a :class:`BagError`.  Iterating decodes image and
+    depth messages one at a time, pairs each image with the depth of nearest
+    stamp (once a later depth shows none can come closer; stamps are assumed
+    to grow per topic, as a recorder writes them), attaches the interpolated
+    camera pose and yields :class:`Frame` s.  Frames that cannot be completed
+    are counted in ``dropped``; if none can, the end of the iteration raises
+    a :class:`BagError` saying why.
+
+    ``depth_topic`` None: no depth (robot-bag mode).  ``require_pose`` False:
+    the pose topic may be missing (``/tf`` is then used when present, else
+    frames get ``T_world_cam = None``).  ``max_frames``: stop after this many
+    images (0 = all).
+    """
+
+    def __init__(self, path, image_topic: str, camera_info_topic: str,
+                 depth_topic: Optional[str] = None, pose_topic: Optional[str] = None,
+                 extrinsic: str = "auto", eval_size: Optional[Tuple[int, int]] = (320, 240),
+                 sync_tolerance: float = 0.02, pose_tolerance: float = 0.1,
+                 require_pose: bool = True, max_frames: int = 0):
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+
+        if extrinsic not in EXTRINSICS:
+            raise BagError(f"unknown extrinsic {extrinsic!r} (choose from {', '.join(EXTRINSICS)})")
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f"bag not found: {self.path}")
+        self.image_topic, self.info_topic = image_topic, camera_info_topic
+        self.depth_topic, self.pose_topic = depth_topic, pose_topic
+        self.extrinsic = extrinsic
+        self.target = tuple(eval_size) if eval_size else None
+        self.sync_tol, self.pose_tol = float(sync_tolerance), float(pose_tolerance)
+        self.max_frames = int(max_frames or 0)
+        self.dropped: Counter = Counter()
+        self.warnings: List[str] = []
+        self.topics: Dict[str, str] = {}
+        self.native_size: Optional[Tuple[int, int]] = None
+        self.frames_read = 0
+        self.K = np.eye(3)
+        self.dist = np.zeros(0)
+        self.track: Optional[PoseTrack] = None
+        self.T_pose_cam = np.eye(4)
+        # A directory or a bare .mcap/.db3 file: AnyReader takes either.
+        try:
+            self.reader = AnyReader([self.path],
+                                    default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+            self.reader.open()
+        except Exception as exc:  # rosbags raises several types for a damaged bag
+            raise BagError(f"cannot open bag {self.path}: {_one_line(exc)} (corrupt, truncated "
+                           "or not a rosbag2?)") from None
+        try:
+            self._scan(require_pose)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ context
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "BagStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ opening
+    def _scan(self, require_pose: bool) -> None:
+        """Topics, intrinsics, poses and extrinsic: everything but the images themselves."""
+        reader = self.reader
+        self.img_c = _connections(reader, self.image_topic, "image", True,
+                                  ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
+        info_c = _connections(reader, self.info_topic, "camera_info", True,
+                              ("sensor_msgs/msg/CameraInfo",))
+        self.depth_c = _connections(reader, self.depth_topic, "depth", True,
+                                    ("sensor_msgs/msg/Image",)) if self.depth_topic else []
+        pose_c = _connections(reader, self.pose_topic, "pose", require_pose, POSE_TYPES) \
+            if self.pose_topic else []
+        if not pose_c and not require_pose:
+            # A robot bag: no odometry topic by that name, but maybe the /tf tree.
+            pose_c = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF]
+            if pose_c:
+                self.warnings.append(f"pose topic {self.pose_topic} not in the bag: using /tf")
+                self.pose_topic = "/tf"
+        tf_c = [c for c in reader.connections if c.topic == "/tf_static" and c.msgtype == TF]
+        self.topics = {"image": self.image_topic, "camera_info": self.info_topic}
+        if self.depth_c:
+            self.topics["depth"] = self.depth_topic
         if pose_c:
-            notes.append(f"pose topic {pose_topic} not in the bag: using /tf")
-            pose_topic = "/tf"
-    tf_c = [c for c in reader.connections if c.topic == "/tf_static"
-            and c.msgtype == "tf2_msgs/msg/TFMessage"]
-    topics = {"image": image_topic, "camera_info": info_topic}
-    if depth_topic:
-        topics["depth"] = depth_topic
-    if pose_c:
-        topics["pose"] = pose_topic
-    replay = Replay([], extrinsic, topics, warnings=notes)
-    dropped: Counter = Counter()
+            self.topics["pose"] = self.pose_topic
+        if sum(c.msgcount for c in self.img_c) == 0:
+            raise BagError(f"image topic {self.image_topic} has no messages")
+        if self.depth_c and sum(c.msgcount for c in self.depth_c) == 0:
+            raise BagError(f"depth topic {self.depth_topic} has no messages")
 
-    images: List[Tuple[float, np.ndarray, str]] = []
-    depths: List[Tuple[float, np.ndarray]] = []
-    poses: List[Tuple[float, tuple, tuple]] = []
-    pose_frames = ("", "")
-    dynamic: Dict[Tuple[str, str], List[Tuple[float, tuple, tuple]]] = {}
-    static: Dict[Tuple[str, str], np.ndarray] = {}
-    info = None
-    native = None
-    target = tuple(eval_size) if eval_size else None
+        info = None
+        poses: List[Tuple[float, tuple, tuple]] = []
+        pose_frames = ("", "")
+        dynamic: Dict[Tuple[str, str], List[Tuple[float, tuple, tuple]]] = {}
+        static: Dict[Tuple[str, str], np.ndarray] = {}
+        try:
+            for conn, ns, raw in reader.messages(connections=info_c + pose_c + tf_c):
+                msg = reader.deserialize(raw, conn.msgtype)
+                if conn in info_c:
+                    info = info if info is not None else msg
+                elif conn in tf_c:
+                    for tr in msg.transforms:
+                        pos, q, parent, child = _pose_from_msg(tr, TRANSFORM)
+                        static[(parent, child)] = make_pose(pos, q)
+                elif conn.msgtype == TF:
+                    for tr in msg.transforms:
+                        pos, q, parent, child = _pose_from_msg(tr, TRANSFORM)
+                        dynamic.setdefault((parent, child), []).append((_stamp(tr, ns), pos, q))
+                else:
+                    pos, q, parent, child = _pose_from_msg(msg, conn.msgtype)
+                    poses.append((_stamp(msg, ns), pos, q))
+                    pose_frames = (parent, child)
+            first = None
+            for conn, ns, raw in reader.messages(connections=self.img_c):
+                first = reader.deserialize(raw, conn.msgtype)
+                break
+        except BagError:
+            raise
+        except Exception as exc:
+            raise BagError(f"cannot read bag {self.path}: {_one_line(exc)} (corrupt or "
+                           "truncated?)") from None
+        if info is None:
+            raise BagError(f"camera_info topic {self.info_topic} has no messages")
+        img0 = decode_image(first, self.image_topic)
+        self.native_size = (img0.shape[1], img0.shape[0])
+        image_frame = first.header.frame_id
+        self._intrinsics(info)
+        if dynamic:
+            poses, pose_frames = _tf_track(dynamic, static, image_frame)
+        self.T_pose_cam = _extrinsic(self, self.extrinsic, static, pose_frames, image_frame,
+                                     bool(pose_c))
+        if poses:
+            poses.sort(key=lambda p: p[0])
+            self.track = PoseTrack(np.array([p[0] for p in poses]),
+                                   np.array([p[1] for p in poses]),
+                                   np.array([p[2] for p in poses]), *pose_frames)
+        elif require_pose and pose_c:
+            raise BagError(f"pose topic {self.pose_topic} has no messages")
 
-    def fit(img, interpolation):
-        nonlocal native
+    def _intrinsics(self, info) -> None:
+        K = np.array(info.k, np.float64).reshape(3, 3)
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise BagError(f"{self.info_topic}: K has no focal length ({K[0, 0]}, {K[1, 1]}): "
+                           "the camera is not calibrated")
+        native = self.native_size
+        info_size = (int(info.width), int(info.height)) if info.width and info.height else native
+        if info_size != native:
+            self.warnings.append(f"camera_info is for {info_size[0]}x{info_size[1]} but images "
+                                 f"are {native[0]}x{native[1]}: K scaled to the images")
+            K = scale_intrinsics(K, info_size, native)
+        if self.target:
+            K = scale_intrinsics(K, native, self.target)
+        self.K = K
+        self.dist = np.array(info.d, np.float64) if len(info.d) else np.zeros(0)
+        if self.depth_c and np.any(self.dist):
+            self.warnings.append("camera_info has distortion: the depth warp assumes a "
+                                 "rectified pinhole image")
+
+    # ------------------------------------------------------------------ iterating
+    def _fit(self, img: np.ndarray, interpolation: int, topic: str) -> np.ndarray:
         size = (img.shape[1], img.shape[0])
-        if native is None:
-            native = size
-        elif size != native:
-            raise BagError(f"{image_topic}: image size changed from {native[0]}x{native[1]} "
-                           f"to {size[0]}x{size[1]}")
-        if target and size != target:
-            img = cv2.resize(img, target, interpolation=interpolation)
+        if size != self.native_size:
+            raise BagError(f"{topic}: image size {size[0]}x{size[1]} differs from the first "
+                           f"image's {self.native_size[0]}x{self.native_size[1]}")
+        if self.target and size != self.target:
+            img = cv2.resize(img, self.target, interpolation=interpolation)
         return img
 
-    conns = img_c + info_c + depth_c + pose_c + tf_c
-    try:
-        for conn, ns, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            t = _stamp(msg, ns)
-            if conn in img_c:
-                if max_frames and len(images) >= max_frames:
-                    continue
-                images.append((t, fit(to_uint8(decode_image(msg, conn.topic)), cv2.INTER_AREA),
-                               msg.header.frame_id))
-            elif conn in depth_c:
-                d = decode_depth(msg, conn.topic)
-                if target and (d.shape[1], d.shape[0]) != target:
-                    d = cv2.resize(d, target, interpolation=cv2.INTER_NEAREST)
-                depths.append((t, d))
-            elif conn in info_c:
-                if info is None:
-                    info = msg
-            elif conn in pose_c and conn.msgtype == TF:
-                for tr in msg.transforms:
-                    pos, q, fid, child = _pose_from_msg(tr, "geometry_msgs/msg/TransformStamped")
-                    dynamic.setdefault((fid, child), []).append((_stamp(tr, ns), pos, q))
-            elif conn in pose_c:
-                pos, q, fid, child = _pose_from_msg(msg, conn.msgtype)
-                poses.append((t, pos, q))
-                pose_frames = (fid, child)
-            elif conn in tf_c:
-                for tr in msg.transforms:
-                    T = make_pose((tr.transform.translation.x, tr.transform.translation.y,
-                                   tr.transform.translation.z),
-                                  (tr.transform.rotation.x, tr.transform.rotation.y,
-                                   tr.transform.rotation.z, tr.transform.rotation.w))
-                    static[(tr.header.frame_id, tr.child_frame_id)] = T
-    except BagError:
-        raise
-    except Exception as exc:
-        if len(images) < 2:
-            raise BagError(f"cannot read bag {path}: {_one_line(exc)} (corrupt or truncated?)") \
-                from None
-        replay.warnings.append(f"bag is damaged after {len(images)} images ({_one_line(exc)}); "
-                               "evaluating what was read")
-        dropped["unreadable tail"] += 1
+    def __iter__(self) -> Iterator[Frame]:
+        reader = self.reader
+        pending: Deque[Tuple[float, np.ndarray]] = deque()      # images waiting for depth
+        depths: Deque[Tuple[float, np.ndarray]] = deque()
+        seen = {"images": 0, "depths": 0, "valid_depths": 0, "img_t": [], "depth_t": []}
+        last_image_t = -np.inf
+        try:
+            for conn, ns, raw in reader.messages(connections=self.img_c + self.depth_c):
+                msg = reader.deserialize(raw, conn.msgtype)
+                t = _stamp(msg, ns)
+                if conn in self.img_c:
+                    if self.max_frames and seen["images"] >= self.max_frames:
+                        if not self.depth_c or (depths and depths[-1][0] > last_image_t
+                                                + self.sync_tol):
+                            break
+                        continue
+                    img = self._fit(to_uint8(decode_image(msg, conn.topic)), cv2.INTER_AREA,
+                                    conn.topic)
+                    pending.append((t, img))
+                    seen["images"] += 1
+                    _extend_range(seen["img_t"], t)
+                    last_image_t = max(last_image_t, t)
+                else:
+                    d = decode_depth(msg, conn.topic)
+                    if (d.shape[1], d.shape[0]) != self.native_size:
+                        raise BagError(f"{conn.topic}: depth is {d.shape[1]}x{d.shape[0]} but "
+                                       f"images are {self.native_size[0]}x{self.native_size[1]}")
+                    if self.target and (d.shape[1], d.shape[0]) != self.target:
+                        d = cv2.resize(d, self.target, interpolation=cv2.INTER_NEAREST)
+                    depths.append((t, d))
+                    seen["depths"] += 1
+                    seen["valid_depths"] += bool(np.isfinite(d).any())
+                    _extend_range(seen["depth_t"], t)
+                yield from self._finalise(pending, depths, last_image_t, final=False)
+        except BagError:
+            raise
+        except Exception as exc:
+            if seen["images"] < 2:
+                raise BagError(f"cannot read bag {self.path}: {_one_line(exc)} (corrupt or "
+                               "truncated?)") from None
+            self.warnings.append(f"bag is damaged after {seen['images']} images "
+                                 f"({_one_line(exc)}); evaluated what was read")
+            self.dropped["unreadable tail"] += 1
+        yield from self._finalise(pending, depths, last_image_t, final=True)
+        if self.frames_read == 0:
+            raise self._why_nothing(seen)
 
-    if not images:
-        raise BagError(f"image topic {image_topic} has no messages")
-    if info is None:
-        raise BagError(f"camera_info topic {info_topic} has no messages")
-    K = np.array(info.k, np.float64).reshape(3, 3)
-    if K[0, 0] <= 0 or K[1, 1] <= 0:
-        raise BagError(f"{info_topic}: K has no focal length ({K[0, 0]}, {K[1, 1]}): "
-                       "the camera is not calibrated")
-    info_size = (int(info.width), int(info.height)) if info.width and info.height else native
-    if info_size != native:
-        replay.warnings.append(f"camera_info is for {info_size[0]}x{info_size[1]} but images are "
-                               f"{native[0]}x{native[1]}: K scaled to the images")
-        K = scale_intrinsics(K, info_size, native)
-    replay.native_size = native
-    if target:
-        K = scale_intrinsics(K, native, target)
-    dist = np.array(info.d, np.float64) if len(info.d) else np.zeros(0)
-    if depth_c and np.any(dist):
-        replay.warnings.append("camera_info has distortion: the depth warp assumes a rectified "
-                               "pinhole image")
+    def _finalise(self, pending, depths, last_image_t: float, final: bool) -> Iterator[Frame]:
+        """Emit the pending images whose depth partner is settled."""
+        while pending:
+            t, img = pending[0]
+            if self.depth_c and not final and not (depths and depths[-1][0] >= t + self.sync_tol):
+                break                   # a closer depth may still come
+            pending.popleft()
+            frame = self._complete(t, img, depths)
+            if frame is not None:
+                yield frame
+        # Depth older than every image still to come is never needed again.
+        horizon = (pending[0][0] if pending else last_image_t) - self.sync_tol
+        while len(depths) > 1 and depths[0][0] < horizon and depths[1][0] <= horizon:
+            depths.popleft()
 
-    # ---- extrinsic: vehicle pose → optical camera pose
-    image_frame = images[0][2]
-    if dynamic:
-        poses, pose_frames = _tf_track(dynamic, static, image_frame)
-    T_pose_cam = _extrinsic(replay, extrinsic, static, pose_frames, image_frame, bool(pose_c))
-
-    track = None
-    if poses:
-        poses.sort(key=lambda p: p[0])
-        track = PoseTrack(np.array([p[0] for p in poses]), np.array([p[1] for p in poses]),
-                          np.array([p[2] for p in poses]), *pose_frames)
-    if depth_c:
-        if not depths:
-            raise BagError(f"depth topic {depth_topic} has no messages")
-        depths.sort(key=lambda d: d[0])
-        d_stamps = np.array([d[0] for d in depths])
-        if all(not np.isfinite(d[1]).any() for d in depths):
-            raise BagError(f"depth topic {depth_topic}: every depth map is invalid "
-                           "(NaN, inf or 0 everywhere)")
-
-    images.sort(key=lambda m: m[0])
-    matched_depth = 0
-    for t, img, _ in images:
+    def _complete(self, t: float, img: np.ndarray, depths) -> Optional[Frame]:
         depth = None
-        if depth_c:
-            k, gap = _nearest(d_stamps, t)
-            if gap > sync_tol:
-                dropped["no depth within sync tolerance"] += 1
-                continue
-            matched_depth += 1
+        if self.depth_c:
+            if not depths:
+                self.dropped["no depth within sync tolerance"] += 1
+                return None
+            stamps = np.array([d[0] for d in depths])
+            k, gap = _nearest(stamps, t)
+            if gap > self.sync_tol:
+                self.dropped["no depth within sync tolerance"] += 1
+                return None
             depth = depths[k][1]
             if not np.isfinite(depth).any():
-                dropped["all-invalid depth"] += 1
-                continue
+                self.dropped["all-invalid depth"] += 1
+                return None
         T = None
-        if track is not None:
-            Tb = track.at(t, pose_tol)
+        if self.track is not None:
+            Tb = self.track.at(t, self.pose_tol)
             if Tb is None:
-                dropped["no pose within tolerance"] += 1
-                continue
-            T = Tb @ T_pose_cam
-        replay.frames.append(Frame(len(replay.frames), t, img, K.copy(), dist, depth, T))
-    if depth_c and matched_depth == 0:
-        raise BagError(f"no image of {image_topic} has a depth map of {depth_topic} within "
-                       f"{sync_tol} s (image stamps {images[0][0]:.3f}–{images[-1][0]:.3f}, "
-                       f"depth stamps {d_stamps[0]:.3f}–{d_stamps[-1]:.3f}); "
-                       "raise --sync-tolerance?")
-    if track is not None and not replay.frames and dropped.get("no pose within tolerance"):
-        raise BagError(f"no image stamp lies within the pose stamps of {pose_topic} "
-                       f"({track.stamps[0]:.3f}–{track.stamps[-1]:.3f}, images "
-                       f"{images[0][0]:.3f}–{images[-1][0]:.3f}); raise --pose-tolerance?")
-    replay.dropped = dict(dropped)
-    return replay
+                self.dropped["no pose within tolerance"] += 1
+                return None
+            T = Tb @ self.T_pose_cam
+        frame = Frame(self.frames_read, t, img, self.K.copy(), self.dist, depth, T)
+        self.frames_read += 1
+        return frame
+
+    def _why_nothing(self, seen) -> BagError:
+        """The one-line reason no frame could be completed."""
+        if self.depth_c and seen["depths"] and seen["valid_depths"] == 0:
+            return BagError(f"depth topic {self.depth_topic}: every depth map is invalid "
+                            "(NaN, inf or 0 everywhere)")
+        if self.dropped.get("no depth within sync tolerance"):
+            (i0, i1), (d0, d1) = seen["img_t"] or (0, 0), seen["depth_t"] or (0, 0)
+            return BagError(f"no image of {self.image_topic} has a depth map of "
+                            f"{self.depth_topic} within {self.sync_tol} s (image stamps "
+                            f"{i0:.3f}–{i1:.3f}, depth stamps {d0:.3f}–{d1:.3f}); raise "
+                            "--sync-tolerance?")
+        if self.dropped.get("no pose within tolerance") and self.track is not None:
+            i0, i1 = seen["img_t"] or (0, 0)
+            return BagError(f"no image stamp lies within the pose stamps of {self.pose_topic} "
+                            f"({self.track.stamps[0]:.3f}–{self.track.stamps[-1]:.3f}, images "
+                            f"{i0:.3f}–{i1:.3f}); raise --pose-tolerance?")
+        return BagError(f"no usable frame in {self.path} (dropped: {dict(self.dropped)})")
+
+
+def _extend_range(rng: list, t: float) -> None:
+    """Keep [min, max] of the stamps seen in a two-element list."""
+    if not rng:
+        rng.extend([t, t])
+    else:
+        rng[0], rng[1] = min(rng[0], t), max(rng[1], t)
 
 
 def _tf_track(dynamic, static, image_frame: str):
@@ -507,13 +612,13 @@ def _tf_track(dynamic, static, image_frame: str):
     return dynamic[best], best
 
 
-def _extrinsic(replay: Replay, extrinsic: str, static, pose_frames, image_frame: str,
+def _extrinsic(owner, extrinsic: str, static, pose_frames, image_frame: str,
                have_pose: bool) -> np.ndarray:
     """4×4 T_pose_cam: optical camera in the frame the pose topic describes."""
     T_air = np.eye(4)
     T_air[:3, :3] = R_BODY_OPTICAL
     if not have_pose:
-        replay.extrinsic = "none"
+        owner.extrinsic = "none"
         return np.eye(4)
     _, body = pose_frames
     if extrinsic == "optical":
@@ -539,10 +644,10 @@ def _extrinsic(replay: Replay, extrinsic: str, static, pose_frames, image_frame:
             raise BagError(f"--extrinsic tf_static: no /tf_static chain from body frame "
                            f"{body or '?'} to image frame {image_frame!r} (static transforms: "
                            f"{have})")
-        replay.extrinsic = "tf_static"
+        owner.extrinsic = "tf_static"
         return chain
     if chain is not None:
-        replay.extrinsic = "tf_static"
+        owner.extrinsic = "tf_static"
         return chain
-    replay.extrinsic = "airsim"
+    owner.extrinsic = "airsim"
     return T_air
