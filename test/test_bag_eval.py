@@ -382,3 +382,18 @@ def test_evaluation_streams_a_long_bag_in_bounded_memory():
                                                 keep_examples=0))
     assert [(p["frame_a"], p["frame_b"]) for p in per_pair] == [(i, i + 3) for i in range(0, 17, 2)]
     assert most[0] <= 2 * (3 + 2)
+
+
+def test_wrong_extrinsic_stops_the_cli_with_one_line(bags, capsys):
+    code, out, err = run_eval([str(bags[0]), "--extrinsic", "optical", "--methods", "orb"], capsys)
+    assert code == 2 and "--extrinsic" in err and err.count("\n") == 1
+    code, _, err = run_eval([str(bags[0]), "--extrinsic", "optical", "--methods", "orb",
+                             "--no-gt-check", "--max-pairs", "1"], capsys)
+    assert code == 0, err                                  # the user may insist
+
+
+def test_bad_option_values_give_one_line(bags, capsys):
+    for argv in (["--roll", "120"], ["--shift", "0"], ["--depth-tolerance", "0"],
+                 ["--coverage-radius", "-1"]):
+        code, _, err = run_eval([str(bags[0]), "--methods", "orb", *argv], capsys)
+        assert code == 2 and err.count("\n") == 1, argv
