@@ -313,7 +313,7 @@ def test_stereo_pairs_are_synchronised_and_matched_along_rows(ros):
 
 
 def test_slow_model_drops_stale_frames(ros):
-    backend = DotBackend(delay=0.3)
+    backend = DotBackend(delay=0.5)
     node = ros.detector(backend, image_topic="/cam/image")
     probe = ros.probe()
     pub = probe.create_publisher(ros.Image, "/cam/image", ros.sensor_qos)

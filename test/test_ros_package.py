@@ -21,16 +21,23 @@ BUILD_DEPENDS = {"ament_cmake", "rosidl_default_generators", "std_msgs"}
 def test_package_xml_validates_and_declares_every_dependency():
     catkin_pkg = pytest.importorskip("catkin_pkg.package")
     pkg = catkin_pkg.parse_package(str(ROOT))          # raises InvalidPackage on any error
-    pkg.evaluate_conditions({})
+    pkg.evaluate_conditions({"ROS_DISTRO": "jazzy"})
     assert pkg.name == "goodpoint_ros" and pkg.package_format == 3
     assert pkg.licenses == ["MIT"]
     assert pkg.get_build_type() == "ament_cmake"
-    exec_deps = {d.name for d in pkg.exec_depends}
+    exec_deps = {d.name for d in pkg.exec_depends if d.evaluated_condition}
     build_deps = {d.name for d in pkg.build_depends + pkg.buildtool_depends}
     assert RUNTIME_DEPENDS <= exec_deps, RUNTIME_DEPENDS - exec_deps
     assert BUILD_DEPENDS <= build_deps, BUILD_DEPENDS - build_deps
     assert "rosidl_interface_packages" in {g.name for g in pkg.member_of_groups}
     assert {"launch_testing", "ament_cmake_pytest"} <= {d.name for d in pkg.test_depends}
+    # Ubuntu 24.04 (Jazzy) has no python3-torch: rosdep must not ask for it there.
+    assert "python3-torch" not in exec_deps
+    for distro, wanted in (("humble", True), ("jazzy", False)):
+        pkg = catkin_pkg.parse_package(str(ROOT))
+        pkg.evaluate_conditions({"ROS_DISTRO": distro})
+        names = {d.name for d in pkg.exec_depends if d.evaluated_condition}
+        assert ("python3-torch" in names) == wanted, distro
 
 
 def test_package_xml_version_matches_setup_py():
