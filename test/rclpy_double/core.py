@@ -404,7 +404,7 @@ class ApproximateTimeSynchronizer(SimpleFilter):
                     picks.append(msg)
                     continue
                 best = min(q, key=lambda m: abs(self._t(m) - t), default=None)
-                if best is None or abs(self._t(best) - t) > self.slop:
+                if best is None or not abs(self._t(best) - t) < self.slop:   # strict, as upstream
                     return
                 picks.append(best)
             for q, m in zip(self.queues, picks):
