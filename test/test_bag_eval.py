@@ -397,3 +397,16 @@ def test_bad_option_values_give_one_line(bags, capsys):
                  ["--coverage-radius", "-1"]):
         code, _, err = run_eval([str(bags[0]), "--methods", "orb", *argv], capsys)
         assert code == 2 and err.count("\n") == 1, argv
+
+
+def test_bag_stream_opens_cheaply_and_can_be_read_twice(bags):
+    from goodpoint_ros.evaluation.bag_replay import BagStream
+    with BagStream(bags[0], DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE) as s:
+        assert s.frames_read == 0 and s.extrinsic == "tf_static" and s.native_size == (320, 240)
+        first = [f.stamp for f in s]
+        second = [(f.index, f.stamp) for f in s]
+    assert len(first) == 9 and second == list(enumerate(first))
+    assert all(b - a == pytest.approx(0.1, abs=1e-6) for a, b in zip(first, first[1:]))
+    with BagStream(bags[0], DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE,
+                   max_frames=4) as s:
+        assert len(list(s)) == 4

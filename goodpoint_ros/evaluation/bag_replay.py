@@ -484,6 +484,8 @@ class BagStream:
 
     def __iter__(self) -> Iterator[Frame]:
         reader = self.reader
+        self.frames_read = 0                   # a second pass starts over
+        self.dropped.clear()
         pending: Deque[Tuple[float, np.ndarray]] = deque()      # images waiting for depth
         depths: Deque[Tuple[float, np.ndarray]] = deque()
         seen = {"images": 0, "depths": 0, "valid_depths": 0, "img_t": [], "depth_t": []}
