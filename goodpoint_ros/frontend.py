@@ -14,8 +14,7 @@ here is testable with plain arrays.
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -211,6 +210,3 @@ def debug_picture(image: np.ndarray, output) -> np.ndarray:
             cv2.line(pic, p0, p1, (60, 200, 60) if ok else (40, 40, 230), 1, cv2.LINE_AA)
     return pic
 
-
-def now_ms() -> float:
-    return time.perf_counter() * 1e3

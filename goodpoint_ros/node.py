@@ -49,8 +49,7 @@ from . import messages
 from .frame_scheduler import LatestFrameWorker
 from .frontend import Camera, Frontend, StereoOutput, debug_picture
 from .image_decoding import UnsupportedEncoding, decode_compressed, decode_image, encode_bgr8
-from .node_params import PARAMETERS, SPECS, check_value, config_from_params, resize_from, \
-    validate_update
+from .node_params import PARAMETERS, check_value, config_from_params, resize_from, validate_update
 
 try:  # Humble and later; older rclpy raised only KeyboardInterrupt
     from rclpy.executors import ExternalShutdownException

@@ -63,7 +63,7 @@ def dots_image(shift=(0, 0), dots=DOTS, dim=None):
 def _real_rclpy_available():
     try:
         import rclpy  # noqa: F401
-        import goodpoint_ros.msg  # noqa: F401
+        import goodpoint_ros.msg  # noqa: F401  (colcon-built: not in a pip install)
         return not getattr(sys.modules["rclpy"], "__rclpy_double__", False)
     except ImportError:
         return False
@@ -159,7 +159,7 @@ def test_every_parameter_is_declared_with_the_yaml_defaults(ros):
 
 
 def test_mono_outputs_carry_the_input_stamp_and_track_ids(ros):
-    node = ros.detector(image_topic="/cam/image", verification="homography")
+    ros.detector(image_topic="/cam/image", verification="homography")
     probe = ros.probe()
     pub = probe.create_publisher(ros.Image, "/cam/image", ros.sensor_qos)
     kp = Inbox(ros, probe, "/goodpoint_detector/keypoints", ros.Keypoints)
@@ -270,7 +270,7 @@ def test_debug_image_is_drawn_only_while_subscribed(ros, monkeypatch):
 
 
 def test_compressed_png_input(ros):
-    node = ros.detector(image_topic="/cam/image/compressed", compressed=True)
+    ros.detector(image_topic="/cam/image/compressed", compressed=True)
     probe = ros.probe()
     pub = probe.create_publisher(ros.CompressedImage, "/cam/image/compressed", ros.sensor_qos)
     kp = Inbox(ros, probe, "/goodpoint_detector/keypoints", ros.Keypoints)
@@ -285,7 +285,7 @@ def test_compressed_png_input(ros):
 
 
 def test_stereo_pairs_are_synchronised_and_matched_along_rows(ros):
-    node = ros.detector(mode="stereo", left_image_topic="/stereo/left",
+    ros.detector(mode="stereo", left_image_topic="/stereo/left",
                         right_image_topic="/stereo/right", sync_slop=0.005)
     probe = ros.probe()
     pl = probe.create_publisher(ros.Image, "/stereo/left", ros.sensor_qos)

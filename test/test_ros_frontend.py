@@ -3,7 +3,6 @@ import cv2
 import numpy as np
 import pytest
 
-from goodpoint_ros.config import GoodPointConfig
 from goodpoint_ros.frontend import Camera, Frontend, debug_picture
 from goodpoint_ros.keypoints import Features
 from goodpoint_ros.node_params import defaults
