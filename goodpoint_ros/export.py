@@ -321,7 +321,7 @@ def calibration_tensors(paths: Sequence[os.PathLike], size: Tuple[int, int] = CA
 
 
 def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.ndarray],
-                  method: str = "percentile") -> Dict:
+                  method: str = "minmax") -> Dict:
     """Static QDQ int8 quantisation, calibrated on ``inputs`` ([1,1,H,W] float32).
 
     BatchNorms are folded first (:func:`fold_batchnorm`), then the ops in

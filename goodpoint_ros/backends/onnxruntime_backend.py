@@ -63,7 +63,8 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     if not src.is_file():
         raise BackendUnavailable(f"weights file not found: {src}")
     sha = file_sha256(src)
-    cand = onnx_variant(src, precision)
+    # fp16 is made at load time from the fp32 file (CUDA provider only)
+    cand = onnx_variant(src, "fp32" if precision == "fp16" else precision)
     regen = (f"goodpoint export onnx{'' if src == DEFAULT_WEIGHTS else f' --weights {src}'} "
              f"--out {onnx_variant(src, 'fp32')}")
     if precision == "int8":
