@@ -159,8 +159,9 @@ def test_no_overlapping_stamps_is_an_error(tmp_path):
 
 
 def test_partly_bad_bag_is_evaluated_on_its_good_pairs(tmp_path, capsys):
-    # frame 1 has no valid depth: the replay drops it and counts it; frame 2's depth is
-    # zero (invalid) on its left half: still usable.  8 frames − 1 at shift 2 → 5 pairs.
+    # frame 1 has no valid depth: it stays in the sequence without ground truth, so pair
+    # (1, 3) is skipped; frame 2's depth is zero (invalid) on its left half: still usable.
+    # 8 frames at shift 2 → 6 pairs, 5 evaluated.
     def damage(i, d):
         if i == 1:
             return np.zeros_like(d)
@@ -170,13 +171,17 @@ def test_partly_bad_bag_is_evaluated_on_its_good_pairs(tmp_path, capsys):
         return d
     bag = write_bag(tmp_path / "partly", frames=8, depth_fn=damage)
     r = read_bag(bag, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
-    assert len(r.frames) == 7 and r.dropped == {"all-invalid depth": 1}
+    assert len(r.frames) == 8 and r.incomplete == {"all-invalid depth": 1}
+    assert r.frames[1].depth is None and r.frames[2].depth is not None
+    assert r.frames[4].stamp - r.frames[0].stamp == pytest.approx(0.4, abs=1e-6)   # spacing kept
     js = tmp_path / "p.json"
     code, out, err = run_eval([str(bag), "--methods", "orb", "--shift", "2", "--json", str(js)],
                               capsys)
     assert code == 0, err
     res = json.loads(js.read_text())
-    assert res["pairs"] == 5 and res["settings"]["dropped_frames"] == {"all-invalid depth": 1}
+    assert res["pairs"] == 5 and res["skipped"] == 1
+    assert res["skipped_reasons"] == ["1-3: frame a has no depth"]
+    assert res["settings"]["frames_without_ground_truth"] == {"all-invalid depth": 1}
 
 
 def test_missing_tf_static_falls_back_to_the_airsim_preset(tmp_path):

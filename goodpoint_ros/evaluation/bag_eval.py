@@ -560,7 +560,8 @@ def run_bag(args) -> int:
     if not per_pair:
         reasons = sorted({r for _, r in skipped})
         raise ValueError(f"no pair could be evaluated: {stream_a.frames_read} usable frames"
-                         + (f" (dropped: {dict(stream_a.dropped)})" if stream_a.dropped else "")
+                         + (f" ({dict(stream_a.incomplete)} without ground truth)"
+                            if stream_a.incomplete else "")
                          + (f", {len(skipped)} pairs skipped: {'; '.join(reasons)[:300]}"
                             if skipped else f" for --shift {opts.shift}"))
     names = list(methods)
@@ -604,8 +605,8 @@ def _settings(args, opts: BagOptions, ra, rb, agreement) -> Dict:
             "sync_tolerance": args.sync_tolerance, "pose_tolerance": args.pose_tolerance,
             "coverage_radius": opts.coverage_radius,
             "frames": ra.frames_read, "frames_b": rb.frames_read if rb is not None else None,
-            "dropped_frames": dict(ra.dropped),
-            "dropped_frames_b": dict(rb.dropped) if rb is not None else None,
+            "frames_without_ground_truth": dict(ra.incomplete),
+            "frames_without_ground_truth_b": dict(rb.incomplete) if rb is not None else None,
             "warnings": ra.warnings + (rb.warnings if rb is not None else []),
             "gt_check_agreement": agreement}
 

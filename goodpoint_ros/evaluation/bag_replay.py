@@ -76,11 +76,11 @@ class Frame:
 
 @dataclass
 class Replay:
-    """What :func:`read_bag` found: frames plus a record of what was dropped and why."""
+    """What :func:`read_bag` found: frames, and how many lack ground truth and why."""
     frames: List[Frame]
     extrinsic: str
     topics: Dict[str, str]
-    dropped: Dict[str, int] = field(default_factory=dict)
+    incomplete: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     native_size: Optional[Tuple[int, int]] = None
 
@@ -278,7 +278,7 @@ def read_bag(path, image_topic: str, camera_info_topic: str, depth_topic: Option
     with BagStream(path, image_topic, camera_info_topic, depth_topic, pose_topic, extrinsic,
                    eval_size, sync_tolerance, pose_tolerance, require_pose, max_frames) as stream:
         frames = list(stream)
-        return Replay(frames, stream.extrinsic, stream.topics, dict(stream.dropped),
+        return Replay(frames, stream.extrinsic, stream.topics, dict(stream.incomplete),
                       list(stream.warnings), stream.native_size)
 
 
@@ -310,9 +310,10 @@ class BagStream:
     depth messages one at a time, pairs each image with the depth of nearest
     stamp (once a later depth shows none can come closer; stamps are assumed
     to grow per topic, as a recorder writes them), attaches the interpolated
-    camera pose and yields :class:`Frame` s.  Frames that cannot be completed
-    are counted in ``dropped``; if none can, the end of the iteration raises
-    a :class:`BagError` saying why.
+    camera pose and yields :class:`Frame` s.  A frame without its depth or
+    pose is still yielded (so indices keep their time spacing) with that
+    field None, and counted in ``incomplete``; if no frame is complete, the
+    end of the iteration raises a :class:`BagError` saying why.
 
     ``depth_topic`` None: no depth (robot-bag mode).  ``require_pose`` False:
     the pose topic may be missing (``/tf`` is then used when present, else
@@ -339,7 +340,8 @@ class BagStream:
         self.target = tuple(eval_size) if eval_size else None
         self.sync_tol, self.pose_tol = float(sync_tolerance), float(pose_tolerance)
         self.max_frames = int(max_frames or 0)
-        self.dropped: Counter = Counter()
+        self.incomplete: Counter = Counter()      # frames without ground truth, by reason
+        self.complete = 0
         self.warnings: List[str] = []
         self.topics: Dict[str, str] = {}
         self.native_size: Optional[Tuple[int, int]] = None
@@ -485,7 +487,8 @@ class BagStream:
     def __iter__(self) -> Iterator[Frame]:
         reader = self.reader
         self.frames_read = 0                   # a second pass starts over
-        self.dropped.clear()
+        self.complete = 0
+        self.incomplete.clear()
         pending: Deque[Tuple[float, np.ndarray]] = deque()      # images waiting for depth
         depths: Deque[Tuple[float, np.ndarray]] = deque()
         seen = {"images": 0, "depths": 0, "valid_depths": 0, "img_t": [], "depth_t": []}
@@ -526,10 +529,13 @@ class BagStream:
                                "truncated?)") from None
             self.warnings.append(f"bag is damaged after {seen['images']} images "
                                  f"({_one_line(exc)}); evaluated what was read")
-            self.dropped["unreadable tail"] += 1
+            self.warnings.append("the frames after the damage are missing")
         yield from self._finalise(pending, depths, last_image_t, final=True)
-        if self.frames_read == 0:
+        if self.frames_read == 0 or (self.depth_c and self.complete == 0):
             raise self._why_nothing(seen)
+        if self.track is not None and self.complete == 0:
+            self.warnings.append(f"no image stamp lies within the pose stamps of "
+                                 f"{self.pose_topic}: no pose errors")
 
     def _finalise(self, pending, depths, last_image_t: float, final: bool) -> Iterator[Frame]:
         """Emit the pending images whose depth partner is settled."""
@@ -538,36 +544,39 @@ class BagStream:
             if self.depth_c and not final and not (depths and depths[-1][0] >= t + self.sync_tol):
                 break                   # a closer depth may still come
             pending.popleft()
-            frame = self._complete(t, img, depths)
-            if frame is not None:
-                yield frame
+            yield self._complete(t, img, depths)
         # Depth older than every image still to come is never needed again.
         horizon = (pending[0][0] if pending else last_image_t) - self.sync_tol
         while len(depths) > 1 and depths[0][0] < horizon and depths[1][0] <= horizon:
             depths.popleft()
 
-    def _complete(self, t: float, img: np.ndarray, depths) -> Optional[Frame]:
-        depth = None
+    def _complete(self, t: float, img: np.ndarray, depths) -> Frame:
+        """The frame at stamp t with whatever ground truth it has.
+
+        A frame that lacks depth or pose stays in the sequence (so frame i + shift
+        is still shift frames later) with ``depth``/``T_world_cam`` None; the
+        reason is counted in ``incomplete`` and its pairs are skipped.
+        """
+        depth, missing = None, None
         if self.depth_c:
-            if not depths:
-                self.dropped["no depth within sync tolerance"] += 1
-                return None
-            stamps = np.array([d[0] for d in depths])
-            k, gap = _nearest(stamps, t)
+            k, gap = _nearest(np.array([d[0] for d in depths]), t) if depths else (0, np.inf)
             if gap > self.sync_tol:
-                self.dropped["no depth within sync tolerance"] += 1
-                return None
-            depth = depths[k][1]
-            if not np.isfinite(depth).any():
-                self.dropped["all-invalid depth"] += 1
-                return None
+                missing = "no depth within sync tolerance"
+            elif not np.isfinite(depths[k][1]).any():
+                missing = "all-invalid depth"
+            else:
+                depth = depths[k][1]
         T = None
         if self.track is not None:
             Tb = self.track.at(t, self.pose_tol)
             if Tb is None:
-                self.dropped["no pose within tolerance"] += 1
-                return None
-            T = Tb @ self.T_pose_cam
+                missing = missing or "no pose within tolerance"
+            else:
+                T = Tb @ self.T_pose_cam
+        if missing:
+            self.incomplete[missing] += 1
+        elif self.depth_c or self.track is not None:
+            self.complete += 1
         frame = Frame(self.frames_read, t, img, self.K.copy(), self.dist, depth, T)
         self.frames_read += 1
         return frame
@@ -577,18 +586,19 @@ class BagStream:
         if self.depth_c and seen["depths"] and seen["valid_depths"] == 0:
             return BagError(f"depth topic {self.depth_topic}: every depth map is invalid "
                             "(NaN, inf or 0 everywhere)")
-        if self.dropped.get("no depth within sync tolerance"):
+        if self.incomplete.get("no depth within sync tolerance"):
             (i0, i1), (d0, d1) = seen["img_t"] or (0, 0), seen["depth_t"] or (0, 0)
             return BagError(f"no image of {self.image_topic} has a depth map of "
                             f"{self.depth_topic} within {self.sync_tol} s (image stamps "
                             f"{i0:.3f}–{i1:.3f}, depth stamps {d0:.3f}–{d1:.3f}); raise "
                             "--sync-tolerance?")
-        if self.dropped.get("no pose within tolerance") and self.track is not None:
+        if self.incomplete.get("no pose within tolerance") and self.track is not None:
             i0, i1 = seen["img_t"] or (0, 0)
             return BagError(f"no image stamp lies within the pose stamps of {self.pose_topic} "
                             f"({self.track.stamps[0]:.3f}–{self.track.stamps[-1]:.3f}, images "
                             f"{i0:.3f}–{i1:.3f}); raise --pose-tolerance?")
-        return BagError(f"no usable frame in {self.path} (dropped: {dict(self.dropped)})")
+        return BagError(f"no usable frame in {self.path} (without ground truth: "
+                        f"{dict(self.incomplete)})")
 
 
 def _extend_range(rng: list, t: float) -> None:
