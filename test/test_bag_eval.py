@@ -415,3 +415,34 @@ def test_bag_stream_opens_cheaply_and_can_be_read_twice(bags):
     with BagStream(bags[0], DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE,
                    max_frames=4) as s:
         assert len(list(s)) == 4
+
+
+def test_pose_messages_of_every_supported_type():
+    from types import SimpleNamespace as NS
+
+    from goodpoint_ros.evaluation.bag_replay import _extrinsic, _pose_from_msg
+    p, q = NS(x=1.0, y=2.0, z=3.0), NS(x=0.0, y=0.0, z=0.0, w=1.0)
+    hdr = NS(frame_id="world", stamp=NS(sec=1, nanosec=0))
+    pose = NS(position=p, orientation=q)
+    msgs = {"nav_msgs/msg/Odometry": NS(header=hdr, child_frame_id="body",
+                                        pose=NS(pose=pose)),
+            "geometry_msgs/msg/PoseStamped": NS(header=hdr, pose=pose),
+            "geometry_msgs/msg/PoseWithCovarianceStamped": NS(header=hdr, pose=NS(pose=pose)),
+            "geometry_msgs/msg/TransformStamped": NS(header=hdr, child_frame_id="body",
+                                                     transform=NS(translation=p, rotation=q))}
+    for msgtype, msg in msgs.items():
+        pos, quat, parent, child = _pose_from_msg(msg, msgtype)
+        assert pos == (1.0, 2.0, 3.0) and quat == (0.0, 0.0, 0.0, 1.0) and parent == "world"
+        assert child == ("" if "Pose" in msgtype and "Odometry" not in msgtype else "body")
+    # PoseStamped names no body frame: the root of the static tree is taken as the body
+    link = np.eye(4)
+    link[:3, 3] = (0.5, 0, 0)
+    static = {("base", "cam_link"): link, ("cam_link", "cam_optical"): np.eye(4)}
+    owner = NS(extrinsic="auto")
+    T = _extrinsic(owner, "auto", static, ("world", ""), "cam_optical", True)
+    assert owner.extrinsic == "tf_static"
+    np.testing.assert_allclose(T, link)
+    owner = NS(extrinsic="auto")
+    T = _extrinsic(owner, "auto", {}, ("world", "body"), "cam_optical", True)
+    assert owner.extrinsic == "airsim"
+    np.testing.assert_allclose(T[:3, :3] @ [0, 0, 1.0], [1.0, 0, 0])   # optical z = body forward
