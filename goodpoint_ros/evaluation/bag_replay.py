@@ -287,11 +287,12 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def _connections(reader, topic: str, what: str, required: bool, types=None):
+def _connections(reader, topic: str, what: str, required: bool, types=None, hint: str = ""):
     conns = [c for c in reader.connections if c.topic == topic]
     if not conns:
         if required:
-            raise BagError(f"{what} topic {topic} is not in the bag; topics: {_topic_list(reader)}")
+            raise BagError(f"{what} topic {topic} is not in the bag{hint}; topics: "
+                           f"{_topic_list(reader)}")
         return []
     if types:
         bad = [c.msgtype for c in conns if c.msgtype not in types]
@@ -386,9 +387,11 @@ class BagStream:
         info_c = _connections(reader, self.info_topic, "camera_info", True,
                               ("sensor_msgs/msg/CameraInfo",))
         self.depth_c = _connections(reader, self.depth_topic, "depth", True,
-                                    ("sensor_msgs/msg/Image",)) if self.depth_topic else []
-        pose_c = _connections(reader, self.pose_topic, "pose", require_pose, POSE_TYPES) \
-            if self.pose_topic else []
+                                    ("sensor_msgs/msg/Image",),
+                                    " (set --depth-topic, or --no-depth for a bag without depth)") \
+            if self.depth_topic else []
+        pose_c = _connections(reader, self.pose_topic, "pose", require_pose, POSE_TYPES,
+                              " (set --pose-topic, or --no-depth)") if self.pose_topic else []
         if not pose_c and not require_pose:
             # A robot bag: no odometry topic by that name, but maybe the /tf tree.
             pose_c = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF]
