@@ -30,6 +30,8 @@ setup(
         "pyyaml>=5.4",
         "rosbags>=0.10",
         "rosbags-image>=0.9",
+        # the default runtime: the bundled ONNX model, no torch needed (docs/deployment.md)
+        "onnxruntime>=1.16",
     ],
     extras_require={
         # Pinned so the CPU wheel 2.13.0 satisfies it; a bare `torch` pulls a CUDA build.

@@ -8,13 +8,13 @@ from __future__ import annotations
 import resource
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .config import GoodPointConfig
-from .matching import match_descriptors, mutual_nn_match
+from .matching import match_descriptors
 from .flops import network_flops
 from .pipeline import FeatureExtractor
 

@@ -83,7 +83,6 @@ def test_corrupt_or_mismatched_entries_are_discarded_never_used(tmp_path, damage
 
 
 def test_get_or_build_builds_once_across_concurrent_callers(tmp_path):
-    cache = EngineCache(tmp_path)
     calls = []
 
     def build():

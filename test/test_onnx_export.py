@@ -1,7 +1,6 @@
 """ONNX export: contract, exactness against PyTorch on real images, shipped files, int8."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2

@@ -4,7 +4,6 @@ What does not need TensorRT — that its absence is a clean, explained fallback 
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,12 +47,12 @@ class _TrtLogger(trt.ILogger):
 
     def __init__(self):
         trt.ILogger.__init__(self)
+        sev = trt.ILogger.Severity
+        self.levels = {sev.INTERNAL_ERROR: logging.ERROR, sev.ERROR: logging.ERROR,
+                       sev.WARNING: logging.WARNING, sev.INFO: logging.DEBUG}
 
     def log(self, severity, msg):
-        level = {trt.ILogger.INTERNAL_ERROR: logging.ERROR, trt.ILogger.ERROR: logging.ERROR,
-                 trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG}.get(
-                     severity, logging.DEBUG)
-        LOG.log(level, "TensorRT: %s", msg)
+        LOG.log(self.levels.get(severity, logging.DEBUG), "TensorRT: %s", msg)
 
 
 TRT_LOGGER = _TrtLogger()
@@ -73,14 +73,14 @@ class _Cuda:
     def __init__(self):
         try:
             import torch
-            if not torch.cuda.is_available():
-                raise BackendUnavailable("torch sees no CUDA device")
+        except ImportError:
+            torch = None
+        if torch is not None and torch.cuda.is_available():
             self.torch, self.rt = torch, None
             self.stream = torch.cuda.Stream()
             self.handle = self.stream.cuda_stream
             return
-        except ImportError:
-            pass
+        # no torch, or a CPU-only torch build: cuda-python does the memory work
         try:
             try:
                 from cuda.bindings import runtime as rt      # cuda-python ≥ 12.6
@@ -93,7 +93,8 @@ class _Cuda:
         err, count = rt.cudaGetDeviceCount()
         if int(err) != 0 or count == 0:
             raise BackendUnavailable("no CUDA device")
-        self.handle = self._ok(rt.cudaStreamCreate())
+        self.stream = self._ok(rt.cudaStreamCreate())
+        self.handle = int(self.stream)          # TensorRT takes the raw handle
 
     def _ok(self, ret):
         err, *rest = ret if isinstance(ret, tuple) else (ret,)
@@ -134,7 +135,7 @@ class _Cuda:
         else:
             self._ok(self.rt.cudaMemcpyAsync(buf.dev, buf.host.ctypes.data, buf.host.nbytes,
                                              self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
-                                             self.handle))
+                                             self.stream))
 
     def d2h(self, buf: "_Buffer") -> None:
         if self.torch is not None:
@@ -143,13 +144,13 @@ class _Cuda:
         else:
             self._ok(self.rt.cudaMemcpyAsync(buf.host.ctypes.data, buf.dev, buf.host.nbytes,
                                              self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                                             self.handle))
+                                             self.stream))
 
     def sync(self) -> None:
         if self.torch is not None:
             self.stream.synchronize()
         else:
-            self._ok(self.rt.cudaStreamSynchronize(self.handle))
+            self._ok(self.rt.cudaStreamSynchronize(self.stream))
 
 
 # --------------------------------------------------------------------------- builder
@@ -350,17 +351,24 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     """
     if device == "cpu":
         raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
-    cuda = _Cuda()   # raises BackendUnavailable without a GPU
+    _Cuda()   # raises BackendUnavailable without a GPU
     from ..export import ExportError, read_onnx_metadata
     from .onnxruntime_backend import OnnxRuntimeBackend, resolve_model
+    if engine is None and weights is not None and str(weights).endswith((".engine", ".plan")):
+        engine = weights
     if engine is not None:
         path = Path(engine)
         if not path.is_file():
             raise BackendUnavailable(f"engine file not found: {path}")
-        meta_file = path.with_suffix(path.suffix + ".json")
+        import hashlib
         import json
-        meta = json.loads(meta_file.read_text()).get("weights", {}) if meta_file.is_file() else {}
-        return TensorRTBackend(path.read_bytes(), precision, meta)
+        data = path.read_bytes()
+        side_file = path.with_suffix(path.suffix + ".json")   # written by `goodpoint export engine`
+        side = json.loads(side_file.read_text()) if side_file.is_file() else {}
+        if side.get("engine_sha256") and side["engine_sha256"] != hashlib.sha256(data).hexdigest():
+            raise BackendUnavailable(f"{path} does not match its {side_file.name} (corrupt or replaced)")
+        return TensorRTBackend(data, side.get("key", {}).get("precision", precision),
+                               side.get("weights", {}))
     onnx_precision = "int8" if precision == "int8" and not hasattr(trt, "IInt8EntropyCalibrator2") else "fp32"
     onnx_path, _ = resolve_model(weights, onnx_precision)
     try:

@@ -117,7 +117,6 @@ def _int8(args) -> int:
 
 
 def _engine(args) -> int:
-    import json
     from ..backends import BackendUnavailable, create_backend
     from ..export import file_sha256, read_onnx_metadata
     from ..weights import DEFAULT_ONNX, atomic_write_bytes
