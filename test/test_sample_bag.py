@@ -150,3 +150,18 @@ def test_cli_make_sample_bag(tmp_path, capsys):
     assert len(replay(out).frames) == 3
     assert main(["make-sample-bag", str(out), "--frames", "3"]) == 2      # exists: one-line error
     assert "exists" in capsys.readouterr().err
+
+
+def test_a_larger_bag_is_evaluated_at_320x240_with_k_scaled(tmp_path):
+    from goodpoint_ros.evaluation.bag_replay import scale_intrinsics
+    big = sb.write_sample_bag(tmp_path / "big", sb.SampleBagSpec(frames=6, size=(640, 480)))
+    r = replay(big)                                       # default eval size 320x240
+    assert r.native_size == (640, 480)
+    f = r.frames[0]
+    assert f.size == (320, 240) and f.depth.shape == (240, 320)
+    K = scale_intrinsics(sb.sc.intrinsics((640, 480)), (640, 480), (320, 240))
+    np.testing.assert_allclose(f.K, K)
+    # pixel-centre convention: x' = (x + 0.5)/2 − 0.5, so cx 320 → 159.75, f 320 → 160
+    assert K[0, 2] == pytest.approx(159.75) and K[0, 0] == pytest.approx(160.0)
+    agree, n = gt_agreement(r.frames[0], r.frames[5])
+    assert n >= 20 and agree > 0.7
