@@ -381,8 +381,8 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
         try:
             fb = next(it_a) if same else next(it_b)
             if not same:
-                buf_a_new = next(it_a)
-                buf_a[buf_a_new.index] = buf_a_new
+                newest_a = next(it_a)
+                buf_a[newest_a.index] = newest_a
         except StopIteration:
             break
         buf_b[fb.index] = fb
