@@ -187,3 +187,19 @@ def test_cli_export_onnx_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error" in err and "Traceback" not in err
     assert main(["export", "int8", "--onnx", str(out), "--calib-list", str(tmp_path / "no.txt")]) == 2
+
+
+def test_int8_file_records_the_gate_and_the_runtime_warns_on_failure(varied_weights, tmp_path, caplog):
+    import logging
+    from goodpoint_ros.backends.gate import record_gate
+    from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    _, path, _ = varied_weights
+    out = tmp_path / "varied.int8.onnx"
+    E.quantize_int8(path, out, [_real_input("1.png", (96, 64))], method="minmax")
+    result = record_gate(path, out, images=[SAMPLE / "1.png"])
+    stored = E.read_onnx_metadata(out)["export"]["gate"]
+    assert stored["passed"] == result.passed and stored["reference_keypoints"] == result.reference_keypoints
+    assert E.read_onnx_metadata(out)["weights_sha256"] == E.read_onnx_metadata(path)["weights_sha256"]
+    caplog.set_level(logging.WARNING, logger="goodpoint_ros.backends.onnxruntime")
+    OnnxRuntimeBackend(weights=str(out), device="cpu")
+    assert ("failed the accuracy gate" in caplog.text) == (not result.passed)

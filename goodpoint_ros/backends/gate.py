@@ -110,3 +110,24 @@ def accuracy_gate(reference, candidate, images: Iterable[np.ndarray],
     reason = "" if passed else ("repeatability too low" if rep < MIN_REPEATABILITY
                                 else "descriptors differ too much")
     return GateResult(rep, cos, len(per), int(n.sum()), passed, reason, per_image=per)
+
+
+def record_gate(fp32_onnx, candidate_onnx, images=None, resize=(320, 240)) -> GateResult:
+    """Gate ``candidate_onnx`` against ``fp32_onnx`` (ONNX Runtime, CPU) and store
+    the verdict in the candidate's metadata (``goodpoint_export["gate"]``)."""
+    import json
+    import onnx
+    from ..export import META_EXPORT
+    from ..weights import atomic_write_bytes
+    from .onnxruntime_backend import OnnxRuntimeBackend
+    ref = OnnxRuntimeBackend(weights=str(fp32_onnx), device="cpu")
+    cand = OnnxRuntimeBackend(weights=str(candidate_onnx), device="cpu")
+    result = accuracy_gate(ref, cand, sample_images(images), resize=resize)
+    proto = onnx.load(str(candidate_onnx))
+    for p in proto.metadata_props:
+        if p.key == META_EXPORT:
+            info = json.loads(p.value)
+            info["gate"] = {k: v for k, v in result.to_dict().items() if k != "per_image"}
+            p.value = json.dumps(info)
+    atomic_write_bytes(candidate_onnx, proto.SerializeToString())
+    return result

@@ -179,6 +179,11 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(str(exc)) from None
         self.metadata: Dict = info["weights"]
         self.export_info: Dict = info["export"]
+        gate = self.export_info.get("gate") or {}
+        if self.precision != "fp32" and gate.get("passed") is False:
+            LOG.warning("%s failed the accuracy gate when it was made (%s): its keypoints differ "
+                        "from fp32; use fp32 unless you re-checked it", path.name,
+                        gate.get("reason") or "see goodpoint export gate")
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.input_name = self.session.get_inputs()[0].name

@@ -113,6 +113,10 @@ def _int8(args) -> int:
         raise UserError(str(exc)) from None
     print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "
           f"from {len(paths)} photos, {args.method})")
+    # the gate's verdict travels in the file: the runtime warns about a failed one
+    from ..backends.gate import record_gate
+    result = record_gate(src, out)
+    print(f"accuracy gate vs fp32: {result.summary()}")
     return 0
 
 
