@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench clean models
 
 $(STAMP): setup.py requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/goodpoint bench --backends torch --precision fp32,bf16 --json $(OUT)/bench.json
+
+# Regenerate the shipped ONNX files after new weights land (docs/deployment.md).
+models: $(STAMP)
+	$(BIN)/goodpoint export onnx
+	$(BIN)/goodpoint export int8
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info
