@@ -80,7 +80,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    return args._what(args)
+    from ..export import ExportError
+    try:
+        return args._what(args)
+    except ExportError as exc:      # a fixable problem with the inputs: one line, exit 2
+        raise UserError(str(exc)) from None
 
 
 def _onnx(args) -> int:
