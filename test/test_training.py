@@ -460,3 +460,16 @@ def test_tensorboard_logs_loss_terms_validation_and_pictures(tmp_path):
         assert tag in tags["scalars"], tag
     assert "val/keypoints" in tags["scalars"]
     assert "val/matches" in tags["images"]
+
+
+def test_duplicate_guard_thumbnails_are_cached(tmp_path):
+    folder = tmp_path / "eval" / "seq"
+    folder.mkdir(parents=True)
+    a = (textured(100, 3) * 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "1.png"), a)
+    g1 = DuplicateGuard.from_folder(tmp_path / "eval", cache_dir=tmp_path / "cache")
+    caches = list((tmp_path / "cache" / "goodpoint").glob("eval_thumbs_*.npz"))
+    assert len(caches) == 1 and g1.is_duplicate(a)
+    g2 = DuplicateGuard.from_folder(tmp_path / "eval", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(g1.thumbs, g2.thumbs)
+    assert len(DuplicateGuard.from_folder(tmp_path / "absent").thumbs) == 0
