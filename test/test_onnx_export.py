@@ -147,6 +147,23 @@ def test_batchnorm_folding_is_exact_and_skips_negative_scales(varied_weights):
     assert np.abs(a[0] - b[0]).max() <= 1e-5 and np.abs(a[1] - b[1]).max() <= 1e-5
 
 
+def test_int8_keeps_the_first_and_the_detector_block_in_float(varied_weights):
+    _, path, _ = varied_weights
+    proto = onnx.load(str(path))
+    n_bn = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
+    assert E.fold_batchnorm(proto, skip_first=True) == n_bn - 2     # conv2a's a ≤ 0, and the first
+    keep = E.int8_keep_float(proto)
+    by_name = {n.name: n for n in proto.graph.node}
+    convs = [by_name[k] for k in keep if by_name[k].op_type == "Conv"]
+    assert len(convs) == 2
+    assert convs[0].input[0] == "image"                              # the first layer
+    det_b = convs[1]
+    assert {by_name[k].op_type for k in keep} >= {"Conv", "LeakyRelu", "Add"}
+    # det_b feeds the softmax: 64 output channels, 1×1
+    w = next(i for i in proto.graph.initializer if i.name == det_b.input[1])
+    assert list(w.dims) == [64, 256, 1, 1]
+
+
 def test_calibration_images_reads_the_split_and_refuses_empty(tmp_path):
     (tmp_path / "a.png").write_bytes(cv2.imencode(".png", np.zeros((40, 50), np.uint8))[1].tobytes())
     lst = tmp_path / "split.txt"
@@ -165,6 +182,7 @@ def test_int8_quantisation_keeps_contract_and_metadata(varied_weights, tmp_path)
     out = tmp_path / "varied.int8.onnx"
     info = E.quantize_int8(path, out, calib, method="minmax")
     assert info["precision"] == "int8" and info["batchnorm_folded"] >= 1
+    assert len(info["kept_float"]) >= 4
     proto = onnx.load(str(out))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -42,7 +42,9 @@ def add_arguments(p):
                    help="file listing the calibration photos (the training validation split)")
     q.add_argument("--calib-dir", default=str(REPO.parent / "shared" / "train-images"),
                    help="folder holding them")
-    q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"])
+    q.add_argument("--percentile", type=float, default=99.99,
+                   help="activation range percentile for --method percentile (99.99)")
     q.add_argument("--crops", type=int, default=4, help="views per photo (full + random crops)")
     q.set_defaults(_what=_int8)
 
@@ -112,7 +114,7 @@ def _int8(args) -> int:
     try:
         paths = calibration_images(args.calib_list, args.calib_dir)
         info = quantize_int8(src, out, calibration_tensors(paths, crops_per_image=args.crops),
-                             method=args.method)
+                             method=args.method, percentile=args.percentile)
     except ExportError as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "
