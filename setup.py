@@ -19,7 +19,8 @@ setup(
     # training/ is installed as goodpoint_training: a bare top-level `training`
     # package would shadow other projects' modules.
     package_dir={"goodpoint_training": "training"},
-    package_data={"goodpoint_ros": ["weights/*.safetensors", "weights/*.onnx", "weights/*.json"],
+    package_data={"goodpoint_ros": ["weights/*.safetensors", "weights/*.onnx", "weights/*.json",
+                                    "backends/gate_images/*.png"],
                   "goodpoint_training": ["*.yaml", "*.md", "*.txt"]},
     install_requires=[
         "numpy>=1.22",

@@ -213,3 +213,14 @@ def test_cli_gate_reports_and_exits_by_verdict(tmp_path, capsys):
     assert rc == 1 and "FAIL" in capsys.readouterr().out
     import json
     assert json.loads(out.read_text())["passed"] is False
+
+
+def test_gate_images_fall_back_to_the_copies_in_the_package(monkeypatch, tmp_path):
+    from goodpoint_ros.backends import gate
+    assert len(gate.sample_images()) == 6                       # the repository's sample
+    monkeypatch.setattr(gate, "SAMPLE_DIR", tmp_path / "absent")
+    imgs = gate.sample_images()                                 # an installed package
+    assert len(imgs) == 3 and all(i.shape[:2] == (240, 320) for i in imgs)
+    monkeypatch.setattr(gate, "PACKAGE_IMAGES", tmp_path / "absent2")
+    with pytest.raises(FileNotFoundError):
+        gate.sample_images()

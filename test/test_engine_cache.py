@@ -135,7 +135,7 @@ def test_hot_swap_serves_fallback_while_building_then_switches():
     assert fallback.calls == 3 and fast.calls == 1
 
 
-@pytest.mark.parametrize("failure", ["build", "open", "gate"])
+@pytest.mark.parametrize("failure", ["build", "open", "gate", "gate_error"])
 def test_hot_swap_keeps_fallback_when_build_open_or_gate_fails(failure):
     fallback, fast = Fake("onnxruntime", 0.1), Fake("tensorrt", 0.2)
 
@@ -149,13 +149,18 @@ def test_hot_swap_keeps_fallback_when_build_open_or_gate_fails(failure):
             raise RuntimeError("cannot deserialise")
         return fast
 
-    hs = HotSwapBackend(fallback, make, open_fast,
-                        accept=lambda b: (failure != "gate", "repeatability 0.4"))
+    def accept(b):
+        if failure == "gate_error":
+            raise FileNotFoundError("no gate images")
+        return failure != "gate", "repeatability 0.4"
+
+    hs = HotSwapBackend(fallback, make, open_fast, accept=accept)
     assert hs.wait(5)
     for _ in range(2):
         assert hs.infer(X)[0][0, 0, 0] == np.float32(0.1)
     assert hs.name == "onnxruntime" and fast.calls == 0
-    assert hs.state == {"build": "failed", "open": "failed", "gate": "refused"}[failure]
+    assert hs.state == {"build": "failed", "open": "failed", "gate": "refused",
+                        "gate_error": "refused"}[failure]
 
 
 def test_feature_extractor_runs_through_a_hot_swap():

@@ -271,7 +271,10 @@ class HotSwapBackend:
             LOG.error("%s; staying on %s", self.reason, self.fallback.name)
             return
         if self._accept is not None:
-            ok, why = self._accept(fast)
+            try:
+                ok, why = self._accept(fast)
+            except Exception as exc:   # an engine that could not be checked is not used
+                ok, why = False, f"the gate could not run: {exc.__class__.__name__}: {exc}"
             if not ok:
                 self.state, self.reason = "refused", why
                 LOG.error("engine refused by the accuracy gate (%s); staying on %s",

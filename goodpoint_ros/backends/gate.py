@@ -29,6 +29,9 @@ MIN_REPEATABILITY = 0.90
 MIN_COSINE = 0.98
 RADIUS_PX = 1.0
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
+#: Shipped inside the package (3 of the sample's photos at 320×240, gray) so an
+#: installed robot can gate the engine it builds without the repository's data.
+PACKAGE_IMAGES = Path(__file__).resolve().parent / "gate_images"
 
 
 def agreement(ref: Features, test: Features, test_desc: np.ndarray,
@@ -72,11 +75,13 @@ class GateResult:
 
 
 def sample_images(paths: Optional[Sequence[Path]] = None) -> List[np.ndarray]:
-    """The gate's real images: the bundled HPatches sample unless ``paths`` given."""
+    """The gate's real images: ``paths``, else the repository's HPatches sample,
+    else the three copies shipped in the package."""
     from ..imageio import read_image
-    paths = list(paths) if paths else sorted(SAMPLE_DIR.glob("*.png"))
+    paths = (list(paths) if paths else sorted(SAMPLE_DIR.glob("*.png"))
+             or sorted(PACKAGE_IMAGES.glob("*.png")))
     if not paths:
-        raise FileNotFoundError(f"no gate images (bundled sample {SAMPLE_DIR} missing)")
+        raise FileNotFoundError(f"no gate images ({SAMPLE_DIR} and {PACKAGE_IMAGES} are missing)")
     return [read_image(p) for p in paths]
 
 
