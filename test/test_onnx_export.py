@@ -206,9 +206,13 @@ def test_cli_export_onnx_and_errors(tmp_path, capsys):
     assert "error" in err and "Traceback" not in err
     assert main(["export", "int8", "--onnx", str(out), "--calib-list", str(tmp_path / "no.txt")]) == 2
     assert main(["export", "onnx", "--size", "100x10", "--out", str(tmp_path / "y.onnx")]) == 2
+    assert main(["export", "onnx", "--height", "48", "--out", str(tmp_path / "z.onnx")]) == 2
+    assert main(["export", "onnx", "--height", "40", "--width", "56", "--out", str(tmp_path / "z.onnx")]) == 0
+    assert E.read_onnx_metadata(tmp_path / "z.onnx")["export"]["size"] == [56, 40]
     assert main(["export", "weights", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
-    assert "multiples of 8" in err and "not found" in err and "Traceback" not in err
+    assert "multiples of 8" in err and "not found" in err and "--width" in err
+    assert "Traceback" not in err
 
 
 def test_int8_file_records_the_gate_and_the_runtime_warns_on_failure(varied_weights, tmp_path, caplog):

@@ -32,6 +32,8 @@ def add_arguments(p):
                                  "bundled weights, i.e. regenerate the shipped file)")
     o.add_argument("--size", type=parse_size, default=None,
                    help="fixed WxH instead of dynamic height/width")
+    o.add_argument("--height", type=int, help="fixed height (with --width; same as --size)")
+    o.add_argument("--width", type=int, help="fixed width (with --height)")
     o.add_argument("--dynamic", action="store_true", help="dynamic height/width (the default)")
     o.set_defaults(_what=_onnx)
 
@@ -96,8 +98,15 @@ def _onnx(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise UserError("ONNX export needs torch (pip install .[torch]); the runtime does not")
-    info = export_onnx(args.weights, args.out or DEFAULT_ONNX, size=args.size)
-    shape = "dynamic HxW" if info["dynamic"] else f"{args.size[0]}x{args.size[1]}"
+    size = args.size
+    if (args.height is None) != (args.width is None):
+        raise UserError("give both --height and --width (or --size WxH)")
+    if args.height is not None:
+        size = (args.width, args.height)
+    if size is not None and args.dynamic:
+        raise UserError("--dynamic and a fixed size exclude each other")
+    info = export_onnx(args.weights, args.out or DEFAULT_ONNX, size=size)
+    shape = "dynamic HxW" if info["dynamic"] else f"{size[0]}x{size[1]}"
     print(f"wrote {info['out']} (opset {info['opset']}, {shape}, weights sha256 {info['sha256'][:12]})")
     return 0
 
