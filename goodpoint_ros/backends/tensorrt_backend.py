@@ -9,7 +9,9 @@ exists in all of them.  Differences handled here:
 * INT8: an entropy calibrator on real photos where ``IInt8EntropyCalibrator2``
   exists (≤ 10.x); in 11 only explicit quantisation, so the QDQ ONNX made by
   ``goodpoint export int8`` is built instead.
-* ``EXPLICIT_BATCH`` is passed only where the flag still exists.
+* ``EXPLICIT_BATCH`` is passed only before 10.0 (the default since).
+* TensorRT 11 builds strongly typed networks only: fp32 as exported, fp16 from
+  the converted graph, int8 from the QDQ model.
 
 Device memory comes from torch (if installed) or cuda-python; no pycuda.
 Buffers are allocated once per input shape (pinned host + device), copies
@@ -223,10 +225,14 @@ def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profi
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and TRT_VERSION < (10, 0):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    strongly_typed = precision == "fp16" and fp16_strategy() == "strongly_typed"
+    # TensorRT 11 has only strongly typed networks (types come from the graph);
+    # 10.12+ prefers them for fp16.  Weak typing + builder flags otherwise.
+    strongly_typed = (TRT_VERSION >= (11, 0) or not hasattr(trt.BuilderFlag, "FP16")
+                      or (precision == "fp16" and fp16_strategy() == "strongly_typed"))
     if strongly_typed:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        onnx_bytes = _fp16_onnx(onnx_bytes)
+        if precision == "fp16":
+            onnx_bytes = _fp16_onnx(onnx_bytes)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, TRT_LOGGER)
     if not parser.parse(onnx_bytes):
@@ -243,10 +249,12 @@ def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profi
     elif precision == "int8":
         has_qdq = any(network.get_layer(i).type == trt.LayerType.QUANTIZE
                       for i in range(network.num_layers))
-        if hasattr(trt.BuilderFlag, "INT8"):
+        if not strongly_typed:
             config.set_flag(trt.BuilderFlag.INT8)
-        if hasattr(trt.BuilderFlag, "FP16"):
             config.set_flag(trt.BuilderFlag.FP16)    # layers left out of int8 run fp16
+        if strongly_typed and not has_qdq:
+            raise RuntimeError("strongly typed TensorRT builds int8 only from a QDQ model: pass "
+                               "--onnx goodpoint_default.int8.onnx (goodpoint export int8)")
         if not has_qdq:
             if not hasattr(trt, "IInt8EntropyCalibrator2"):
                 raise RuntimeError("this TensorRT has no calibrators: build the QDQ model from "
@@ -369,7 +377,10 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
             raise BackendUnavailable(f"{path} does not match its {side_file.name} (corrupt or replaced)")
         return TensorRTBackend(data, side.get("key", {}).get("precision", precision),
                                side.get("weights", {}))
-    onnx_precision = "int8" if precision == "int8" and not hasattr(trt, "IInt8EntropyCalibrator2") else "fp32"
+    # int8 without calibration photos (or without calibrators): the QDQ model
+    explicit_int8 = precision == "int8" and (not calibration
+                                             or not hasattr(trt, "IInt8EntropyCalibrator2"))
+    onnx_precision = "int8" if explicit_int8 else "fp32"
     onnx_path, _ = resolve_model(weights, onnx_precision)
     try:
         meta = read_onnx_metadata(onnx_path)["weights"]
