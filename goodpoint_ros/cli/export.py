@@ -144,7 +144,12 @@ def _engine(args) -> int:
     except (ImportError, BackendUnavailable) as exc:
         raise UserError(f"cannot build an engine here: {exc}") from None
     from ..backends.engine_cache import engine_dir, parse_profile
-    onnx_path = Path(args.onnx) if args.onnx else DEFAULT_ONNX
+    from ..export import DEFAULT_INT8_ONNX
+    if args.onnx:
+        onnx_path = Path(args.onnx)
+    else:   # int8 without photos to calibrate on: the QDQ model carries its own scales
+        onnx_path = (DEFAULT_INT8_ONNX if args.precision == "int8" and not args.calib_images
+                     else DEFAULT_ONNX)
     profile = tuple(parse_profile(s) for s in (args.min_shape, args.opt_shape, args.max_shape))
     calib = None
     if args.precision == "int8" and args.calib_images:
@@ -153,7 +158,10 @@ def _engine(args) -> int:
                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".pgm"))
         calib = calibration_tensors(files, size=(profile[1][1], profile[1][0]), crops_per_image=2)
     timing = args.timing_cache or engine_dir() / "timing.cache"
-    data = trtb.build_engine(onnx_path, args.precision, profile, calib, timing_cache=timing)
+    try:
+        data = trtb.build_engine(onnx_path, args.precision, profile, calib, timing_cache=timing)
+    except RuntimeError as exc:     # parse / build failures: TensorRT's reason, one line
+        raise UserError(str(exc)) from None
     meta = read_onnx_metadata(onnx_path)
     backend = trtb.TensorRTBackend(data, args.precision, meta["weights"])
     gate = None
