@@ -155,13 +155,16 @@ def test_int8_keeps_the_first_and_the_detector_block_in_float(varied_weights):
     keep = E.int8_keep_float(proto)
     by_name = {n.name: n for n in proto.graph.node}
     convs = [by_name[k] for k in keep if by_name[k].op_type == "Conv"]
-    assert len(convs) == 2
+    assert len(convs) == 3
     assert convs[0].input[0] == "image"                              # the first layer
-    det_b = convs[1]
     assert {by_name[k].op_type for k in keep} >= {"Conv", "LeakyRelu", "Add"}
-    # det_b feeds the softmax: 64 output channels, 1×1
-    w = next(i for i in proto.graph.initializer if i.name == det_b.input[1])
-    assert list(w.dims) == [64, 256, 1, 1]
+    dims = {c.name: next(list(i.dims) for i in proto.graph.initializer if i.name == c.input[1])
+            for c in convs[1:]}
+    # the detector head: 128→256 3×3 reading the shared encoder output, then 256→64 1×1
+    assert sorted(dims.values()) == [[64, 256, 1, 1], [256, 128, 3, 3]]
+    head_first = next(c for c in convs[1:] if dims[c.name] == [256, 128, 3, 3])
+    readers = [n for n in proto.graph.node if head_first.input[0] in n.input]
+    assert len(readers) == 2                                         # det_a and desc_a
 
 
 def test_calibration_images_reads_the_split_and_refuses_empty(tmp_path):
