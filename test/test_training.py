@@ -473,3 +473,18 @@ def test_duplicate_guard_thumbnails_are_cached(tmp_path):
     g2 = DuplicateGuard.from_folder(tmp_path / "eval", cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(g1.thumbs, g2.thumbs)
     assert len(DuplicateGuard.from_folder(tmp_path / "absent").thumbs) == 0
+
+
+def test_checkpoint_records_validation_threshold_for_export(tmp_path):
+    from goodpoint_training import trainer
+    from goodpoint_training.checkpoint import load_checkpoint
+    from goodpoint_training.release import export_weights
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    cv2.imwrite(str(imgs / "a.png"), (textured(48) * 255).astype(np.uint8))
+    t = trainer.Trainer(tiny_run_config(tmp_path, imgs, max_steps=1))
+    t.last_threshold = 0.065                 # as a validation sweep would set it
+    t.fit()
+    assert load_checkpoint(tmp_path / "run" / "last.ckpt")["threshold"] == 0.065
+    meta = export_weights(tmp_path / "run" / "last.ckpt", tmp_path / "w.safetensors")
+    assert meta["detection"]["keypoint_threshold"] == 0.065

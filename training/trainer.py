@@ -257,6 +257,7 @@ class Trainer:
         return {"model": model_state(self.raw_model), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "step": self.step,
                 "epoch": self.step // self.steps_per_epoch, "best": self.best,
+                "threshold": self.last_threshold,      # θ_keypoint of the latest validation
                 "torch_rng": torch.get_rng_state(), "loss_rng": self.generator.get_state(),
                 "config": self.cfg.to_yaml()}
 
