@@ -27,13 +27,17 @@ both                       ``~/debug_image`` (only drawn while subscribed),
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import rclpy
+# Before numpy loads: OpenBLAS's pool would fight the network's threads (see cli/__init__.py).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import rclpy  # noqa: E402  (after the environment setting above)
 import message_filters
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# On small CPUs OpenBLAS's thread pool fights the network's threads: the
+# matcher's small matrix products went from 0.2 ms to 13-21 ms inside the
+# pipeline (docs/deployment.md). Must be set before numpy is imported; a
+# user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from typing import List, Optional
 
 #: name → (module, one-line help).  Other subsystems add their line here.
