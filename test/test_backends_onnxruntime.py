@@ -101,13 +101,14 @@ def test_onnx_beside_weights_is_used_and_a_stale_one_is_not(tmp_path, monkeypatc
     # new weights, old ONNX: stale → exported into the cache (torch is here)
     from goodpoint_ros.weights import save_weights
     tensors, meta = load_weights(w)
-    meta["detection"]["keypoint_threshold"] = 0.05
+    theta = round(meta["detection"]["keypoint_threshold"] + 0.013, 4)    # a different file
+    meta["detection"]["keypoint_threshold"] = theta
     save_weights(w, tensors, meta)
     path, how = resolve_model(w, "fp32")
     assert how == "exported to the user cache" and path.parent == tmp_path / "ros" / "goodpoint" / "onnx"
     assert read_onnx_metadata(path)["weights_sha256"] == file_sha256(w)
     b = OnnxRuntimeBackend(weights=w, device="cpu", threads=1)
-    assert b.metadata["detection"]["keypoint_threshold"] == 0.05
+    assert b.metadata["detection"]["keypoint_threshold"] == theta
     assert resolve_model(w, "fp32")[1] == "user cache"     # second time: no export
 
 
