@@ -45,8 +45,8 @@ def add_arguments(p):
     q.add_argument("--calib-dir", default=str(REPO.parent / "shared" / "train-images"),
                    help="folder holding them")
     q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"])
-    q.add_argument("--percentile", type=float, default=99.99,
-                   help="activation range percentile for --method percentile (99.99)")
+    q.add_argument("--percentile", type=float, default=99.9,
+                   help="activation range percentile for --method percentile (99.9)")
     q.add_argument("--crops", type=int, default=4, help="views per photo (full + random crops)")
     q.set_defaults(_what=_int8)
 
