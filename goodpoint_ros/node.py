@@ -152,6 +152,12 @@ class DetectorNode(Node):
                   "precision": values["precision"]}
         if values["engine"]:
             kwargs["engine"] = values["engine"]
+        if values["threads"]:
+            kwargs["threads"] = values["threads"]
+        if resize is not None:
+            # a TensorRT engine built for the size the network will actually see
+            from .backends.engine_cache import profile_for
+            kwargs["profile"] = profile_for(resize)
         try:
             backend = create_backend(values["backend"], **kwargs)
         except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:

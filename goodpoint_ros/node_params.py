@@ -53,6 +53,8 @@ PARAMETERS = (
     P("weights", "", "GoodPoint weights (.safetensors or .onnx); empty: the bundled weights", True),
     P("engine", "", "TensorRT engine file; empty: built / cached by the tensorrt backend", True),
     P("device", "auto", "torch / onnxruntime device: auto, cpu, cuda, cuda:N", True),
+    P("threads", 0, "CPU threads for the network (onnxruntime / torch); 0: all cores", True,
+      range=(0, 256)),
     P("resize_width", 0, "width the network sees (keypoints are mapped back); 0: native",
       True, range=(0, 8192)),
     P("resize_height", 0, "height the network sees; 0: native", True, range=(0, 8192)),
