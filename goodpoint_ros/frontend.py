@@ -20,9 +20,9 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from .keypoints import Features
-from .matching import MatchResult, match_features
+from .matching import MatchResult, match_features, verify_fundamental
 from .node_params import config_from_params, stereo_params_from
-from .stereo import match_stereo, verify_fundamental
+from .stereo import match_stereo
 from .tracking import TrackIdAssigner
 
 

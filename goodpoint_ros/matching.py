@@ -96,6 +96,20 @@ def verify_homography(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
     return H, mask.ravel().astype(bool)
 
 
+def verify_fundamental(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
+                       threshold: float = 1.0, confidence: float = 0.999):
+    """Fit F (x1ᵀ F x0 = 0, pixels) with USAC/MAGSAC → (F [3,3] or None, inliers [M])."""
+    inliers = np.zeros(len(matches), bool)
+    if len(matches) < 8:
+        return None, inliers
+    p0 = kpts0[matches[:, 0]].astype(np.float64)
+    p1 = kpts1[matches[:, 1]].astype(np.float64)
+    F, mask = cv2.findFundamentalMat(p0, p1, ROBUST, threshold, confidence, 10000)
+    if F is None or mask is None or F.shape != (3, 3):
+        return None, inliers
+    return F, mask.ravel().astype(bool)
+
+
 def undistort_to_normalized(points: np.ndarray, K: np.ndarray,
                             dist_coeffs: Optional[np.ndarray] = None) -> np.ndarray:
     """Pixels [N,2] → normalised camera coordinates [N,2] (removes distortion)."""

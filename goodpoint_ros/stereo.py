@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import cv2
 import numpy as np
 
 from .config import GoodPointConfig
 from .keypoints import Features
-from .matching import ROBUST, MatchResult, descriptor_distances, match_features, mutual_nn_match
+from .matching import (MatchResult, descriptor_distances, match_features, mutual_nn_match,
+                       verify_fundamental)
 
 
 @dataclass
@@ -79,20 +79,6 @@ def match_rectified(left: Features, right: Features, config: Optional[GoodPointC
     result.disparities = (left.keypoints[matches[:, 0], 0]
                           - right.keypoints[matches[:, 1], 0]).astype(np.float32)
     return result
-
-
-def verify_fundamental(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
-                       threshold: float = 1.0, confidence: float = 0.999):
-    """Fit F (x1ᵀ F x0 = 0, pixels) with USAC/MAGSAC → (F [3,3] or None, inliers [M])."""
-    inliers = np.zeros(len(matches), bool)
-    if len(matches) < 8:
-        return None, inliers
-    p0 = kpts0[matches[:, 0]].astype(np.float64)
-    p1 = kpts1[matches[:, 1]].astype(np.float64)
-    F, mask = cv2.findFundamentalMat(p0, p1, ROBUST, threshold, confidence, 10000)
-    if F is None or mask is None or F.shape != (3, 3):
-        return None, inliers
-    return F, mask.ravel().astype(bool)
 
 
 def match_stereo(left: Features, right: Features, config: Optional[GoodPointConfig] = None,

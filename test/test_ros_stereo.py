@@ -6,8 +6,8 @@ import pytest
 
 from goodpoint_ros.config import GoodPointConfig
 from goodpoint_ros.keypoints import Features
-from goodpoint_ros.stereo import (StereoParams, epipolar_band_mask, match_rectified, match_stereo,
-                                  verify_fundamental)
+from goodpoint_ros.matching import verify_fundamental
+from goodpoint_ros.stereo import StereoParams, epipolar_band_mask, match_rectified, match_stereo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 KITTI = SHARED / "data" / "stereo" / "kitti06"
