@@ -82,32 +82,38 @@ def match_descriptors(desc0: np.ndarray, desc1: np.ndarray,
                            cfg.ratio_test, cfg.mutual)
 
 
-def verify_homography(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
-                      threshold: float = 3.0, confidence: float = 0.999):
-    """Fit H (image0 → image1 pixels) with USAC/MAGSAC → (H [3,3] or None, inliers [M])."""
+def _robust_fit(fit, kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
+                min_matches: int):
+    """Run ``fit(p0, p1) → (model, mask)`` on the matched points [M,2] (float64).
+
+    → (3×3 model or None, inliers [M] bool); None when there are too few
+    matches or OpenCV finds no model.
+    """
     inliers = np.zeros(len(matches), bool)
-    if len(matches) < 4:
+    if len(matches) < min_matches:
         return None, inliers
     p0 = kpts0[matches[:, 0]].astype(np.float64)
     p1 = kpts1[matches[:, 1]].astype(np.float64)
-    H, mask = cv2.findHomography(p0, p1, ROBUST, threshold, confidence=confidence, maxIters=10000)
-    if H is None or mask is None:
+    model, mask = fit(p0, p1)
+    if model is None or mask is None or model.shape != (3, 3):
         return None, inliers
-    return H, mask.ravel().astype(bool)
+    return model, mask.ravel().astype(bool)
+
+
+def verify_homography(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
+                      threshold: float = 3.0, confidence: float = 0.999):
+    """Fit H (image0 → image1 pixels) with USAC/MAGSAC → (H [3,3] or None, inliers [M])."""
+    return _robust_fit(lambda p0, p1: cv2.findHomography(p0, p1, ROBUST, threshold,
+                                                         confidence=confidence, maxIters=10000),
+                       kpts0, kpts1, matches, 4)
 
 
 def verify_fundamental(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
                        threshold: float = 1.0, confidence: float = 0.999):
     """Fit F (x1ᵀ F x0 = 0, pixels) with USAC/MAGSAC → (F [3,3] or None, inliers [M])."""
-    inliers = np.zeros(len(matches), bool)
-    if len(matches) < 8:
-        return None, inliers
-    p0 = kpts0[matches[:, 0]].astype(np.float64)
-    p1 = kpts1[matches[:, 1]].astype(np.float64)
-    F, mask = cv2.findFundamentalMat(p0, p1, ROBUST, threshold, confidence, 10000)
-    if F is None or mask is None or F.shape != (3, 3):
-        return None, inliers
-    return F, mask.ravel().astype(bool)
+    return _robust_fit(lambda p0, p1: cv2.findFundamentalMat(p0, p1, ROBUST, threshold,
+                                                             confidence, 10000),
+                       kpts0, kpts1, matches, 8)
 
 
 def undistort_to_normalized(points: np.ndarray, K: np.ndarray,
