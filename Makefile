@@ -17,7 +17,7 @@ $(STAMP): setup.py requirements-dev.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m goodpoint_ros.demo --out $(OUT)
+	$(BIN)/python -m goodpoint_ros.cli.demo --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest test -q --durations=15 $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ setup(
     # package would shadow other projects' modules.
     package_dir={"goodpoint_training": "training"},
     package_data={"goodpoint_ros": ["weights/*.safetensors", "weights/*.onnx", "weights/*.json",
-                                    "backends/gate_images/*.png"],
+                                    "deploy/gate_images/*.png"],
                   "goodpoint_training": ["*.yaml", "*.md", "*.txt"]},
     install_requires=[
         "numpy>=1.22",
@@ -44,7 +44,7 @@ setup(
     },
     entry_points={"console_scripts": [
         "goodpoint = goodpoint_ros.cli:main",
-        "detector_node = goodpoint_ros.node:main",
+        "detector_node = goodpoint_ros.ros.node:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License",
                  "Topic :: Scientific/Engineering :: Image Recognition"],

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from goodpoint_ros.model import GoodPointNet
+from goodpoint_ros.core.model import GoodPointNet
 
 from .config import TrainConfig
 from .data import PairBatches, find_images, load_images

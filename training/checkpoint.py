@@ -14,7 +14,7 @@ from typing import Any, Dict
 
 import torch
 
-from goodpoint_ros.weights import atomic_write_bytes
+from goodpoint_ros.core.weights import atomic_write_bytes
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"

@@ -14,7 +14,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.keypoints import sample_descriptors
+from goodpoint_ros.core.keypoints import sample_descriptors
 
 from .config import LossConfig
 from .targets import Targets, _safe

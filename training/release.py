@@ -4,7 +4,7 @@
 :func:`export_weights`.  The checkpoint is read with
 ``torch.load(weights_only=True)`` (no unpickling of arbitrary objects); the
 output is safetensors + JSON metadata written atomically by
-:func:`goodpoint_ros.weights.save_weights`, recording the θ_keypoint and NMS
+:func:`goodpoint_ros.core.weights.save_weights`, recording the θ_keypoint and NMS
 radius chosen on the validation split and where the weights came from.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from goodpoint_ros.config import FLAT_CELL_SCORE, GoodPointConfig
-from goodpoint_ros.weights import default_metadata, save_weights
+from goodpoint_ros.core.config import FLAT_CELL_SCORE, GoodPointConfig
+from goodpoint_ros.core.weights import default_metadata, save_weights
 
 from .checkpoint import load_checkpoint
 
@@ -62,7 +62,7 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
         meta.update(extra)
     # Check the tensors fit the network before writing anything.
     import torch
-    from goodpoint_ros.model import GoodPointNet
+    from goodpoint_ros.core.model import GoodPointNet
     try:
         GoodPointNet().load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
     except RuntimeError as exc:
@@ -76,7 +76,7 @@ def choose_threshold(checkpoint_path, image_dir, names=None):
     """θ_keypoint maximising the validation harmonic mean (fp32, the shared
     post-processor and matcher) → (θ, {θ: metrics}).  Never uses ../shared/data."""
     import torch
-    from goodpoint_ros.model import GoodPointNet
+    from goodpoint_ros.core.model import GoodPointNet
     from .validation import load_pairs, run_network, sweep_thresholds
     state = load_checkpoint(Path(checkpoint_path))
     model = GoodPointNet()
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
     meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra)
     if args.table:
-        from goodpoint_ros.weights import atomic_write_bytes
+        from goodpoint_ros.core.weights import atomic_write_bytes
         atomic_write_bytes(args.table, json.dumps({str(k): v for k, v in table.items()},
                                                   indent=1).encode())
     print(f"θ_keypoint = {theta} → {args.out} ({json.dumps(meta['training'])})")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from goodpoint_ros.keypoints import sample_descriptors
+from goodpoint_ros.core.keypoints import sample_descriptors
 
 
 def warp_points(H: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from goodpoint_ros.model import GoodPointNet
+from goodpoint_ros.core.model import GoodPointNet
 
 from .checkpoint import BEST, LAST, load_checkpoint, model_state, save_checkpoint
 from .config import TrainConfig, config_from_dict, validate
@@ -141,7 +141,7 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], cfg: TrainConfi
 def build_model(cfg: TrainConfig, init: Optional[str], device, dist: DistInfo):
     model = GoodPointNet()
     if init:
-        from goodpoint_ros.weights import load_model
+        from goodpoint_ros.core.weights import load_model
         src, _ = load_model(init)
         model.load_state_dict(src.state_dict())
         if dist.main:
@@ -216,7 +216,7 @@ class Trainer:
         self.writer = None
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            from goodpoint_ros.weights import atomic_write_bytes
+            from goodpoint_ros.core.weights import atomic_write_bytes
             atomic_write_bytes(self.out / "config.yaml", cfg.to_yaml().encode())
             if cfg.tensorboard:
                 try:
@@ -291,10 +291,10 @@ class Trainer:
         self._log_picture(pair, outs[0], threshold)
 
     def _log_picture(self, p, out, threshold):
-        from goodpoint_ros.config import GoodPointConfig
-        from goodpoint_ros.keypoints import postprocess
-        from goodpoint_ros.matching import match_descriptors
-        from goodpoint_ros.visualize import draw_matches
+        from goodpoint_ros.core.config import GoodPointConfig
+        from goodpoint_ros.core.keypoints import postprocess
+        from goodpoint_ros.core.matching import match_descriptors
+        from goodpoint_ros.core.visualize import draw_matches
         try:
             (pa, da), (pb, db) = out
             cfg = GoodPointConfig(keypoint_threshold=threshold)

@@ -20,10 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from goodpoint_ros.config import GoodPointConfig
+from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.evaluation.metrics import harmonic_mean, homography_warp, pair_metrics
-from goodpoint_ros.keypoints import postprocess
-from goodpoint_ros.matching import match_descriptors
+from goodpoint_ros.core.keypoints import postprocess
+from goodpoint_ros.core.matching import match_descriptors
 
 from .data import read_gray, read_split
 from .homography import HomographyConfig, sample_homography

@@ -3,7 +3,7 @@
 ``infer(image)`` takes float32 [1,1,H,W] (grayscale in [0,1], H and W multiples
 of 8) and returns numpy ``(prob [1,H,W], desc [1,256,H/8,W/8])``: the
 confidence map after softmax + depth-to-space, and L2-normalised descriptors.
-Everything after that is :func:`goodpoint_ros.keypoints.postprocess`, shared.
+Everything after that is :func:`goodpoint_ros.core.keypoints.postprocess`, shared.
 
 Backends are imported lazily so that a machine without torch (or without
 TensorRT) can still use the others.

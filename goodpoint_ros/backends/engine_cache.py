@@ -163,7 +163,7 @@ class EngineCache:
         return self.paths(key)[0].read_bytes() if self.entry(key) else None
 
     def store(self, key: EngineKey, engine: bytes, **extra) -> Path:
-        from ..weights import atomic_write_bytes
+        from goodpoint_ros.core.weights import atomic_write_bytes
         path, side = self.paths(key)
         atomic_write_bytes(path, engine)
         info = {"version": SIDECAR_VERSION, "key": key.to_dict(),
@@ -174,7 +174,7 @@ class EngineCache:
 
     def annotate(self, key: EngineKey, **extra) -> None:
         """Add fields (e.g. the accuracy gate's verdict) to an entry's sidecar."""
-        from ..weights import atomic_write_bytes
+        from goodpoint_ros.core.weights import atomic_write_bytes
         side = self.paths(key)[1]
         info = json.loads(side.read_text())
         info.update(extra)

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import BackendUnavailable, check_input
+from goodpoint_ros.backends import BackendUnavailable, check_input
 
 try:
     import onnxruntime as ort
@@ -52,8 +52,8 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     Raises :class:`BackendUnavailable` with the command that makes the missing
     file when there is none this runtime can use.
     """
-    from ..export import ExportError, file_sha256, read_onnx_metadata
-    from ..weights import DEFAULT_WEIGHTS, resolve_path
+    from goodpoint_ros.deploy.export import ExportError, file_sha256, read_onnx_metadata
+    from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
     if weights is not None and str(weights).endswith(".onnx"):
         p = Path(weights)
         if not p.is_file():
@@ -79,7 +79,7 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
         LOG.warning("%s is stale (exported from other weights than %s)", cand, src.name)
     # fp32 can be exported on the fly where torch is installed; int8 needs calibration photos
     if precision in ("fp32", "fp16"):
-        from .engine_cache import cache_root
+        from goodpoint_ros.backends.engine_cache import cache_root
         cached = cache_root() / "onnx" / f"{sha[:16]}.onnx"
         if cached.is_file():
             return cached, "user cache"
@@ -88,7 +88,7 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
         except ImportError:
             raise BackendUnavailable(f"no up-to-date ONNX file for {src} and no torch to export one; "
                                      f"run: {regen}") from None
-        from ..export import export_onnx
+        from goodpoint_ros.deploy.export import export_onnx
         LOG.warning("exporting %s to %s (one-off)", src, cached)
         export_onnx(src, cached)
         return cached, "exported to the user cache"
@@ -151,7 +151,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable("fp16 on onnxruntime needs the CUDA provider "
                                      "(on CPU use int8, or torch bf16)")
         path, how = resolve_model(weights, precision)
-        from ..export import ExportError, metadata_from_map, onnx_precision
+        from goodpoint_ros.deploy.export import ExportError, metadata_from_map, onnx_precision
         self.precision = precision
         if how == "given":   # the file says what it is; fp16 is made from an fp32 file
             made = onnx_precision(path)

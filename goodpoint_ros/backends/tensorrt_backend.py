@@ -30,8 +30,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import BackendUnavailable, check_input
-from .engine_cache import DEFAULT_PROFILE, EngineCache, EngineKey, HotSwapBackend, Profile
+from goodpoint_ros.backends import BackendUnavailable, check_input
+from goodpoint_ros.backends.engine_cache import DEFAULT_PROFILE, EngineCache, EngineKey, HotSwapBackend, Profile
 
 try:
     import tensorrt as trt
@@ -190,7 +190,7 @@ class EntropyCalibrator(getattr(trt, "IInt8EntropyCalibrator2", object)):
 
     def write_calibration_cache(self, cache):
         if self.cache_file:
-            from ..weights import atomic_write_bytes
+            from goodpoint_ros.core.weights import atomic_write_bytes
             atomic_write_bytes(self.cache_file, bytes(cache))
 
 
@@ -277,14 +277,14 @@ def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profi
     if serialized is None:
         raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
     if timing_cache:
-        from ..weights import atomic_write_bytes
+        from goodpoint_ros.core.weights import atomic_write_bytes
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     LOG.info("engine built in %.0f s", time.monotonic() - t0)
     return bytes(serialized)
 
 
 def engine_key(onnx_path: os.PathLike, precision: str, profile: Profile) -> EngineKey:
-    from ..export import file_sha256
+    from goodpoint_ros.deploy.export import file_sha256
     name, cc = _Cuda().device_name()
     return EngineKey(file_sha256(onnx_path), trt.__version__, name, cc, precision, profile)
 
@@ -360,8 +360,8 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     if device == "cpu":
         raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
     _Cuda()   # raises BackendUnavailable without a GPU
-    from ..export import ExportError, read_onnx_metadata
-    from .onnxruntime_backend import OnnxRuntimeBackend, resolve_model
+    from goodpoint_ros.deploy.export import ExportError, read_onnx_metadata
+    from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_model
     if engine is None and weights is not None and str(weights).endswith((".engine", ".plan")):
         engine = weights
     if engine is not None:
@@ -414,7 +414,7 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     fallback = OnnxRuntimeBackend(weights=weights, device=device, precision="fp32", threads=threads)
 
     def accept(fast) -> Tuple[bool, str]:
-        from .gate import accuracy_gate, sample_images
+        from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
         result = accuracy_gate(fallback, fast, sample_images())
         cache.annotate(key, gate=result.to_dict())
         LOG.info("engine accuracy gate: %s", result.summary())

@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import BackendUnavailable, check_input
+from goodpoint_ros.backends import BackendUnavailable, check_input
 
 try:
     import torch
@@ -24,7 +24,7 @@ class TorchBackend:
 
     def __init__(self, weights: Optional[str] = None, device: str = "auto",
                  precision: str = "fp32", threads: Optional[int] = None, **_):
-        from ..weights import load_model
+        from goodpoint_ros.core.weights import load_model
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():

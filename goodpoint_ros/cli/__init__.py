@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="goodpoint", description="GoodPoint learned keypoints: detect, match, evaluate, "
         "train and deploy (Belikov & Potapov 2020).", epilog=EPILOG)
-    from .. import __version__
+    from goodpoint_ros import __version__
     parser.add_argument("--version", action="version", version=f"goodpoint_ros {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from .common import UserError, user_errors
+    from goodpoint_ros.cli.common import UserError, user_errors
     try:
         return int(args._run(args) or 0)
     except user_errors() as exc:

@@ -9,7 +9,7 @@ real images (bundled sample sequence), shifted a little each frame.
 """
 from __future__ import annotations
 
-from .common import parse_size, write_json
+from goodpoint_ros.cli.common import parse_size, write_json
 
 
 def add_arguments(p):
@@ -28,7 +28,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..benchmark import run_benchmark, format_table
+    from goodpoint_ros.deploy.benchmark import run_benchmark, format_table
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
                            precisions=[p for p in args.precision.split(",") if p],

@@ -12,9 +12,9 @@ class UserError(RuntimeError):
 
 def user_errors():
     """Exception types that mean bad input, not a bug (no traceback for these)."""
-    from ..backends import BackendUnavailable
-    from ..imageio import ImageError
-    from ..weights import WeightsError
+    from goodpoint_ros.backends import BackendUnavailable
+    from goodpoint_ros.core.imageio import ImageError
+    from goodpoint_ros.core.weights import WeightsError
     return (UserError, ImageError, WeightsError, BackendUnavailable, ValueError,
             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -56,14 +56,14 @@ def add_feature_args(p: argparse.ArgumentParser, max_keypoints: int = 1000) -> N
 
 
 def config_from_args(args):
-    from ..config import GoodPointConfig
+    from goodpoint_ros.core.config import GoodPointConfig
     return GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
                            border=args.border, max_keypoints=args.max_keypoints or None,
                            descriptor_threshold=args.desc_threshold, ratio_test=args.ratio).validate()
 
 
 def extractor_from_args(args):
-    from ..pipeline import FeatureExtractor
+    from goodpoint_ros.core.pipeline import FeatureExtractor
     kw = {}
     if getattr(args, "threads", None):
         kw["threads"] = args.threads
@@ -72,5 +72,5 @@ def extractor_from_args(args):
 
 
 def write_json(path: str, payload: Any) -> None:
-    from ..weights import atomic_write_bytes
+    from goodpoint_ros.core.weights import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())

@@ -8,7 +8,7 @@ Colour images are converted to gray, 16-bit ones scaled by 1/65535.
 """
 from __future__ import annotations
 
-from .common import add_feature_args, add_model_args, extractor_from_args, write_json
+from goodpoint_ros.cli.common import add_feature_args, add_model_args, extractor_from_args, write_json
 
 
 def add_arguments(p):
@@ -21,7 +21,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..imageio import read_image
+    from goodpoint_ros.core.imageio import read_image
     image = read_image(args.image)
     extractor = extractor_from_args(args)
     feats = extractor(image)
@@ -34,7 +34,7 @@ def run(args) -> int:
             payload["descriptors"] = feats.descriptors.tolist()
         write_json(args.json, payload)
     if args.out:
-        from ..visualize import draw_keypoints, write_image
+        from goodpoint_ros.core.visualize import draw_keypoints, write_image
         write_image(args.out, draw_keypoints(image, feats.keypoints, feats.scores))
     print(f"{args.image}: {len(feats)} keypoints ({feats.image_size[0]}x{feats.image_size[1]}, "
           f"{extractor.backend.name}, network {extractor.times.network:.1f} ms)")

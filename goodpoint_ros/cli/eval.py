@@ -17,7 +17,7 @@ import argparse
 import sys
 import time
 
-from .common import UserError, add_model_args, parse_size, write_json
+from goodpoint_ros.cli.common import UserError, add_model_args, parse_size, write_json
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
 
@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b = sub.add_parser("bag", help="rosbag2 replay with depth + poses, or --no-depth",
                        conflict_handler="resolve")
     try:
-        from ..evaluation.bag_eval import add_bag_arguments, run_bag
+        from goodpoint_ros.evaluation.bags.evaluate import add_bag_arguments, run_bag
     except ImportError as exc:
         b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         b.set_defaults(_eval_run=_bag_unavailable(str(exc)))
@@ -112,7 +112,7 @@ def run(args) -> int:
 
 def config_from_args(args):
     """GoodPoint's config from the eval options (None fields resolve from the weights)."""
-    from ..config import GoodPointConfig
+    from goodpoint_ros.core.config import GoodPointConfig
     kw = dict(keypoint_threshold=args.threshold, border=args.border,
               max_keypoints=args.max_keypoints or None, descriptor_threshold=args.desc_threshold,
               ratio_test=args.ratio)
@@ -123,7 +123,7 @@ def config_from_args(args):
 
 def methods_from_args(args):
     """{name: Method} for ``--methods`` (the GoodPoint network is loaded only when asked)."""
-    from ..evaluation.methods import make_method, parse_methods
+    from goodpoint_ros.evaluation.methods import make_method, parse_methods
     names = parse_methods(args.methods)
     if args.max_keypoints < 0:
         raise UserError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
@@ -131,7 +131,7 @@ def methods_from_args(args):
     for name in names:
         extractor, config = None, None
         if name == "goodpoint":
-            from ..pipeline import FeatureExtractor
+            from goodpoint_ros.core.pipeline import FeatureExtractor
             kw = {"threads": args.threads} if getattr(args, "threads", None) else {}
             extractor = FeatureExtractor(args.backend, None, weights=args.weights,
                                          device=args.device, precision=args.precision, **kw)
@@ -148,12 +148,12 @@ def methods_from_args(args):
 def common_settings(args, methods) -> dict:
     """What every run echoes under ``settings``."""
     import cv2
-    from .. import __version__
+    from goodpoint_ros import __version__
     s = {"methods": list(methods), "max_keypoints": args.max_keypoints,
          "eps": list(args.eps), "method_settings": {n: m.settings() for n, m in methods.items()},
          "opencv": cv2.__version__, "goodpoint_ros": __version__}
     if "goodpoint" in methods:
-        from ..weights import DEFAULT_WEIGHTS
+        from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
         ex = methods["goodpoint"].extractor
         s["weights"] = str(args.weights or DEFAULT_WEIGHTS)
         s["weights_metadata"] = {k: ex.metadata.get(k) for k in ("detection", "training", "version")
@@ -163,8 +163,8 @@ def common_settings(args, methods) -> dict:
 
 def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation") -> int:
     """Write --json / --report and print the table; shared by both modes."""
-    from ..evaluation.aggregate import json_safe
-    from ..evaluation.report import paper_table, slam_table, write_report
+    from goodpoint_ros.evaluation.aggregate import json_safe
+    from goodpoint_ros.evaluation.report import paper_table, slam_table, write_report
     safe = json_safe(result)
     if args.json:
         write_json(args.json, safe)
@@ -185,8 +185,8 @@ def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation
 # --------------------------------------------------------------------------- homography mode
 
 def run_homography(args) -> int:
-    from ..evaluation.aggregate import aggregate
-    from ..evaluation.homography import discover_pairs, evaluate_pairs
+    from goodpoint_ros.evaluation.aggregate import aggregate
+    from goodpoint_ros.evaluation.homography import discover_pairs, evaluate_pairs
     if args.coverage_radius <= 0:
         raise UserError(f"--coverage-radius must be positive, got {args.coverage_radius}")
     pairs, problems = discover_pairs(args.dir)

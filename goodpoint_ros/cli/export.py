@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UserError, parse_size, write_json
+from goodpoint_ros.cli.common import UserError, parse_size, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +84,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..export import ExportError
+    from goodpoint_ros.deploy.export import ExportError
     try:
         return args._what(args)
     except ExportError as exc:      # a fixable problem with the inputs: one line, exit 2
@@ -92,8 +92,8 @@ def run(args) -> int:
 
 
 def _onnx(args) -> int:
-    from ..export import export_onnx
-    from ..weights import DEFAULT_ONNX
+    from goodpoint_ros.deploy.export import export_onnx
+    from goodpoint_ros.core.weights import DEFAULT_ONNX
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -112,9 +112,9 @@ def _onnx(args) -> int:
 
 
 def _int8(args) -> int:
-    from ..export import (DEFAULT_INT8_ONNX, ExportError, calibration_images, calibration_tensors,
+    from goodpoint_ros.deploy.export import (DEFAULT_INT8_ONNX, ExportError, calibration_images, calibration_tensors,
                           quantize_int8)
-    from ..weights import DEFAULT_ONNX
+    from goodpoint_ros.core.weights import DEFAULT_ONNX
     src = Path(args.onnx) if args.onnx else DEFAULT_ONNX
     out = args.out or (DEFAULT_INT8_ONNX if src == DEFAULT_ONNX
                        else src.with_name(src.name.split(".")[0] + ".int8.onnx"))
@@ -129,22 +129,22 @@ def _int8(args) -> int:
     print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "
           f"from {len(paths)} photos, {args.method})")
     # the gate's verdict travels in the file: the runtime warns about a failed one
-    from ..backends.gate import record_gate
+    from goodpoint_ros.deploy.gate import record_gate
     result = record_gate(src, out)
     print(f"accuracy gate vs fp32: {result.summary()}")
     return 0
 
 
 def _engine(args) -> int:
-    from ..backends import BackendUnavailable, create_backend
-    from ..export import file_sha256, read_onnx_metadata
-    from ..weights import DEFAULT_ONNX, atomic_write_bytes
+    from goodpoint_ros.backends import BackendUnavailable, create_backend
+    from goodpoint_ros.deploy.export import file_sha256, read_onnx_metadata
+    from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes
     try:
-        from ..backends import tensorrt_backend as trtb
+        from goodpoint_ros.backends import tensorrt_backend as trtb
     except (ImportError, BackendUnavailable) as exc:
         raise UserError(f"cannot build an engine here: {exc}") from None
-    from ..backends.engine_cache import engine_dir, parse_profile
-    from ..export import DEFAULT_INT8_ONNX
+    from goodpoint_ros.backends.engine_cache import engine_dir, parse_profile
+    from goodpoint_ros.deploy.export import DEFAULT_INT8_ONNX
     if args.onnx:
         onnx_path = Path(args.onnx)
     else:   # int8 without photos to calibrate on: the QDQ model carries its own scales
@@ -153,7 +153,7 @@ def _engine(args) -> int:
     profile = tuple(parse_profile(s) for s in (args.min_shape, args.opt_shape, args.max_shape))
     calib = None
     if args.precision == "int8" and args.calib_images:
-        from ..export import calibration_tensors
+        from goodpoint_ros.deploy.export import calibration_tensors
         files = sorted(p for p in Path(args.calib_images).iterdir()
                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".pgm"))
         calib = calibration_tensors(files, size=(profile[1][1], profile[1][0]), crops_per_image=2)
@@ -166,7 +166,7 @@ def _engine(args) -> int:
     backend = trtb.TensorRTBackend(data, args.precision, meta["weights"])
     gate = None
     if not args.no_gate:
-        from ..backends.gate import accuracy_gate, sample_images
+        from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
         ref = create_backend("onnxruntime", weights=str(onnx_path), precision="fp32")
         gate = accuracy_gate(ref, backend, sample_images(), resize=(profile[1][1], profile[1][0]))
         print(f"accuracy gate: {gate.summary()}")
@@ -196,9 +196,9 @@ def _weights(args) -> int:
 
 
 def _gate(args) -> int:
-    from ..backends import create_backend
-    from ..backends.gate import accuracy_gate, sample_images
-    from ..config import GoodPointConfig
+    from goodpoint_ros.backends import create_backend
+    from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
+    from goodpoint_ros.core.config import GoodPointConfig
     ref_weights = args.reference_weights or (
         None if args.weights and args.weights.endswith(".onnx") else args.weights)
     ref = create_backend("onnxruntime", weights=ref_weights, precision="fp32", device="cpu")

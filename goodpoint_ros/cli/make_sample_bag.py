@@ -11,7 +11,7 @@ body's odometry in NED (50 Hz) and /tf_static body → camera.  The same
 """
 from __future__ import annotations
 
-from .common import UserError, parse_size
+from goodpoint_ros.cli.common import UserError, parse_size
 
 
 def add_arguments(p):
@@ -32,7 +32,7 @@ def add_arguments(p):
 def run(args) -> int:
     import sys
 
-    from ..evaluation.sample_bag import SampleBagSpec, write_sample_bag
+    from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
     from pathlib import Path

@@ -7,7 +7,7 @@ and homography (3x3, image0 → image1 pixels) when one was found.
 """
 from __future__ import annotations
 
-from .common import add_feature_args, add_model_args, extractor_from_args, write_json
+from goodpoint_ros.cli.common import add_feature_args, add_model_args, extractor_from_args, write_json
 
 
 def add_arguments(p):
@@ -23,8 +23,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..imageio import read_image
-    from ..matching import match_features
+    from goodpoint_ros.core.imageio import read_image
+    from goodpoint_ros.core.matching import match_features
     img0, img1 = read_image(args.image0), read_image(args.image1)
     extractor = extractor_from_args(args)
     f0, f1 = extractor(img0), extractor(img1)
@@ -40,7 +40,7 @@ def run(args) -> int:
             payload["homography"] = res.model.tolist()
         write_json(args.json, payload)
     if args.out:
-        from ..visualize import draw_matches, write_image
+        from goodpoint_ros.core.visualize import draw_matches, write_image
         write_image(args.out, draw_matches(img0, img1, f0.keypoints, f1.keypoints,
                                            res.matches, res.inliers))
     print(f"{len(f0)} / {len(f1)} keypoints, {len(res)} matches, {int(res.inliers.sum())} inliers"

@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_config(args):
     from pathlib import Path
     from goodpoint_training.config import TrainConfig, load_config, merge, validate
-    from .common import UserError
+    from goodpoint_ros.cli.common import UserError
     cfg = load_config(Path(args.config)) if args.config else TrainConfig()
     over = {"images": args.images, "out": args.out, "crop": args.crop,
             "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
@@ -82,7 +82,7 @@ def build_config(args):
 
 def run(args) -> int:
     import logging
-    from .common import UserError
+    from goodpoint_ros.cli.common import UserError
     try:
         import torch  # noqa: F401
         from goodpoint_training import trainer

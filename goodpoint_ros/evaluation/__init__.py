@@ -6,7 +6,8 @@
 * :mod:`.aggregate` — per-pair numbers → the tables' numbers;
 * :mod:`.homography` — HPatches / EVD / retina homography sets;
 * :mod:`.report` — Markdown tables and PNG plots;
-* ``bag_*`` — rosbag2 replay with depth + pose ground truth.
+* :mod:`.bags` — rosbag2 replay with depth + pose ground truth.
 
-Heavy libraries (torch, matplotlib, rosbags) are imported where used.
+May import every ROS-free layer; never ``ros`` or ``cli``. Heavy libraries (torch,
+matplotlib, rosbags) are imported where used.
 """

@@ -28,7 +28,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from .metrics import METRICS, accuracy_at, harmonic_mean, pose_auc
+from goodpoint_ros.evaluation.metrics import METRICS, accuracy_at, harmonic_mean, pose_auc
 
 #: Keys summarised by a dedicated statistic instead of the mean.
 _SPECIAL = ("corner_error", "pose_error_deg")

@@ -32,9 +32,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..imageio import ImageError, read_image
-from ..matching import verify_homography
-from .metrics import corner_error, homography_warp, pair_metrics
+from goodpoint_ros.core.imageio import ImageError, read_image
+from goodpoint_ros.core.matching import verify_homography
+from goodpoint_ros.evaluation.metrics import corner_error, homography_warp, pair_metrics
 
 #: Image file extensions recognised in a data set.
 IMAGE_EXTS = (".ppm", ".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".tif", ".tiff", ".webp")

@@ -1,6 +1,6 @@
 """The feature front ends compared by the evaluator: GoodPoint, ORB, SIFT, AKAZE.
 
-Each method detects :class:`~goodpoint_ros.keypoints.Features` (keypoints in
+Each method detects :class:`~goodpoint_ros.core.keypoints.Features` (keypoints in
 the core's convention, strongest first, capped at ``max_keypoints`` by
 response) and matches two of them with the matcher the paper pairs it with
 (§6.1):
@@ -13,7 +13,7 @@ sift       mutual NN on L2 distance + Lowe ratio 0.8
 =========  ==========================================================
 
 All matchers build the full distance matrix (BLAS) and call the core's
-:func:`~goodpoint_ros.matching.mutual_nn_match`, so only the distance differs.
+:func:`~goodpoint_ros.core.matching.mutual_nn_match`, so only the distance differs.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from ..config import GoodPointConfig
-from ..keypoints import Features, to_gray_float
-from ..matching import match_descriptors, mutual_nn_match
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.keypoints import Features, to_gray_float
+from goodpoint_ros.core.matching import match_descriptors, mutual_nn_match
 
 #: Methods in the order of the paper's tables.
 METHOD_NAMES = ("goodpoint", "orb", "sift", "akaze")
@@ -84,7 +84,7 @@ class Method:
 
 
 class GoodPointMethod(Method):
-    """GoodPoint through the core's :class:`~goodpoint_ros.pipeline.FeatureExtractor`."""
+    """GoodPoint through the core's :class:`~goodpoint_ros.core.pipeline.FeatureExtractor`."""
 
     name = "goodpoint"
 
@@ -161,7 +161,7 @@ def make_method(name: str, max_keypoints: int = 1000, extractor=None,
 
     ``max_keypoints`` (0 = no cap) keeps each method's strongest keypoints by
     response.  For GoodPoint, ``extractor`` is a ready
-    :class:`~goodpoint_ros.pipeline.FeatureExtractor` (default: bundled
+    :class:`~goodpoint_ros.core.pipeline.FeatureExtractor` (default: bundled
     weights, best backend) and ``config`` its thresholds; θ_keypoint left unset
     comes from the weights' metadata.  The extractor's config is replaced.
     """
@@ -171,7 +171,7 @@ def make_method(name: str, max_keypoints: int = 1000, extractor=None,
         raise ValueError(f"max_keypoints must be >= 0, got {max_keypoints}")
     if key == "goodpoint":
         if extractor is None:
-            from ..pipeline import FeatureExtractor
+            from goodpoint_ros.core.pipeline import FeatureExtractor
             extractor = FeatureExtractor("auto", config)
         base = config if config is not None else extractor.config
         return GoodPointMethod(extractor, dataclasses.replace(base, max_keypoints=k or None))

@@ -26,8 +26,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..weights import atomic_write_bytes
-from .metrics import METRICS, eps_key
+from goodpoint_ros.core.weights import atomic_write_bytes
+from goodpoint_ros.evaluation.metrics import METRICS, eps_key
 
 #: Paper wording (Table 2) for the metrics and splits.
 ROW_NAMES = {"repeatability": "Replication", "precision": "Accuracy", "coverage": "Coverage"}
@@ -241,7 +241,7 @@ def _safe_name(text: str) -> str:
 def write_match_pictures(examples: Sequence[Dict], out_dir: Path) -> List[str]:
     """``examples``: [{"name", "image_a", "image_b", "methods": {m: {"kpts_a", "kpts_b",
     "matches", "correct"}}}] → file names written (correct matches green, wrong red)."""
-    from ..visualize import draw_matches, write_image
+    from goodpoint_ros.core.visualize import draw_matches, write_image
 
     names = []
     for ex in examples:

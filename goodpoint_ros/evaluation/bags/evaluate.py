@@ -1,0 +1,623 @@
+"""``goodpoint eval bag``: the paper's metrics on a rosbag2 replay with depth + poses.
+
+Frames i and i + shift (default 5) of a bag (AirSim ROS 2 wrapper topics by
+default) are paired; the ground-truth warp a→b comes from a's planar depth,
+both camera poses and the intrinsics (paper §6.1, the AirSim village set).
+``--no-depth`` evaluates an ordinary robot bag (matches, essential-matrix
+inliers, relative-pose error against odometry, track length).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+DEFAULT_IMAGE = "/airsim_node/drone_1/front_center/Scene"
+DEFAULT_DEPTH = "/airsim_node/drone_1/front_center/DepthPlanar"
+DEFAULT_INFO = "/airsim_node/drone_1/front_center/Scene/camera_info"
+DEFAULT_POSE = "/airsim_node/drone_1/odom_local_ned"
+
+
+def _size(text: str):
+    from goodpoint_ros.cli.common import parse_size
+    return parse_size(text)
+
+
+def add_bag_arguments(p: argparse.ArgumentParser) -> None:
+    """Bag-specific options of ``goodpoint eval bag`` (methods/model options are A's)."""
+    p.add_argument("bag", help="rosbag2 directory or file (.db3 / .mcap)")
+    g = p.add_argument_group("bag")
+    g.add_argument("--bag-b", default=None,
+                   help="second bag of the same trajectory (other lighting): frame i of BAG is "
+                        "paired with frame i+shift of BAG_B")
+    g.add_argument("--image-topic", default=DEFAULT_IMAGE, help=f"image topic ({DEFAULT_IMAGE})")
+    g.add_argument("--depth-topic", default=DEFAULT_DEPTH,
+                   help=f"planar depth topic, 32FC1 metres or 16UC1 mm ({DEFAULT_DEPTH})")
+    g.add_argument("--camera-info-topic", default=DEFAULT_INFO,
+                   help=f"sensor_msgs/CameraInfo topic ({DEFAULT_INFO})")
+    g.add_argument("--pose-topic", default=DEFAULT_POSE,
+                   help=f"Odometry / PoseStamped / PoseWithCovarianceStamped / TransformStamped "
+                        f"topic, or /tf ({DEFAULT_POSE}); with --no-depth it is optional and "
+                        "/tf is used when it is missing")
+    g.add_argument("--extrinsic", default="auto", choices=["auto", "tf_static", "airsim", "optical"],
+                   help="camera pose from the body pose: tf_static (body → image frame_id), airsim "
+                        "(pure axis rotation p_body = (z, x, y)_optical), optical (pose topic is the "
+                        "camera's optical pose); auto = tf_static when present, else airsim")
+    g.add_argument("--shift", type=int, default=5, help="pair frame i with i+shift (default 5)")
+    g.add_argument("--stride", type=int, default=1, help="use every k-th pair start (default 1)")
+    g.add_argument("--max-pairs", type=int, default=0, help="evaluate at most N pairs (0 = all)")
+    g.add_argument("--eval-size", type=_size, default=(320, 240),
+                   help="images are resized to WxH with K scaled (default 320x240)")
+    g.add_argument("--roll", type=float, default=0.0,
+                   help="roll the second image by this many degrees (paper: 5); warp updated")
+    g.add_argument("--depth-tolerance", type=float, default=0.05,
+                   help="visibility: relative depth agreement in b (default 0.05 = 5%%)")
+    g.add_argument("--sync-tolerance", type=float, default=0.02,
+                   help="max |Δt| in seconds between image and depth stamps (default 0.02)")
+    g.add_argument("--pose-tolerance", type=float, default=0.1,
+                   help="max gap in seconds for pose interpolation (default 0.1)")
+    g.add_argument("--coverage-radius", type=float, default=20.0,
+                   help="coverage disc radius in pixels (default 20, paper §6.1)")
+    g.add_argument("--no-depth", action="store_true",
+                   help="robot bag without depth: matches, essential inlier ratio, relative pose "
+                        "error vs odometry when present, track length")
+    g.add_argument("--no-gt-check", action="store_true",
+                   help="skip the check that the ground truth agrees with SIFT matches (it catches "
+                        "a wrong --extrinsic or pose topic)")
+
+
+def check_bag_arguments(args) -> None:
+    """One-line errors for option values that cannot work."""
+    if args.depth_tolerance <= 0:
+        raise ValueError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
+    if args.sync_tolerance < 0 or args.pose_tolerance < 0:
+        raise ValueError("--sync-tolerance and --pose-tolerance must be >= 0")
+    if args.coverage_radius <= 0:
+        raise ValueError(f"--coverage-radius must be positive, got {args.coverage_radius}")
+    if not -90.0 <= args.roll <= 90.0:
+        raise ValueError(f"--roll is in degrees within [-90, 90], got {args.roll}")
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be >= 0, got {args.max_pairs}")
+
+
+# --------------------------------------------------------------------------- evaluation core
+
+#: Ground-truth sanity check: SIFT matches consistent with the warp (≤ 5 px), at least.
+GT_CHECK_MIN_AGREEMENT = 0.3
+GT_CHECK_MIN_MATCHES = 20
+
+
+@dataclass
+class Timing:
+    """Seconds spent per stage of a bag evaluation (the benchmark's split)."""
+    decode: float = 0.0
+    ground_truth: float = 0.0
+    extraction: float = 0.0
+    matching: float = 0.0
+    pose: float = 0.0
+    metrics: float = 0.0
+    tracks: float = 0.0
+    total: float = 0.0
+
+    def to_dict(self) -> Dict[str, float]:
+        d = {k: round(v, 4) for k, v in self.__dict__.items()}
+        other = self.total - (self.decode + self.ground_truth + self.extraction + self.matching
+                              + self.pose + self.metrics + self.tracks)
+        d["other"] = round(max(other, 0.0), 4)
+        return d
+
+
+class _TimedWarp:
+    """Wraps a warp and adds its run time to ``timing.ground_truth``."""
+
+    def __init__(self, warp, timing: Timing):
+        self.warp, self.timing = warp, timing
+
+    def __call__(self, pts):
+        t0 = time.perf_counter()
+        out = self.warp(pts)
+        self.timing.ground_truth += time.perf_counter() - t0
+        return out
+
+
+def relative_pose_errors(R_est, t_est, T_b_a: np.ndarray) -> Tuple[float, float, float]:
+    """(rotation error°, translation direction error°, pose error = max of both).
+
+    Failed estimation (None) → inf.  With a ground-truth baseline under 1 cm
+    the translation direction is meaningless and only the rotation counts.
+    """
+    from goodpoint_ros.evaluation.metrics import rotation_error_deg, translation_error_deg
+    if R_est is None or t_est is None:
+        return math.inf, math.inf, math.inf
+    r = rotation_error_deg(R_est, T_b_a[:3, :3])
+    if np.linalg.norm(T_b_a[:3, 3]) < 0.01:
+        return r, float("nan"), r
+    t = translation_error_deg(t_est, T_b_a[:3, 3])
+    return r, t, max(r, t)
+
+
+def estimate_pose(kpts_a, kpts_b, matches, K_a, K_b, dist_a=None, dist_b=None):
+    """Essential matrix (USAC/MAGSAC, core matcher's verify_essential) → (R, t, inliers [K])."""
+    from goodpoint_ros.core.matching import verify_essential
+    d_a = dist_a if dist_a is not None and len(dist_a) and np.any(dist_a) else None
+    d_b = dist_b if dist_b is not None and len(dist_b) and np.any(dist_b) else None
+    E, R, t, inl = verify_essential(np.asarray(kpts_a, np.float64), np.asarray(kpts_b, np.float64),
+                                    np.asarray(matches, np.int64).reshape(-1, 2), K_a, K_b, d_a, d_b)
+    return (R, t, inl) if E is not None else (None, None, inl)
+
+
+def gt_agreement(frame_a, frame_b, roll: float = 0.0, rel_tolerance: float = 0.05,
+                 eps: float = 5.0) -> Tuple[float, int]:
+    """Fraction of SIFT ratio-test matches that the depth+pose warp confirms (≤ eps px).
+
+    → (agreement, number of SIFT matches whose a-keypoint the warp calls valid).
+    A correct ground truth confirms most of them; a wrong extrinsic or pose
+    topic confirms almost none.  Independent of the methods under test.
+    """
+    import cv2
+    from goodpoint_ros.evaluation.bags.depth_warp import pair_warps, roll_image
+    sift = cv2.SIFT_create(800)
+    gray = lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im
+    img_b = roll_image(frame_b.image, roll) if roll else frame_b.image
+    ka, da = sift.detectAndCompute(gray(frame_a.image), None)
+    kb, db = sift.detectAndCompute(gray(img_b), None)
+    if da is None or db is None or len(ka) < 2 or len(kb) < 2:
+        return float("nan"), 0
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(da, db, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
+    if not good:
+        return float("nan"), 0
+    pa = np.array([ka[m.queryIdx].pt for m in good])
+    pb = np.array([kb[m.trainIdx].pt for m in good])
+    warp_ab, _ = pair_warps(frame_a, frame_b, roll, rel_tolerance)
+    warped, valid = warp_ab(pa)
+    n = int(valid.sum())
+    if n == 0:
+        return float("nan"), 0
+    d = np.linalg.norm(warped[valid] - pb[valid], axis=1)
+    return float(np.mean(d <= eps)), n
+
+
+class GroundTruthCheck:
+    """Stops the run with one line when the ground truth disagrees with the images.
+
+    Offered the pairs as they stream by, it scores ``samples`` of them
+    ``spacing`` pairs apart with :func:`gt_agreement` and decides on the
+    median; pairs with fewer than 20 judgeable SIFT matches do not count.
+    """
+
+    def __init__(self, roll: float, rel_tolerance: float, extrinsic: str, samples: int = 3,
+                 spacing: int = 5):
+        self.roll, self.rel_tolerance, self.extrinsic = roll, rel_tolerance, extrinsic
+        self.samples, self.spacing = samples, max(1, spacing)
+        self.scores: List[float] = []
+        self.offered = 0
+        self.agreement: Optional[float] = None
+        self.done = False
+
+    def offer(self, frame_a, frame_b) -> None:
+        if self.done:
+            return
+        if self.offered % self.spacing == 0:
+            agree, n = gt_agreement(frame_a, frame_b, self.roll, self.rel_tolerance)
+            if n >= GT_CHECK_MIN_MATCHES:
+                self.scores.append(agree)
+        self.offered += 1
+        if len(self.scores) >= self.samples:
+            self.decide()
+
+    def decide(self) -> Optional[float]:
+        """Median agreement (None: nothing to judge); raises BagError when it is too low."""
+        from goodpoint_ros.evaluation.bags.replay import BagError
+        self.done = True
+        if not self.scores:
+            return None
+        self.agreement = float(np.median(self.scores))
+        if self.agreement < GT_CHECK_MIN_AGREEMENT:
+            raise BagError(
+                f"the depth + pose ground truth disagrees with the images: only "
+                f"{self.agreement:.0%} of SIFT matches land within 5 px of their warp (extrinsic: "
+                f"{self.extrinsic}); check --extrinsic (tf_static | airsim | optical), "
+                "--pose-topic and the depth topic, or pass --no-gt-check")
+        return self.agreement
+
+
+def check_ground_truth(pairs: Sequence[Tuple], roll: float, rel_tolerance: float,
+                       extrinsic: str, samples: int = 3) -> Optional[float]:
+    """:class:`GroundTruthCheck` on a list of (frame_a, frame_b), all of them offered."""
+    check = GroundTruthCheck(roll, rel_tolerance, extrinsic, samples, spacing=1)
+    for fa, fb in pairs:
+        check.offer(fa, fb)
+        if check.done:
+            break
+    return check.agreement if check.done else check.decide()
+
+
+@dataclass
+class BagOptions:
+    """Everything :func:`evaluate_bag` needs besides the frames and methods."""
+    shift: int = 5
+    stride: int = 1
+    max_pairs: int = 0
+    roll: float = 0.0
+    depth_tolerance: float = 0.05
+    coverage_radius: float = 20.0
+    eps: Tuple[float, ...] = (3.0, 5.0)
+    no_depth: bool = False
+    keep_examples: int = 3
+    progress: bool = True
+
+    def validate(self) -> "BagOptions":
+        if self.shift < 1:
+            raise ValueError(f"--shift must be at least 1, got {self.shift}")
+        if self.stride < 1:
+            raise ValueError(f"--stride must be at least 1, got {self.stride}")
+        return self
+
+
+def make_pairs(n_a: int, n_b: int, opts: BagOptions) -> List[Tuple[int, int]]:
+    """(i, i + shift) for i = 0, stride, … while both frames exist (capped by max_pairs).
+
+    The pairs :func:`evaluate_bag` visits, for bags of n_a and n_b frames.
+    """
+    opts.validate()
+    pairs = [(i, i + opts.shift) for i in range(0, n_a, opts.stride) if i + opts.shift < n_b]
+    return pairs[:opts.max_pairs] if opts.max_pairs else pairs
+
+
+class TrackCounter:
+    """Feature tracks through consecutive frames (robot-bag mode).
+
+    ``update(n_prev, n_cur, links)`` with ``links`` [K,2] (index in the previous
+    frame, index in the current one) — essential-matrix inlier matches.  A track
+    ends when its keypoint has no link into the next frame.
+    """
+
+    def __init__(self):
+        self.length: Optional[np.ndarray] = None
+        self.finished: List[int] = []
+
+    def update(self, n_prev: int, n_cur: int, links: np.ndarray) -> None:
+        if self.length is None or len(self.length) != n_prev:
+            self.length = np.ones(n_prev, np.int64)
+        new = np.ones(n_cur, np.int64)
+        continued = np.zeros(n_prev, bool)
+        if len(links):
+            new[links[:, 1]] = self.length[links[:, 0]] + 1
+            continued[links[:, 0]] = True
+        self.finished += self.length[~continued].tolist()
+        self.length = new
+
+    def summary(self) -> Dict[str, float]:
+        """Mean and median length (frames) of tracks seen in ≥ 2 frames."""
+        arr = np.asarray(self.finished + ([] if self.length is None else self.length.tolist()),
+                         np.float64)
+        arr = arr[arr > 1]
+        if not len(arr):
+            return {"mean": float("nan"), "median": float("nan"), "tracks": 0}
+        return {"mean": float(arr.mean()), "median": float(np.median(arr)), "tracks": int(len(arr))}
+
+
+def _inlier_links(method, f0, f1, frame0, frame1) -> np.ndarray:
+    matches = method.match(f0, f1)
+    _, _, inl = estimate_pose(f0.keypoints, f1.keypoints, matches, frame0.K, frame1.K,
+                              frame0.dist, frame1.dist)
+    return matches[inl] if len(matches) else matches
+
+
+def track_lengths(frames, method) -> Dict[str, float]:
+    """Track-length summary of one method over a list of frames (see :class:`TrackCounter`)."""
+    counter = TrackCounter()
+    prev = prev_frame = None
+    for frame in frames:
+        cur = method.detect(frame.image)
+        if prev is not None:
+            counter.update(len(prev), len(cur), _inlier_links(method, prev, cur, prev_frame, frame))
+        prev, prev_frame = cur, frame
+    return counter.summary()
+
+
+def _timed(frames: Iterable, timing: Timing) -> Iterator:
+    """Iterate, adding the time spent producing each item (bag decoding) to ``timing.decode``."""
+    it = iter(frames)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            timing.decode += time.perf_counter() - t0
+            return
+        timing.decode += time.perf_counter() - t0
+        yield item
+
+
+def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict[str, object],
+                 opts: BagOptions, timing: Optional[Timing] = None,
+                 gt_check: Optional[GroundTruthCheck] = None):
+    """Run every method on every pair → (per_pair records, skipped [(name, reason)], examples,
+    track summaries {method: …} (no-depth mode) or {}).
+
+    frames_a: :class:`~.bag_replay.Frame` s in order — a list or a streaming
+    :class:`~.bag_replay.BagStream`; frames_b: the second bag's, or None to
+    pair frames of the first.  Frames are held only while a pair still needs
+    them (shift + 1 of them), so a long bag does not fill the memory.  Depth
+    mode scores P, R, C at each ε plus relative-pose error; no-depth mode
+    scores matches, essential inliers, pose error when poses exist, and tracks.
+    """
+    from tqdm import tqdm
+
+    opts.validate()
+    timing = timing or Timing()
+    same = frames_b is None
+    it_a = _timed(frames_a, timing)
+    it_b = None if same else _timed(frames_b, timing)
+    buf_a: Dict[int, object] = {}
+    buf_b: Dict[int, object] = buf_a if same else {}
+    per_pair: List[Dict] = []
+    skipped: List[Tuple[str, str]] = []
+    examples: List[Dict] = []
+    cache: Dict[Tuple, Tuple] = {}
+    trackers = {name: TrackCounter() for name in methods} if opts.no_depth else {}
+    keep = {k * opts.shift for k in range(opts.keep_examples)}     # non-overlapping pairs
+    bag_b = "a" if same else "b"
+
+    def detect(name, method, bag, frame, rolled, image):
+        key = (name, bag, frame.index, rolled)
+        if key not in cache:
+            t0 = time.perf_counter()
+            feats = method.detect(image)
+            dt = time.perf_counter() - t0
+            timing.extraction += dt
+            cache[key] = (feats, dt * 1e3)
+        return cache[key]
+
+    bar = tqdm(desc="eval bag", unit="pair", disable=not opts.progress, leave=False)
+    n_pairs = 0
+    while True:
+        try:
+            fb = next(it_a) if same else next(it_b)
+            if not same:
+                newest_a = next(it_a)
+                buf_a[newest_a.index] = newest_a
+        except StopIteration:
+            break
+        buf_b[fb.index] = fb
+        j = fb.index
+        if trackers and j >= 1 and (j - 1) in buf_a:
+            for name, method in methods.items():       # consecutive frames of the first bag
+                f0, f1 = buf_a[j - 1], buf_a[j]
+                d0, _ = detect(name, method, "a", f0, False, f0.image)
+                d1, _ = detect(name, method, "a", f1, False, f1.image)
+                t0 = time.perf_counter()
+                trackers[name].update(len(d0), len(d1), _inlier_links(method, d0, d1, f0, f1))
+                timing.tracks += time.perf_counter() - t0
+        i = j - opts.shift
+        if i >= 0 and i % opts.stride == 0 and i in buf_a:
+            fa = buf_a[i]
+            reason = _unusable(fa, fb, opts)
+            if reason:
+                skipped.append((f"{fa.index}-{fb.index}", reason))
+            else:
+                if gt_check is not None:
+                    t0 = time.perf_counter()
+                    gt_check.offer(fa, fb)
+                    timing.ground_truth += time.perf_counter() - t0
+                record, example = _score_pair(fa, fb, methods, opts, timing, detect, bag_b,
+                                              n_pairs, keep_example=n_pairs in keep)
+                per_pair.append(record)
+                if example is not None:
+                    examples.append(example)
+                n_pairs += 1
+                bar.update(1)
+            if opts.max_pairs and n_pairs >= opts.max_pairs:
+                break
+        # Drop frames (and features) no later pair needs: the next pair is (i + 1, j + 1)
+        # and the next track step needs j, which is ≥ i + 1 since shift ≥ 1.
+        low_a = i + 1
+        for buf, low in ((buf_a, low_a), (buf_b, j if not same else low_a)):
+            for k in [k for k in buf if k < low]:
+                del buf[k]
+        for key in [k for k in cache
+                    if (k[1] == "a" and k[2] < low_a) or (k[1] == "b" and k[2] < j)]:
+            del cache[key]
+    bar.close()
+    if gt_check is not None and not gt_check.done:
+        gt_check.decide()
+    tracks = {name: t.summary() for name, t in trackers.items()}
+    return per_pair, skipped, examples, tracks
+
+
+def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b: str,
+                index: int, keep_example: bool):
+    """One pair, every method → (per-pair record, example for the report or None)."""
+    from goodpoint_ros.evaluation.bags.depth_warp import apply_affine, pair_warps, relative_pose, roll_image, roll_matrix
+    from goodpoint_ros.evaluation.metrics import pair_metrics
+
+    name = f"{fa.index}-{fb.index}"
+    t0 = time.perf_counter()
+    img_b = roll_image(fb.image, opts.roll) if opts.roll else fb.image
+    A_b = roll_matrix(opts.roll, fb.size) if opts.roll else None
+    has_pose = fa.T_world_cam is not None and fb.T_world_cam is not None
+    T_b_a = relative_pose(fa.T_world_cam, fb.T_world_cam) if has_pose else None
+    warps = None
+    if not opts.no_depth:
+        ab, ba = pair_warps(fa, fb, opts.roll, opts.depth_tolerance)
+        warps = (_TimedWarp(ab, timing), _TimedWarp(ba, timing))
+    timing.ground_truth += time.perf_counter() - t0
+    record = {"name": name, "split": None, "index": index, "frame_a": fa.index,
+              "frame_b": fb.index, "stamp_a": fa.stamp, "stamp_b": fb.stamp, "methods": {}}
+    example = {"name": name, "image_a": fa.image, "image_b": img_b, "methods": {}} \
+        if keep_example else None
+    for mname, method in methods.items():
+        feats_a, ms_a = detect(mname, method, "a", fa, False, fa.image)
+        feats_b, ms_b = detect(mname, method, bag_b, fb, bool(opts.roll), img_b)
+        t0 = time.perf_counter()
+        matches = method.match(feats_a, feats_b)
+        match_ms = (time.perf_counter() - t0) * 1e3
+        timing.matching += match_ms / 1e3
+        t0 = time.perf_counter()
+        if warps is not None:
+            rec = pair_metrics(feats_a.keypoints, feats_b.keypoints, matches, warps[0], warps[1],
+                               fa.size, fb.size, opts.eps, opts.coverage_radius)
+        else:
+            rec = {"matches": int(len(matches)), "keypoints": (len(feats_a) + len(feats_b)) / 2.0,
+                   "keypoints_a": int(len(feats_a)), "keypoints_b": int(len(feats_b))}
+        timing.metrics += time.perf_counter() - t0
+        # Relative pose from the matches (b's keypoints taken back to the unrolled image).
+        t0 = time.perf_counter()
+        kb = apply_affine(np.linalg.inv(A_b), feats_b.keypoints) if A_b is not None \
+            else feats_b.keypoints
+        R, t, inl = estimate_pose(feats_a.keypoints, kb, matches, fa.K, fb.K, fa.dist, fb.dist)
+        timing.pose += time.perf_counter() - t0
+        rec["inliers"] = int(inl.sum())
+        rec["inlier_ratio"] = float(inl.mean()) if len(inl) else float("nan")
+        if T_b_a is not None:
+            r_err, t_err, p_err = relative_pose_errors(R, t, T_b_a)
+            rec["rotation_error_deg"], rec["translation_error_deg"] = r_err, t_err
+            rec["pose_error_deg"] = p_err
+        rec["detect_ms"] = (ms_a + ms_b) / 2.0
+        rec["match_ms"] = match_ms
+        record["methods"][mname] = rec
+        if example is not None:
+            if warps is not None:
+                warped, valid = warps[0].warp(feats_a.keypoints)
+                ok = np.zeros(len(matches), bool)
+                if len(matches):
+                    d = np.linalg.norm(warped[matches[:, 0]] - feats_b.keypoints[matches[:, 1]],
+                                       axis=1)
+                    with np.errstate(invalid="ignore"):
+                        ok = valid[matches[:, 0]] & (d <= opts.eps[0])
+            else:
+                ok = np.asarray(inl, bool)
+            example["methods"][mname] = {"kpts_a": feats_a.keypoints, "kpts_b": feats_b.keypoints,
+                                         "matches": matches, "correct": ok}
+    return record, example
+
+
+def _unusable(fa, fb, opts: BagOptions) -> Optional[str]:
+    """Why a pair cannot be scored, or None."""
+    if opts.no_depth:
+        return None
+    for tag, f in (("a", fa), ("b", fb)):
+        if f.depth is None:
+            return f"frame {tag} has no depth"
+        if f.T_world_cam is None:
+            return f"frame {tag} has no pose"
+        if not np.isfinite(f.depth).any():
+            return f"frame {tag} has no valid depth"
+    return None
+
+
+def _open(args, path, need_depth: bool):
+    from goodpoint_ros.evaluation.bags.replay import BagStream
+    return BagStream(path, args.image_topic, args.camera_info_topic,
+                     None if not need_depth else args.depth_topic,
+                     args.pose_topic, args.extrinsic, args.eval_size, args.sync_tolerance,
+                     args.pose_tolerance, require_pose=need_depth)
+
+
+def run_bag(args) -> int:
+    """Entry point of ``goodpoint eval bag``: options from :func:`add_bag_arguments` plus
+    the common ones of :mod:`goodpoint_ros.cli.eval` (methods, thresholds, outputs, model)."""
+    import sys
+
+    from goodpoint_ros.cli.eval import common_settings, finish, methods_from_args
+    from goodpoint_ros.evaluation.aggregate import aggregate
+
+    check_bag_arguments(args)
+    t_start = time.perf_counter()
+    timing = Timing()
+    need_depth = not args.no_depth
+    opts = BagOptions(shift=args.shift, stride=args.stride, max_pairs=args.max_pairs,
+                      roll=args.roll, depth_tolerance=args.depth_tolerance,
+                      coverage_radius=args.coverage_radius, eps=tuple(args.eps),
+                      no_depth=args.no_depth,
+                      keep_examples=args.pictures if args.report else 0,
+                      progress=not args.no_progress and sys.stderr.isatty()).validate()
+    t0 = time.perf_counter()
+    stream_a = _open(args, args.bag, need_depth)
+    try:
+        stream_b = _open(args, args.bag_b, need_depth) if args.bag_b else None
+    except BaseException:
+        stream_a.close()
+        raise
+    timing.decode += time.perf_counter() - t0
+    try:
+        gt_check = GroundTruthCheck(opts.roll, opts.depth_tolerance, stream_a.extrinsic,
+                                    spacing=opts.shift) \
+            if need_depth and not args.no_gt_check else None
+        methods = methods_from_args(args)
+        per_pair, skipped, examples, tracks = evaluate_bag(stream_a, stream_b, methods, opts,
+                                                           timing, gt_check)
+    finally:
+        stream_a.close()
+        if stream_b is not None:
+            stream_b.close()
+    if not per_pair:
+        reasons = sorted({r for _, r in skipped})
+        raise ValueError(f"no pair could be evaluated: {stream_a.frames_read} usable frames"
+                         + (f" ({dict(stream_a.incomplete)} without ground truth)"
+                            if stream_a.incomplete else "")
+                         + (f", {len(skipped)} pairs skipped: {'; '.join(reasons)[:300]}"
+                            if skipped else f" for --shift {opts.shift}"))
+    names = list(methods)
+    result = aggregate(per_pair, names, by_split=False)
+    result["splits"] = {}
+    for name, summary in tracks.items():
+        result["methods"][name]["track_length"] = summary
+    timing.total = time.perf_counter() - t_start
+    n_frames = len({p["frame_a"] for p in per_pair} | {p["frame_b"] for p in per_pair})
+    settings = common_settings(args, methods)
+    settings.update(_settings(args, opts, stream_a, stream_b,
+                              gt_check.agreement if gt_check else None))
+    result.update({
+        "pairs": len(per_pair), "per_pair": per_pair,
+        "skipped": len(skipped), "skipped_reasons": [f"{n}: {r}" for n, r in skipped],
+        "timing_s": timing.to_dict(),
+        "frames_per_second": n_frames / timing.total if timing.total > 0 else None,
+        "settings": settings})
+    title = f"goodpoint eval bag {args.bag}" + (" --no-depth" if args.no_depth else "")
+    code = finish(result, args, examples, title=title)
+    if args.no_depth:
+        _print_no_depth(result)
+    t = result["timing_s"]
+    print(f"{result['frames_per_second'] or 0:.1f} frames/s; time split (s): decode {t['decode']:.2f}, "
+          f"ground truth {t['ground_truth']:.2f}, extraction {t['extraction']:.2f}, matching "
+          f"{t['matching']:.2f}, relative pose {t['pose']:.2f}, metrics {t['metrics']:.2f}, "
+          + (f"tracks {t['tracks']:.2f}, " if args.no_depth else "")
+          + f"other {t['other']:.2f}, total {t['total']:.2f}")
+    return code
+
+
+def _settings(args, opts: BagOptions, ra, rb, agreement) -> Dict:
+    """What the bag run used (ra/rb: the streams, rb None for one bag)."""
+    return {"mode": "bag-no-depth" if opts.no_depth else "bag", "bag": str(args.bag),
+            "bag_b": str(args.bag_b) if args.bag_b else None, "topics": ra.topics,
+            "extrinsic": ra.extrinsic, "shift": opts.shift, "stride": opts.stride,
+            "max_pairs": opts.max_pairs,
+            "eval_size": list(args.eval_size) if args.eval_size else None,
+            "native_size": list(ra.native_size) if ra.native_size else None,
+            "roll_deg": opts.roll, "depth_tolerance": opts.depth_tolerance,
+            "sync_tolerance": args.sync_tolerance, "pose_tolerance": args.pose_tolerance,
+            "coverage_radius": opts.coverage_radius,
+            "frames": ra.frames_read, "frames_b": rb.frames_read if rb is not None else None,
+            "frames_without_ground_truth": dict(ra.incomplete),
+            "frames_without_ground_truth_b": dict(rb.incomplete) if rb is not None else None,
+            "warnings": ra.warnings + (rb.warnings if rb is not None else []),
+            "gt_check_agreement": agreement}
+
+
+def _print_no_depth(result: Dict) -> None:
+    from goodpoint_ros.evaluation.report import fmt
+    print(f"\n{'method':10s} {'keypoints':>9s} {'matches':>8s} {'inlier ratio':>12s} "
+          f"{'pose AUC@5/10/20':>17s} {'track length':>12s}")
+    for name, s in result["methods"].items():
+        auc = s.get("pose_auc", {})
+        print(f"{name:10s} {fmt(s.get('keypoints'), 0):>9s} {fmt(s.get('matches'), 0):>8s} "
+              f"{fmt(s.get('inlier_ratio')):>12s} "
+              f"{'/'.join(fmt(auc.get(k)) for k in ('5', '10', '20')):>17s} "
+              f"{fmt(s.get('track_length', {}).get('mean'), 1):>12s}")

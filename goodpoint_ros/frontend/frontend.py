@@ -1,0 +1,212 @@
+"""What the detector node does per frame, without ROS.
+
+    frontend = Frontend(FeatureExtractor(...), params)
+    out = frontend.mono(image, camera)                 # MonoOutput
+    out = frontend.stereo(left, right, cam_l, cam_r)   # StereoOutput
+
+Per frame: the shared :class:`~goodpoint_ros.core.pipeline.FeatureExtractor`
+(the same object the CLI and the evaluator use), previous → current matching
+with :func:`~goodpoint_ros.core.matching.match_features` (or the fundamental
+matrix), track ids (:mod:`.tracking`) and, in stereo, left → right matching
+(:mod:`.stereo`).  The node only converts messages and schedules; everything
+here is testable with plain arrays.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from goodpoint_ros.core.keypoints import Features
+from goodpoint_ros.core.matching import MatchResult, match_features, verify_fundamental
+from goodpoint_ros.ros.params import config_from_params, stereo_params_from
+from goodpoint_ros.frontend.stereo import match_stereo
+from goodpoint_ros.frontend.tracking import TrackIdAssigner
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Intrinsics from sensor_msgs/CameraInfo: K [3,3] and distortion D (plumb_bob...)."""
+    K: np.ndarray
+    D: Optional[np.ndarray] = None
+
+    @classmethod
+    def from_camera_info(cls, k, d) -> Optional["Camera"]:
+        """CameraInfo.k (9 values, row-major) and .d → Camera, or None if uncalibrated (fx = 0)."""
+        K = np.asarray(k, np.float64).reshape(3, 3)
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            return None
+        D = np.asarray(d, np.float64).reshape(-1)
+        return cls(K, D if D.size else None)
+
+
+@dataclass
+class MonoOutput:
+    features: Features
+    track_ids: np.ndarray
+    matches: Optional[MatchResult]           # previous → current, None on the first frame
+    previous: Optional[Features] = None
+    times: Any = None                        # StageTimes of the extractor
+
+
+@dataclass
+class StereoOutput:
+    left: Features
+    right: Features
+    left_ids: np.ndarray
+    right_ids: np.ndarray                    # a right keypoint matched to the left shares its id
+    stereo_matches: MatchResult              # left → right
+    matches: Optional[MatchResult]           # left previous → left current
+    previous: Optional[Features] = None
+    times: Any = None                        # network etc. summed over both images
+
+
+def _add_times(a, b):
+    from goodpoint_ros.core.pipeline import StageTimes
+    return StageTimes(a.preprocess + b.preprocess, a.network + b.network,
+                      a.postprocess + b.postprocess)
+
+
+class Frontend:
+    """Extract, match to the previous frame, assign track ids (and stereo-match).
+
+    ``params`` is the node's parameter dict (:mod:`.node_params`); call
+    :meth:`update` with a new, validated dict to change thresholds at run
+    time — it takes effect from the next frame.
+    """
+
+    def __init__(self, extractor, params: Dict[str, Any]):
+        self.extractor = extractor
+        self._lock = threading.Lock()          # one frame at a time
+        self._pending_lock = threading.Lock()  # update() comes from another thread
+        self._pending = None
+        self.update(params)
+        self._apply_pending()
+        self.tracker = TrackIdAssigner()
+        self._previous: Optional[Features] = None
+
+    def update(self, params: Dict[str, Any]) -> None:
+        """Validate and queue new settings (raises ValueError, changing nothing).
+
+        Never waits for a frame in progress: the settings are swapped in
+        when the next frame starts, so a frame never mixes old and new ones.
+        """
+        config = config_from_params(params)
+        stereo = stereo_params_from(params)
+        config.resolved(self.extractor.metadata)
+        with self._pending_lock:
+            self._pending = (dict(params), config, stereo)
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self.params, config, self.stereo_params = pending
+            self.extractor.set_config(config)
+
+    def reset(self) -> None:
+        """Forget the previous frame (time jumped back, e.g. a bag restarted)."""
+        with self._lock:
+            self._previous = None
+            self.tracker.reset()
+
+    # ------------------------------------------------------------------ per frame
+    def mono(self, image: np.ndarray, camera: Optional[Camera] = None) -> MonoOutput:
+        with self._lock:
+            self._apply_pending()
+            feats = self.extractor(image)
+            times = self.extractor.times
+            matches = self._temporal(feats, camera)
+            ids = self.tracker.assign(len(feats), None if matches is None else matches.matches,
+                                      None if matches is None else self._track_mask(matches))
+            previous, self._previous = self._previous, feats
+        return MonoOutput(feats, ids, matches, previous, times)
+
+    def stereo(self, left_image: np.ndarray, right_image: np.ndarray,
+               left_camera: Optional[Camera] = None,
+               right_camera: Optional[Camera] = None) -> StereoOutput:
+        with self._lock:
+            self._apply_pending()
+            left = self.extractor(left_image)
+            t_left = self.extractor.times
+            right = self.extractor(right_image)
+            times = _add_times(t_left, self.extractor.times)
+            p = self.params
+            use_k = p["use_camera_info"] and left_camera is not None
+            stereo = match_stereo(
+                left, right, self.extractor.config, rectified=p["rectified"],
+                params=self.stereo_params, verify=p["verification"] != "none",
+                K_left=left_camera.K if use_k else None,
+                K_right=right_camera.K if use_k and right_camera is not None else None,
+                dist_left=left_camera.D if use_k else None,
+                dist_right=right_camera.D if use_k and right_camera is not None else None,
+                ransac_threshold=p["ransac_threshold"])
+            stereo.verified = p["rectified"] or p["verification"] != "none"
+            matches = self._temporal(left, left_camera)
+            left_ids = self.tracker.assign(len(left), None if matches is None else matches.matches,
+                                           None if matches is None else self._track_mask(matches))
+            right_ids = np.zeros(len(right), np.uint64)
+            sm = stereo.matches[self._track_mask(stereo)]
+            right_ids[sm[:, 1]] = left_ids[sm[:, 0]]
+            unmatched = np.ones(len(right), bool)
+            unmatched[sm[:, 1]] = False
+            right_ids[unmatched] = self.tracker.fresh(int(unmatched.sum()))
+            previous, self._previous = self._previous, left
+        return StereoOutput(left, right, left_ids, right_ids, stereo, matches, previous, times)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _track_mask(result: MatchResult) -> np.ndarray:
+        """Which matches carry an identity: the inliers when verification was asked
+        for (none if it failed), every descriptor match when it is off."""
+        if getattr(result, "verified", True):
+            return np.asarray(result.inliers, bool)
+        return np.ones(len(result.matches), bool)
+
+    def _temporal(self, feats: Features, camera: Optional[Camera]) -> Optional[MatchResult]:
+        """Previous → current matches, verified as the ``verification`` parameter says."""
+        p = self.params
+        if not p["match"] or self._previous is None:
+            return None
+        prev, cfg = self._previous, self.extractor.config
+        verify = p["verification"]
+        have_k = p["use_camera_info"] and camera is not None
+        if verify == "auto":
+            verify = "essential" if have_k else "fundamental"
+        if verify == "essential" and not have_k:
+            verify = "fundamental"        # documented fallback: no intrinsics yet
+        if verify == "fundamental":
+            result = match_features(prev, feats, cfg, verify="none")
+            F, inliers = verify_fundamental(prev.keypoints, feats.keypoints, result.matches,
+                                            p["ransac_threshold"])
+            if F is not None:
+                result.model_type, result.model, result.inliers = "fundamental", F, inliers
+        elif verify == "essential":
+            result = match_features(prev, feats, cfg, verify="essential", K0=camera.K, K1=camera.K,
+                                    dist0=camera.D, dist1=camera.D,
+                                    ransac_threshold=p["ransac_threshold"])
+        else:
+            result = match_features(prev, feats, cfg, verify=verify,
+                                    ransac_threshold=p["ransac_threshold"])
+        result.verified = verify != "none"
+        return result
+
+
+def debug_picture(image: np.ndarray, output) -> np.ndarray:
+    """BGR uint8 picture for ~/debug_image: keypoints, and matches from the
+    previous frame drawn as motion tracks (inliers green, outliers red)."""
+    import cv2
+
+    from goodpoint_ros.core.visualize import draw_keypoints
+    feats = output.left if isinstance(output, StereoOutput) else output.features
+    pic = draw_keypoints(image, feats.keypoints, feats.scores)
+    if output.matches is not None and output.previous is not None:
+        m = output.matches
+        for (i, j), ok in zip(m.matches, m.inliers):
+            p0 = tuple(int(v) for v in np.round(output.previous.keypoints[i]))
+            p1 = tuple(int(v) for v in np.round(feats.keypoints[j]))
+            cv2.line(pic, p0, p1, (60, 200, 60) if ok else (40, 40, 230), 1, cv2.LINE_AA)
+    return pic
+

@@ -1,0 +1,194 @@
+"""The detector node's parameters, without ROS: names, defaults, ranges, checks.
+
+One table (:data:`PARAMETERS`) drives everything: the node declares each entry
+with its description and range (``ParameterDescriptor``), ``config/detector.yaml``
+lists every one of them (a test checks), and the run-time parameter callback
+validates a change with :func:`validate_update` before anything is applied.
+Defaults are the paper's (GoodPointConfig, Belikov & Potapov 2020 §6.1) and
+REP-2003's sensor-data QoS.
+
+Conventions for "off" values, because ROS parameters have no null:
+``keypoint_threshold = 0`` → θ from the weights' metadata; ``max_keypoints = 0``
+→ all; ``ratio_test = 0`` → off; ``bucket_cols/rows = 0`` → no bucketing;
+``resize_width/height = 0`` → native size; ``max_disparity = 0`` → unbounded;
+empty ``weights`` / ``engine`` → bundled files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.frontend.stereo import StereoParams
+
+MODES = ("mono", "stereo")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+VERIFICATIONS = ("auto", "none", "homography", "essential", "fundamental")
+DESCRIPTOR_ENCODINGS = ("float32", "uint8")
+RELIABILITIES = ("best_effort", "reliable")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter. ``default``'s Python type is its ROS type."""
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False                   # fixed after start-up (topics, model...)
+    choices: Optional[Tuple[str, ...]] = None
+    range: Optional[Tuple[float, float]] = None  # inclusive, for int / double
+
+
+P = ParamSpec
+PARAMETERS = (
+    # ---- what to run
+    P("mode", "mono", "mono: one camera; stereo: a synchronised left/right pair",
+      True, MODES),
+    P("rectified", True, "stereo only: the pair is rectified, so left-right matches are "
+      "searched on the same row (± stereo_row_tolerance px) and carry disparity", True),
+    P("backend", "auto", "inference backend; auto tries tensorrt → onnxruntime → torch",
+      True, BACKENDS),
+    P("precision", "fp32", "network precision (fp16 / int8 need a GPU backend)", True, PRECISIONS),
+    P("weights", "", "GoodPoint weights (.safetensors or .onnx); empty: the bundled weights", True),
+    P("engine", "", "TensorRT engine file; empty: built / cached by the tensorrt backend", True),
+    P("device", "auto", "torch / onnxruntime device: auto, cpu, cuda, cuda:N", True),
+    P("threads", 0, "CPU threads for the network (onnxruntime / torch); 0: all cores", True,
+      range=(0, 256)),
+    P("resize_width", 0, "width the network sees (keypoints are mapped back); 0: native",
+      True, range=(0, 8192)),
+    P("resize_height", 0, "height the network sees; 0: native", True, range=(0, 8192)),
+    # ---- inputs
+    P("image_topic", "image", "mono input image topic (remappable)", True),
+    P("camera_info_topic", "camera_info", "mono camera_info topic (optional input)", True),
+    P("left_image_topic", "left/image_rect", "stereo left image topic", True),
+    P("right_image_topic", "right/image_rect", "stereo right image topic", True),
+    P("left_camera_info_topic", "left/camera_info", "stereo left camera_info topic", True),
+    P("right_camera_info_topic", "right/camera_info", "stereo right camera_info topic", True),
+    P("compressed", False, "subscribe sensor_msgs/CompressedImage (jpeg/png) instead of Image",
+      True),
+    P("use_camera_info", True, "use camera_info (when it arrives) for essential-matrix "
+      "verification after undistortion", True),
+    P("qos_reliability", "best_effort", "input QoS reliability (sensor data: best_effort)",
+      True, RELIABILITIES),
+    P("qos_depth", 5, "input QoS history depth (sensor data: 5)", True, range=(1, 1000)),
+    P("sync_queue_size", 10, "stereo ApproximateTimeSynchronizer queue size", True,
+      range=(1, 1000)),
+    P("sync_slop", 0.01, "stereo ApproximateTimeSynchronizer slop in seconds", True,
+      range=(0.0, 1.0)),
+    # ---- detection (run-time changeable)
+    P("keypoint_threshold", 0.0, "θ_keypoint on the confidence map, in (1/64, 1); "
+      "0: the value in the weights' metadata (paper: 0.021)", range=(0.0, 1.0)),
+    P("nms_radius", 8, "non-maximum suppression radius in pixels", range=(0, 64)),
+    P("border", 4, "drop keypoints closer than this to the image edge (pixels)", range=(0, 256)),
+    P("max_keypoints", 1000, "keep the strongest N keypoints; 0: all", range=(0, 100000)),
+    P("bucket_cols", 0, "grid bucketing columns for an even spread; 0: off", range=(0, 256)),
+    P("bucket_rows", 0, "grid bucketing rows; 0: off", range=(0, 256)),
+    P("max_per_bucket", 0, "max keypoints per grid cell when bucketing", range=(0, 100000)),
+    # ---- matching and verification (run-time changeable)
+    P("descriptor_threshold", 0.8, "θ_desc: max L2 distance between unit descriptors "
+      "(paper: 0.8)", range=(0.0, 2.0)),
+    P("ratio_test", 0.0, "Lowe ratio test on distances; 0: off", range=(0.0, 1.0)),
+    P("mutual", True, "mutual nearest neighbours only"),
+    P("match", True, "match each frame to the previous one (~/matches, track ids)"),
+    P("verification", "auto", "geometric verification of previous→current matches; "
+      "auto: essential with camera_info, else fundamental", choices=VERIFICATIONS),
+    P("ransac_threshold", 1.0, "USAC/MAGSAC inlier threshold in pixels", range=(0.1, 50.0)),
+    P("stereo_row_tolerance", 1.0, "rectified stereo: max |y_left - y_right| in pixels",
+      range=(0.0, 20.0)),
+    P("min_disparity", 0.0, "rectified stereo: min x_left - x_right in pixels",
+      range=(0.0, 8192.0)),
+    P("max_disparity", 0.0, "rectified stereo: max disparity in pixels; 0: unbounded",
+      range=(0.0, 8192.0)),
+    # ---- outputs (run-time changeable)
+    P("descriptor_encoding", "float32", "Keypoints descriptors: float32, or uint8 "
+      "(quantised, 4x smaller)", choices=DESCRIPTOR_ENCODINGS),
+    P("debug_image", True, "publish ~/debug_image (drawn only while someone subscribes)"),
+    P("diagnostics_period", 1.0, "seconds between /diagnostics messages", True,
+      range=(0.1, 60.0)),
+)
+SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def defaults() -> Dict[str, Any]:
+    return {p.name: p.default for p in PARAMETERS}
+
+
+def check_value(name: str, value: Any) -> Any:
+    """Type, choice and range check of one value; returns it (ints widened to float)."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown parameter {name!r}")
+    kind = type(spec.default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}")
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"{name} must be one of {', '.join(spec.choices)}; got {value!r}")
+    if spec.range and not (spec.range[0] <= value <= spec.range[1]):
+        raise ValueError(f"{name} must be in [{spec.range[0]}, {spec.range[1]}], got {value}")
+    return value
+
+
+def config_from_params(values: Dict[str, Any]) -> GoodPointConfig:
+    """Parameter values → validated GoodPointConfig (θ unset when keypoint_threshold is 0)."""
+    cols, rows = int(values["bucket_cols"]), int(values["bucket_rows"])
+    bucketing = cols > 0 and rows > 0
+    cfg = GoodPointConfig(
+        keypoint_threshold=float(values["keypoint_threshold"]) or None,
+        nms_radius=int(values["nms_radius"]),
+        border=int(values["border"]),
+        max_keypoints=int(values["max_keypoints"]) or None,
+        bucket_cells=(cols, rows) if bucketing else None,
+        max_per_bucket=int(values["max_per_bucket"]) if bucketing else 0,
+        descriptor_threshold=float(values["descriptor_threshold"]),
+        ratio_test=float(values["ratio_test"]) or None,
+        mutual=bool(values["mutual"]),
+    )
+    return cfg.validate()
+
+
+def stereo_params_from(values: Dict[str, Any]) -> StereoParams:
+    return StereoParams(float(values["stereo_row_tolerance"]), float(values["min_disparity"]),
+                        float(values["max_disparity"]) or None).validate()
+
+
+def validate_update(current: Dict[str, Any], changes: Iterable[Tuple[str, Any]]) -> Dict[str, Any]:
+    """The full parameter set after ``changes``, or ``ValueError`` saying why not.
+
+    Checks each value, refuses read-only ones, and checks the combination
+    (GoodPointConfig.validate, stereo band) so a half-valid update is never applied.
+    """
+    new = dict(current)
+    for name, value in changes:
+        spec = SPECS.get(name)
+        if spec is None:
+            continue          # not ours (use_sim_time, qos_overrides...): leave to rclpy
+        if spec.read_only and value != current.get(name):
+            raise ValueError(f"{name} is fixed at start-up (restart the node to change it)")
+        new[name] = check_value(name, value)
+    if new["bucket_cols"] > 0 and new["bucket_rows"] > 0 and new["max_per_bucket"] < 1:
+        raise ValueError("bucketing (bucket_cols, bucket_rows > 0) needs max_per_bucket >= 1")
+    config_from_params(new)
+    stereo_params_from(new)
+    return new
+
+
+def resize_from(values: Dict[str, Any]) -> Optional[Tuple[int, int]]:
+    w, h = int(values["resize_width"]), int(values["resize_height"])
+    if (w > 0) != (h > 0):
+        raise ValueError("set both resize_width and resize_height, or neither")
+    return (w, h) if w > 0 else None
+
+
+def load_yaml(path, node_name: str = "/**") -> Dict[str, Any]:
+    """``ros__parameters`` of ``node_name`` (or the ``/**`` wildcard) from a ROS params file."""
+    import yaml
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    for key in (node_name, node_name.lstrip("/"), "/**"):
+        section = doc.get(key)
+        if isinstance(section, dict) and "ros__parameters" in section:
+            return dict(section["ros__parameters"])
+    raise ValueError(f"{path}: no '{node_name}: ros__parameters:' section")

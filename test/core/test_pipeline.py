@@ -1,0 +1,116 @@
+"""FeatureExtractor: backend contract, padding, resize, odd sizes, original coordinates."""
+import numpy as np
+import pytest
+
+from conftest import FakeBackend
+from goodpoint_ros.backends import check_input, create_backend
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.pipeline import FeatureExtractor
+
+
+def dot_image(w, h, x, y):
+    img = np.zeros((h, w), np.uint8)
+    img[y, x] = 255
+    return img
+
+
+def prob_from_input(model_input_holder):
+    """A fake network that 'detects' the brightest input pixel (as prob 0.9)."""
+    def fn(h, w):
+        img = model_input_holder["x"]
+        prob = np.full((h, w), 1 / 64, np.float32)
+        y, x = np.unravel_index(int(img.argmax()), img.shape)
+        prob[y, x] = 0.9
+        return prob
+    return fn
+
+
+class InputEchoBackend(FakeBackend):
+    def __init__(self):
+        self.holder = {}
+        super().__init__(prob_from_input(self.holder))
+
+    def infer(self, image):
+        self.holder["x"] = image[0, 0]
+        return super().infer(image)
+
+
+@pytest.mark.parametrize("w,h,x,y", [(317, 241, 100, 200), (64, 48, 30, 20), (97, 33, 90, 10)])
+def test_dot_found_at_its_original_pixel(w, h, x, y):
+    ex = FeatureExtractor(InputEchoBackend(), GoodPointConfig(keypoint_threshold=0.5, border=4))
+    f = ex(dot_image(w, h, x, y))
+    assert f.keypoints.tolist() == [[x, y]]
+    assert f.image_size == (w, h)
+    shape = ex.backend.calls[-1]
+    assert shape[2] % 8 == 0 and shape[3] % 8 == 0 and shape[2] >= h and shape[3] >= w
+
+
+def test_resize_maps_back_to_original_pixels():
+    # network runs at half size; the 2x2 block at (100..101, 60..61) is pixel (50, 30) there
+    img = np.zeros((240, 320), np.uint8)
+    img[60:62, 100:102] = 255
+    ex = FeatureExtractor(InputEchoBackend(), GoodPointConfig(keypoint_threshold=0.5),
+                          resize=(160, 120))
+    f = ex(img)
+    np.testing.assert_allclose(f.keypoints, [[100.5, 60.5]])
+    assert f.image_size == (320, 240)
+
+
+def test_odd_size_shapes_and_dtypes_with_real_network():
+    ex = FeatureExtractor("torch", GoodPointConfig(keypoint_threshold=0.0157, max_keypoints=50),
+                          device="cpu")
+    rng = np.random.default_rng(0)
+    f = ex((rng.random((241, 317)) * 255).astype(np.uint8))
+    assert f.image_size == (317, 241)
+    assert f.keypoints.dtype == np.float32 and f.descriptors.dtype == np.float32
+    assert f.descriptors.shape == (len(f), 256) and len(f) > 0
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1, atol=1e-5)
+    assert (f.keypoints[:, 0] >= 4).all() and (f.keypoints[:, 0] < 317 - 4).all()
+    assert (f.keypoints[:, 1] >= 4).all() and (f.keypoints[:, 1] < 241 - 4).all()
+    assert ex.times.network > 0
+
+
+def test_torch_backend_contract():
+    b = create_backend("torch", device="cpu")
+    prob, desc = b.infer(np.random.default_rng(0).random((1, 1, 48, 64), dtype=np.float32))
+    assert prob.shape == (1, 48, 64) and desc.shape == (1, 256, 6, 8)
+    assert prob.dtype == np.float32 and desc.dtype == np.float32
+    np.testing.assert_allclose(prob.reshape(6, 8, 8, 8).sum(axis=(1, 3)), 1, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(desc, axis=1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        b.infer(np.zeros((1, 1, 50, 64), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        b.infer(np.zeros((1, 1, 48, 64), np.float64))
+
+
+def test_bf16_close_to_fp32():
+    x = np.random.default_rng(1).random((1, 1, 64, 64), dtype=np.float32)
+    p32, d32 = create_backend("torch", device="cpu").infer(x)
+    p16, d16 = create_backend("torch", device="cpu", precision="bf16").infer(x)
+    assert np.abs(p32 - p16).max() < 0.05
+    assert (d32 * d16).sum(axis=1).mean() > 0.98
+
+
+def test_unknown_backend_and_precision():
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("nope")
+    from goodpoint_ros.backends import BackendUnavailable
+    with pytest.raises(BackendUnavailable):
+        create_backend("torch", device="cpu", precision="int4")
+
+
+def test_huge_and_empty_images_rejected():
+    ex = FeatureExtractor(InputEchoBackend(), GoodPointConfig(keypoint_threshold=0.5))
+    with pytest.raises(ValueError, match="largest side"):
+        ex(np.zeros((10, 9000), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        ex(np.zeros((0, 10), np.uint8))
+
+
+def test_set_config_validates_and_keeps_old_on_error():
+    ex = FeatureExtractor(InputEchoBackend(), GoodPointConfig(keypoint_threshold=0.5))
+    with pytest.raises(ValueError):
+        ex.set_config(GoodPointConfig(keypoint_threshold=0.01))
+    assert ex.config.keypoint_threshold == 0.5
+    ex.set_config(GoodPointConfig())            # unset → from the backend's metadata
+    assert ex.config.keypoint_threshold == 0.05

@@ -1,0 +1,129 @@
+"""Stereo matching: rectified row-constrained search with disparity, and the KITTI pair."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.keypoints import Features
+from goodpoint_ros.core.matching import verify_fundamental
+from goodpoint_ros.frontend.stereo import StereoParams, epipolar_band_mask, match_rectified, match_stereo
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+KITTI = SHARED / "data" / "stereo" / "kitti06"
+RNG = np.random.default_rng(11)
+CFG = GoodPointConfig(keypoint_threshold=0.5, descriptor_threshold=0.8)
+
+
+def unit(n, dim=32):
+    d = RNG.normal(size=(n, dim)).astype(np.float32)
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def noisy(d, s=0.05):
+    d = d + RNG.normal(scale=s, size=d.shape).astype(np.float32)
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def synthetic_pair(n=40):
+    """Right = left shifted by a disparity, plus a decoy per point: an *exact* descriptor
+    copy on a row 5 px away, which an unconstrained matcher prefers."""
+    left_k = np.stack([RNG.uniform(100, 600, n), RNG.choice(np.arange(10, 300, 7), n, replace=False)],
+                      axis=1).astype(np.float32)
+    desc = unit(n)
+    disparity = RNG.uniform(1, 80, n).astype(np.float32)
+    true_k = left_k - np.stack([disparity, np.zeros(n, np.float32)], axis=1)
+    true_k[:, 1] += RNG.choice([-1.0, 0.0, 1.0], n).astype(np.float32)      # ±1 px rectification
+    decoy_k = true_k + np.array([0.0, 5.0], np.float32)
+    order = RNG.permutation(2 * n)
+    right_k = np.concatenate([true_k, decoy_k])[order]
+    right_d = np.concatenate([noisy(desc), desc])[order]
+    left = Features(left_k, np.ones(n, np.float32), desc, (640, 320))
+    right = Features(right_k, np.ones(2 * n, np.float32), right_d, (640, 320))
+    truth = np.argsort(order)[:n]                       # where each true point went
+    return left, right, truth, disparity
+
+
+def test_rectified_matching_searches_the_row_only():
+    left, right, truth, disparity = synthetic_pair()
+    unconstrained = match_stereo(left, right, CFG, rectified=False, verify=False)
+    assert np.mean(unconstrained.matches[:, 1] != truth[unconstrained.matches[:, 0]]) > 0.9
+
+    result = match_rectified(left, right, CFG, StereoParams(row_tolerance=1.0))
+    assert len(result) == len(truth)
+    np.testing.assert_array_equal(result.matches[:, 1], truth[result.matches[:, 0]])
+    assert result.inliers.all()
+    np.testing.assert_allclose(result.disparities, disparity[result.matches[:, 0]], atol=1e-4)
+
+
+def test_disparity_bounds_and_tolerance():
+    left, right, truth, disparity = synthetic_pair()
+    res = match_rectified(left, right, CFG, StereoParams(1.0, min_disparity=20, max_disparity=60))
+    assert len(res) and ((res.disparities >= 20) & (res.disparities <= 60)).all()
+    assert len(res) == int(((disparity >= 20) & (disparity <= 60)).sum())
+    strict = match_rectified(left, right, CFG, StereoParams(row_tolerance=0.0))
+    dy = np.abs(left.keypoints[strict.matches[:, 0], 1] - right.keypoints[strict.matches[:, 1], 1])
+    assert (dy == 0).all() and len(strict) < len(truth)
+    with pytest.raises(ValueError):
+        StereoParams(1.0, 10, 5).validate()
+
+
+def test_band_mask_and_empty_inputs():
+    left = np.array([[10.0, 5.0]], np.float32)
+    right = np.array([[4.0, 5.0], [4.0, 6.5], [12.0, 5.0]], np.float32)
+    np.testing.assert_array_equal(epipolar_band_mask(left, right, StereoParams()),
+                                  [[True, False, False]])
+    empty = Features.empty((64, 64), 32)
+    left_f = Features(left, np.ones(1, np.float32), unit(1), (64, 64))
+    assert len(match_rectified(empty, left_f, CFG)) == 0
+    assert len(match_rectified(left_f, empty, CFG)) == 0
+
+
+def test_unrectified_pair_is_verified_with_the_fundamental_matrix():
+    # Points of a random 3-D scene seen by two cameras: F must fit them, a shuffled copy not.
+    X = np.c_[RNG.uniform(-2, 2, (80, 2)), RNG.uniform(4, 9, 80)]
+    K = np.array([[500, 0, 320], [0, 500, 240], [0, 0, 1.0]])
+    R = np.array([[0.995, 0, 0.0998], [0, 1, 0], [-0.0998, 0, 0.995]])
+    p0 = (K @ X.T).T
+    p1 = (K @ (R @ X.T + np.array([[0.3], [0.05], [0]]))).T
+    k0 = (p0[:, :2] / p0[:, 2:]).astype(np.float32)
+    k1 = (p1[:, :2] / p1[:, 2:]).astype(np.float32)
+    desc = unit(80)
+    left = Features(k0, np.ones(80, np.float32), desc, (640, 480))
+    right = Features(k1, np.ones(80, np.float32), noisy(desc, 0.02), (640, 480))
+    res = match_stereo(left, right, CFG, rectified=False)
+    assert res.model_type == "fundamental" and res.inliers.mean() > 0.95
+    F = res.model
+    h0 = np.c_[k0, np.ones(80)]
+    h1 = np.c_[k1, np.ones(80)]
+    lines = h0 @ F.T                                          # epipolar lines in image 1
+    dist = np.abs((h1 * lines).sum(1)) / np.hypot(lines[:, 0], lines[:, 1])
+    assert np.median(dist) < 0.5                              # pixels
+    assert verify_fundamental(k0, k1, np.zeros((0, 2), np.int64))[0] is None
+    res_e = match_stereo(left, right, CFG, rectified=False, K_left=K, K_right=K)
+    assert res_e.model_type == "essential" and res_e.inliers.mean() > 0.95
+
+
+@pytest.mark.skipif(not KITTI.is_dir(), reason="needs ../shared/data/stereo/kitti06")
+def test_kitti_rectified_pair_inliers_lie_on_the_same_row():
+    from goodpoint_ros.core.imageio import read_image
+    from goodpoint_ros.core.pipeline import FeatureExtractor
+
+    left_img = read_image(KITTI / "kitti06-12.png")
+    right_img = read_image(KITTI / "kitti06-12-R.png")
+    # Low θ so that the bundled weights (trained or not) give keypoints; the row
+    # check below does not depend on their quality.
+    extractor = FeatureExtractor(backend="torch", config=GoodPointConfig(keypoint_threshold=0.0157))
+    left, right = extractor(left_img), extractor(right_img)
+    assert len(left) > 50 and len(right) > 50
+    res = match_stereo(left, right, extractor.config, rectified=True)
+    assert len(res) > 10
+    kl = left.keypoints[res.matches[:, 0]]
+    kr = right.keypoints[res.matches[:, 1]]
+    inl = res.inliers
+    assert inl.sum() > 10
+    assert np.abs(kl[inl, 1] - kr[inl, 1]).max() <= 1.0
+    assert (res.disparities >= 0).all()
+    np.testing.assert_allclose(res.disparities, kl[:, 0] - kr[:, 0])
+    # Each left keypoint is used once and each right keypoint once (mutual NN).
+    assert len(np.unique(res.matches[:, 0])) == len(res) == len(np.unique(res.matches[:, 1]))

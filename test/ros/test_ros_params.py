@@ -1,0 +1,96 @@
+"""Node parameters without ROS: the table, config/detector.yaml, validation, bucketing."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from goodpoint_ros.ros.params import (PARAMETERS, SPECS, check_value, config_from_params,
+                                       defaults, load_yaml, resize_from, stereo_params_from,
+                                       validate_update)
+from goodpoint_ros.core.pipeline import FeatureExtractor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_yaml_lists_every_parameter_with_its_default_and_they_validate():
+    assert load_yaml(ROOT / "config" / "detector.yaml") == defaults()
+    assert validate_update(defaults(), []) == defaults()
+    for p in PARAMETERS:
+        assert p.description and type(p.default) in (bool, int, float, str), p.name
+        if p.range:
+            assert p.range[0] <= p.default <= p.range[1], p.name
+        if p.choices:
+            assert p.default in p.choices, p.name
+
+
+def test_off_values_map_to_the_config_nones():
+    cfg = config_from_params(defaults())
+    assert cfg.keypoint_threshold is None            # from the weights' metadata
+    assert cfg.bucket_cells is None and cfg.ratio_test is None
+    assert cfg.max_keypoints == 1000 and cfg.nms_radius == 8 and cfg.descriptor_threshold == 0.8
+    p = dict(defaults(), max_keypoints=0, bucket_cols=4, bucket_rows=3, max_per_bucket=2,
+             ratio_test=0.9, keypoint_threshold=0.03)
+    cfg = config_from_params(p)
+    assert cfg.max_keypoints is None and cfg.bucket_cells == (4, 3) and cfg.max_per_bucket == 2
+    assert cfg.ratio_test == 0.9 and cfg.keypoint_threshold == 0.03
+    assert stereo_params_from(dict(defaults(), max_disparity=0.0)).max_disparity is None
+    assert resize_from(defaults()) is None
+    assert resize_from(dict(defaults(), resize_width=640, resize_height=480)) == (640, 480)
+    with pytest.raises(ValueError, match="both"):
+        resize_from(dict(defaults(), resize_width=640))
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("keypoint_threshold", 0.01, "1/64"),
+    ("keypoint_threshold", "0.1", "float"),
+    ("nms_radius", 8.0, "int"),
+    ("nms_radius", -1, "range|in \\["),
+    ("verification", "magic", "one of"),
+    ("backend", "onnxruntime", "fixed at start-up"),
+    ("mode", "stereo", "fixed at start-up"),
+    ("descriptor_threshold", 0.0, "descriptor_threshold"),
+    ("min_disparity", 50.0, None),               # fine alone...
+])
+def test_bad_updates_are_refused_with_a_reason(name, value, match):
+    if match is None:
+        assert validate_update(defaults(), [(name, value)])[name] == value
+        with pytest.raises(ValueError, match="max_disparity"):   # ...but not above max_disparity
+            validate_update(defaults(), [(name, value), ("max_disparity", 10.0)])
+        return
+    with pytest.raises(ValueError, match=match):
+        validate_update(defaults(), [(name, value)])
+
+
+def test_ints_are_accepted_for_doubles_and_unknown_names_left_to_rclpy():
+    assert check_value("sync_slop", 0) == 0.0 and type(check_value("sync_slop", 0)) is float
+    assert validate_update(defaults(), [("use_sim_time", True)]) == defaults()
+    with pytest.raises(ValueError):
+        check_value("no_such_parameter", 1)
+    assert set(SPECS) == {p.name for p in PARAMETERS}
+
+
+class GridBackend:
+    """Every 16 px a peak, stronger towards the top-left: without bucketing the
+    strongest keypoints all come from one corner."""
+    name, precision, metadata = "grid", "fp32", {}
+
+    def infer(self, x):
+        h, w = x.shape[2:]
+        prob = np.full((1, h, w), 1 / 64, np.float32)
+        ys, xs = np.mgrid[8:h - 4:16, 8:w - 4:16]
+        prob[0, ys, xs] = 0.9 - 0.8 * (ys + xs) / (h + w)
+        return prob, np.ones((1, 256, h // 8, w // 8), np.float32) / 16
+
+
+def test_bucketing_parameters_spread_keypoints_over_the_grid():
+    ex = FeatureExtractor(GridBackend(), config=config_from_params(
+        dict(defaults(), keypoint_threshold=0.05, max_keypoints=16)))
+    img = np.zeros((128, 128), np.uint8)
+    plain = ex(img).keypoints
+    ex.set_config(config_from_params(dict(defaults(), keypoint_threshold=0.05, max_keypoints=16,
+                                          bucket_cols=4, bucket_rows=4, max_per_bucket=1)))
+    spread = ex(img).keypoints
+    cells = lambda k: set(map(tuple, (k // 32).astype(int)))   # noqa: E731
+    assert len(plain) == len(spread) == 16
+    assert len(cells(spread)) == 16                    # one per 32 px cell
+    assert len(cells(plain)) < 10                      # crowded in the strong corner
