@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: venv demo test bench clean models
+.PHONY: venv demo lint test bench clean models
 
 $(STAMP): setup.py requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m goodpoint_ros.cli.demo --out $(OUT)
 
-test: $(STAMP)
+# pyflakes + import order + line length (ruff.toml); fix what it finds, don't silence it.
+lint: $(STAMP)
+	$(BIN)/ruff check goodpoint_ros training test launch setup.py
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest test -q --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)

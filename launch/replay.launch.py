@@ -8,8 +8,7 @@ Any argument of detector.launch.py (mode, left_image, backend, ...) passes
 through.  Playback starts after ``start_delay`` seconds, once the model is loaded.
 """
 from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
-                            TimerAction)
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, TimerAction
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare

@@ -22,7 +22,7 @@ from goodpoint_ros.core.model import GoodPointNet
 
 from .config import TrainConfig
 from .data import PairBatches, find_images, load_images
-from .trainer import StepTimes, autocast, to_tensors, train_step
+from .trainer import StepTimes, to_tensors, train_step
 
 
 def synthetic_images(n: int = 4, size=(480, 640), seed: int = 0):

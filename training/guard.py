@@ -72,6 +72,7 @@ class DuplicateGuard:
         arr = np.stack(thumbs) if thumbs else np.zeros((0, THUMB * THUMB), np.float32)
         try:
             import io
+
             from goodpoint_ros.core.weights import atomic_write_bytes
             buf = io.BytesIO()
             np.savez(buf, thumbs=arr)

@@ -62,6 +62,7 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
         meta.update(extra)
     # Check the tensors fit the network before writing anything.
     import torch
+
     from goodpoint_ros.core.model import GoodPointNet
     try:
         GoodPointNet().load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
@@ -76,7 +77,9 @@ def choose_threshold(checkpoint_path, image_dir, names=None):
     """θ_keypoint maximising the validation harmonic mean (fp32, the shared
     post-processor and matcher) → (θ, {θ: metrics}).  Never uses ../shared/data."""
     import torch
+
     from goodpoint_ros.core.model import GoodPointNet
+
     from .validation import load_pairs, run_network, sweep_thresholds
     state = load_checkpoint(Path(checkpoint_path))
     model = GoodPointNet()

@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -31,7 +31,7 @@ import torch
 from goodpoint_ros.core.model import GoodPointNet
 
 from .checkpoint import BEST, LAST, load_checkpoint, model_state, save_checkpoint
-from .config import TrainConfig, config_from_dict, validate
+from .config import TrainConfig, validate
 from .data import PairBatches, find_images, load_images, read_split
 from .losses import total_loss
 from .targets import estimate_targets
@@ -395,8 +395,10 @@ def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None) -> Dict:
 
 def main(argv=None) -> int:
     """``python -m goodpoint_training.trainer`` / torchrun entry: same flags as ``goodpoint train``."""
-    from goodpoint_ros.cli.train import add_arguments, run as cli_run
     import argparse
+
+    from goodpoint_ros.cli.train import add_arguments
+    from goodpoint_ros.cli.train import run as cli_run
     p = argparse.ArgumentParser(prog="goodpoint_training.trainer")
     add_arguments(p)
     args = p.parse_args(argv)

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
-from goodpoint_ros.evaluation.metrics import harmonic_mean, homography_warp, pair_metrics
 from goodpoint_ros.core.keypoints import postprocess
 from goodpoint_ros.core.matching import match_descriptors
+from goodpoint_ros.evaluation.metrics import harmonic_mean, homography_warp, pair_metrics
 
 from .data import read_gray, read_split
 from .homography import HomographyConfig, sample_homography
@@ -91,6 +91,7 @@ def run_network(model, pairs: Sequence[ValidationPair], device="cpu", precision:
     the release sweep uses fp32, what users of the weights get by default.
     """
     import contextlib
+
     import torch
     was_training = model.training
     model.eval()

@@ -52,8 +52,8 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     Raises :class:`BackendUnavailable` with the command that makes the missing
     file when there is none this runtime can use.
     """
-    from goodpoint_ros.deploy.export import ExportError, file_sha256, read_onnx_metadata
     from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
+    from goodpoint_ros.deploy.export import ExportError, file_sha256, read_onnx_metadata
     if weights is not None and str(weights).endswith(".onnx"):
         p = Path(weights)
         if not p.is_file():

@@ -31,7 +31,13 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable, check_input
-from goodpoint_ros.backends.engine_cache import DEFAULT_PROFILE, EngineCache, EngineKey, HotSwapBackend, Profile
+from goodpoint_ros.backends.engine_cache import (
+    DEFAULT_PROFILE,
+    EngineCache,
+    EngineKey,
+    HotSwapBackend,
+    Profile,
+)
 
 try:
     import tensorrt as trt
@@ -85,9 +91,9 @@ class _Cuda:
         # no torch, or a CPU-only torch build: cuda-python does the memory work
         try:
             try:
-                from cuda.bindings import runtime as rt      # cuda-python ≥ 12.6
+                from cuda.bindings import runtime as rt  # cuda-python ≥ 12.6
             except ImportError:
-                from cuda import cudart as rt                # older cuda-python
+                from cuda import cudart as rt  # older cuda-python
         except ImportError:
             raise BackendUnavailable("TensorRT needs torch or cuda-python for CUDA memory "
                                      "(pip install cuda-python)") from None
@@ -360,8 +366,8 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     if device == "cpu":
         raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
     _Cuda()   # raises BackendUnavailable without a GPU
-    from goodpoint_ros.deploy.export import ExportError, read_onnx_metadata
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_model
+    from goodpoint_ros.deploy.export import ExportError, read_onnx_metadata
     if engine is None and weights is not None and str(weights).endswith((".engine", ".plan")):
         engine = weights
     if engine is not None:

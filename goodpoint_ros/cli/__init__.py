@@ -25,7 +25,8 @@ COMMANDS = {
     "bench": ("goodpoint_ros.cli.bench", "benchmark per-stage latency against ORB and SIFT"),
     "export": ("goodpoint_ros.cli.export", "export ONNX / int8 ONNX / TensorRT engine / weights; "
                "accuracy gate"),
-    "make-sample-bag": ("goodpoint_ros.cli.make_sample_bag", "render a rosbag2 of a textured village with exact depth + poses"),
+    "make-sample-bag": ("goodpoint_ros.cli.make_sample_bag",
+                        "render a rosbag2 of a textured village with exact depth + poses"),
     "eval": ("goodpoint_ros.cli.eval", "evaluate against ORB/SIFT/AKAZE: homography sets, rosbag2 replay"),
     "train": ("goodpoint_ros.cli.train", "train GoodPoint without labels on a folder of images"),
 }
@@ -56,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from goodpoint_ros.cli.common import UserError, user_errors
+    from goodpoint_ros.cli.common import user_errors
     try:
         return int(args._run(args) or 0)
     except user_errors() as exc:

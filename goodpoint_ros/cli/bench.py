@@ -28,7 +28,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from goodpoint_ros.deploy.benchmark import run_benchmark, format_table
+    from goodpoint_ros.deploy.benchmark import format_table, run_benchmark
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
                            precisions=[p for p in args.precision.split(",") if p],

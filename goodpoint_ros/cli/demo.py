@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from goodpoint_ros.cli import COMMANDS, main as goodpoint
+    from goodpoint_ros.cli import COMMANDS
+    from goodpoint_ros.cli import main as goodpoint
     from goodpoint_ros.core.imageio import read_image
     from goodpoint_ros.core.matching import match_features
     from goodpoint_ros.core.pipeline import FeatureExtractor

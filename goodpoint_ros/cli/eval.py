@@ -148,6 +148,7 @@ def methods_from_args(args):
 def common_settings(args, methods) -> dict:
     """What every run echoes under ``settings``."""
     import cv2
+
     from goodpoint_ros import __version__
     s = {"methods": list(methods), "max_keypoints": args.max_keypoints,
          "eps": list(args.eps), "method_settings": {n: m.settings() for n, m in methods.items()},

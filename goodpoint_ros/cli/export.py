@@ -92,8 +92,8 @@ def run(args) -> int:
 
 
 def _onnx(args) -> int:
-    from goodpoint_ros.deploy.export import export_onnx
     from goodpoint_ros.core.weights import DEFAULT_ONNX
+    from goodpoint_ros.deploy.export import export_onnx
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -112,9 +112,14 @@ def _onnx(args) -> int:
 
 
 def _int8(args) -> int:
-    from goodpoint_ros.deploy.export import (DEFAULT_INT8_ONNX, ExportError, calibration_images, calibration_tensors,
-                          quantize_int8)
     from goodpoint_ros.core.weights import DEFAULT_ONNX
+    from goodpoint_ros.deploy.export import (
+        DEFAULT_INT8_ONNX,
+        ExportError,
+        calibration_images,
+        calibration_tensors,
+        quantize_int8,
+    )
     src = Path(args.onnx) if args.onnx else DEFAULT_ONNX
     out = args.out or (DEFAULT_INT8_ONNX if src == DEFAULT_ONNX
                        else src.with_name(src.name.split(".")[0] + ".int8.onnx"))
@@ -137,8 +142,8 @@ def _int8(args) -> int:
 
 def _engine(args) -> int:
     from goodpoint_ros.backends import BackendUnavailable, create_backend
-    from goodpoint_ros.deploy.export import file_sha256, read_onnx_metadata
     from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes
+    from goodpoint_ros.deploy.export import file_sha256, read_onnx_metadata
     try:
         from goodpoint_ros.backends import tensorrt_backend as trtb
     except (ImportError, BackendUnavailable) as exc:
@@ -197,8 +202,8 @@ def _weights(args) -> int:
 
 def _gate(args) -> int:
     from goodpoint_ros.backends import create_backend
-    from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
     from goodpoint_ros.core.config import GoodPointConfig
+    from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
     ref_weights = args.reference_weights or (
         None if args.weights and args.weights.endswith(".onnx") else args.weights)
     ref = create_backend("onnxruntime", weights=ref_weights, precision="fp32", device="cpu")

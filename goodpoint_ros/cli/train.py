@@ -57,8 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     from pathlib import Path
-    from goodpoint_training.config import TrainConfig, load_config, merge, validate
+
     from goodpoint_ros.cli.common import UserError
+    from goodpoint_training.config import TrainConfig, load_config, merge, validate
     cfg = load_config(Path(args.config)) if args.config else TrainConfig()
     over = {"images": args.images, "out": args.out, "crop": args.crop,
             "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
@@ -82,9 +83,11 @@ def build_config(args):
 
 def run(args) -> int:
     import logging
+
     from goodpoint_ros.cli.common import UserError
     try:
         import torch  # noqa: F401
+
         from goodpoint_training import trainer
     except ImportError as exc:
         raise UserError(f"training needs torch (pip install goodpoint_ros[train]): {exc}") from None

@@ -9,7 +9,7 @@ followed and the docstring says so.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 #: With no dustbin (paper §3) a cell with a flat softmax scores exactly 1/64,

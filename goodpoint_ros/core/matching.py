@@ -8,7 +8,7 @@ matrix with OpenCV's USAC/MAGSAC and marks inliers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import cv2

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Dict
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 LEAKY_SLOPE = 0.01
 DESCRIPTOR_DIM = 256

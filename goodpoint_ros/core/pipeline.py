@@ -11,7 +11,7 @@ original image's pixels (see ``docs/conventions.md``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 import cv2
@@ -19,7 +19,13 @@ import numpy as np
 
 from goodpoint_ros.backends import create_backend
 from goodpoint_ros.core.config import GoodPointConfig
-from goodpoint_ros.core.keypoints import Features, pad_to_multiple, postprocess, scale_keypoints, to_gray_float
+from goodpoint_ros.core.keypoints import (
+    Features,
+    pad_to_multiple,
+    postprocess,
+    scale_keypoints,
+    to_gray_float,
+)
 
 MAX_SIDE = 8192
 

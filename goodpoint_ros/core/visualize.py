@@ -61,6 +61,7 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
 def write_image(path, image: np.ndarray) -> None:
     """Atomically write an image file (format from the extension)."""
     from pathlib import Path
+
     from goodpoint_ros.core.weights import atomic_write_bytes
     ext = Path(path).suffix or ".png"
     ok, buf = cv2.imencode(ext, image)

@@ -118,6 +118,7 @@ def load_weights(path: Optional[os.PathLike] = None) -> Tuple[Dict[str, np.ndarr
 def load_model(path: Optional[os.PathLike] = None, device: str = "cpu"):
     """Build a :class:`GoodPointNet` in eval mode from a weights file → (model, metadata)."""
     import torch
+
     from goodpoint_ros.core.model import GoodPointNet
     tensors, meta = load_weights(path)
     model = GoodPointNet()

@@ -15,8 +15,8 @@ import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.matching import match_descriptors
-from goodpoint_ros.deploy.flops import network_flops
 from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.deploy.flops import network_flops
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
 

@@ -72,6 +72,7 @@ def export_onnx(weights: Optional[os.PathLike] = None, out: os.PathLike = DEFAUL
     a fixed shape (TensorRT can then skip the optimisation profile).
     """
     import torch
+
     from goodpoint_ros.core.weights import load_model
 
     if size is not None and (size[0] % 8 or size[1] % 8):
@@ -333,6 +334,7 @@ def calibration_tensors(paths: Sequence[os.PathLike], size: Tuple[int, int] = CA
     sees), preprocessed exactly as the runtime does (gray, [0,1]).
     """
     import cv2
+
     from goodpoint_ros.core.keypoints import to_gray_float
     rng = np.random.default_rng(seed)
     w, h = size
@@ -369,8 +371,13 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
     best on the trained weights, 99.99 on earlier checkpoints).
     """
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                          QuantType, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -411,7 +418,8 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
         proto = onnx.load(str(q))
     info = dict(src_meta["export"], precision="int8", batchnorm_folded=folded,
                 kept_float=keep_float, calibration={
-        "method": method, "percentile": percentile if method == "percentile" else None, "images": len(batches), "size": list(batches[0].shape[2:][::-1])})
+                    "method": method, "percentile": percentile if method == "percentile" else None,
+                    "images": len(batches), "size": list(batches[0].shape[2:][::-1])})
     set_metadata(proto, src_meta["weights"], src_meta["weights_sha256"], info)
     onnx.checker.check_model(proto)
     atomic_write_bytes(out, proto.SerializeToString())

@@ -121,10 +121,12 @@ def record_gate(fp32_onnx, candidate_onnx, images=None, resize=(320, 240)) -> Ga
     """Gate ``candidate_onnx`` against ``fp32_onnx`` (ONNX Runtime, CPU) and store
     the verdict in the candidate's metadata (``goodpoint_export["gate"]``)."""
     import json
+
     import onnx
-    from goodpoint_ros.deploy.export import META_EXPORT
-    from goodpoint_ros.core.weights import atomic_write_bytes
+
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from goodpoint_ros.core.weights import atomic_write_bytes
+    from goodpoint_ros.deploy.export import META_EXPORT
     ref = OnnxRuntimeBackend(weights=str(fp32_onnx), device="cpu")
     cand = OnnxRuntimeBackend(weights=str(candidate_onnx), device="cpu")
     result = accuracy_gate(ref, cand, sample_images(images), resize=resize)

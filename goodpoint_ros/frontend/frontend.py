@@ -21,9 +21,9 @@ import numpy as np
 
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import MatchResult, match_features, verify_fundamental
-from goodpoint_ros.ros.params import config_from_params, stereo_params_from
 from goodpoint_ros.frontend.stereo import match_stereo
 from goodpoint_ros.frontend.tracking import TrackIdAssigner
+from goodpoint_ros.ros.params import config_from_params, stereo_params_from
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,13 @@ import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
-from goodpoint_ros.core.matching import (MatchResult, descriptor_distances, match_features, mutual_nn_match,
-                       verify_fundamental)
+from goodpoint_ros.core.matching import (
+    MatchResult,
+    descriptor_distances,
+    match_features,
+    mutual_nn_match,
+    verify_fundamental,
+)
 
 
 @dataclass

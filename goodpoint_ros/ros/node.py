@@ -37,22 +37,19 @@ from typing import Any, Optional
 # Before numpy loads: OpenBLAS's pool would fight the network's threads (see cli/__init__.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import rclpy  # noqa: E402  (after the environment setting above)
 import message_filters
+import rclpy  # noqa: E402  (after the environment setting above)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from goodpoint_ros.msg import Keypoints, Matches, Status
-
-from goodpoint_ros.ros import messages
-from goodpoint_ros.frontend.scheduler import LatestFrameWorker
-from goodpoint_ros.frontend.frontend import Camera, Frontend, StereoOutput, debug_picture
 from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed, decode_image, encode_bgr8
+from goodpoint_ros.frontend.frontend import Camera, Frontend, StereoOutput, debug_picture
+from goodpoint_ros.frontend.scheduler import LatestFrameWorker
+from goodpoint_ros.msg import Keypoints, Matches, Status
+from goodpoint_ros.ros import messages
 from goodpoint_ros.ros.params import PARAMETERS, check_value, config_from_params, resize_from, validate_update
 
 try:  # Humble and later; older rclpy raised only KeyboardInterrupt

@@ -25,8 +25,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from goodpoint_ros.synthetic import scene as sc
 from goodpoint_ros.evaluation.bags.evaluate import DEFAULT_DEPTH, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_POSE
+from goodpoint_ros.synthetic import scene as sc
 
 WORLD_FRAME = "world_ned"
 BODY_FRAME = "drone_1"

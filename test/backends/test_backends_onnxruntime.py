@@ -13,12 +13,12 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from goodpoint_ros.backends import BackendUnavailable, create_backend  # noqa: E402
-from goodpoint_ros.deploy.gate import accuracy_gate, agreement, sample_images  # noqa: E402
 from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_model  # noqa: E402
 from goodpoint_ros.core.config import GoodPointConfig  # noqa: E402
-from goodpoint_ros.deploy.export import DEFAULT_INT8_ONNX, file_sha256, read_onnx_metadata  # noqa: E402
 from goodpoint_ros.core.pipeline import FeatureExtractor  # noqa: E402
 from goodpoint_ros.core.weights import DEFAULT_ONNX, DEFAULT_WEIGHTS, load_weights  # noqa: E402
+from goodpoint_ros.deploy.export import DEFAULT_INT8_ONNX, file_sha256, read_onnx_metadata  # noqa: E402
+from goodpoint_ros.deploy.gate import accuracy_gate, agreement, sample_images  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
 

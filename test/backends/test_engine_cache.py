@@ -8,9 +8,16 @@ import time
 import numpy as np
 import pytest
 
-from goodpoint_ros.backends.engine_cache import (DEFAULT_PROFILE, EngineCache, EngineKey,
-                                                 HotSwapBackend, cache_root, engine_dir,
-                                                 parse_profile, profile_for)
+from goodpoint_ros.backends.engine_cache import (
+    DEFAULT_PROFILE,
+    EngineCache,
+    EngineKey,
+    HotSwapBackend,
+    cache_root,
+    engine_dir,
+    parse_profile,
+    profile_for,
+)
 
 KEY = EngineKey("ab" * 32, "10.3.0", "NVIDIA Jetson AGX Orin", "8.7", "fp16", DEFAULT_PROFILE)
 

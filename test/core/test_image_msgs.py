@@ -5,8 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
-from goodpoint_ros.core.image_msgs import (SUPPORTED_ENCODINGS, UnsupportedEncoding,
-                                          decode_compressed, decode_image, encode_bgr8)
+from goodpoint_ros.core.image_msgs import (
+    SUPPORTED_ENCODINGS,
+    UnsupportedEncoding,
+    decode_compressed,
+    decode_image,
+    encode_bgr8,
+)
 from goodpoint_ros.core.keypoints import to_gray_float
 
 RNG = np.random.default_rng(7)

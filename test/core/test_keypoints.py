@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from goodpoint_ros.core.config import GoodPointConfig
-from goodpoint_ros.core.keypoints import (bucket, nms, pad_to_multiple, postprocess, sample_descriptors,
-                                     scale_keypoints, select_keypoints, to_gray_float)
+from goodpoint_ros.core.keypoints import (
+    bucket,
+    nms,
+    pad_to_multiple,
+    postprocess,
+    sample_descriptors,
+    scale_keypoints,
+    select_keypoints,
+    to_gray_float,
+)
 
 
 def cfg(**kw):

@@ -5,8 +5,14 @@ import pytest
 
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
-from goodpoint_ros.core.matching import (descriptor_distances, match_descriptors, match_features,
-                                    mutual_nn_match, verify_essential, verify_homography)
+from goodpoint_ros.core.matching import (
+    descriptor_distances,
+    match_descriptors,
+    match_features,
+    mutual_nn_match,
+    verify_essential,
+    verify_homography,
+)
 
 
 def unit(x):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from goodpoint_ros.core.model import GoodPointNet, count_parameters, logits_to_prob
 from goodpoint_ros.deploy.flops import network_flops
-from goodpoint_ros.core.model import GoodPointNet, logits_to_prob, count_parameters
 
 
 @pytest.fixture(scope="module")

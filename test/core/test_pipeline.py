@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import FakeBackend
-from goodpoint_ros.backends import check_input, create_backend
+from goodpoint_ros.backends import create_backend
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.pipeline import FeatureExtractor
 

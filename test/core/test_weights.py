@@ -1,13 +1,19 @@
 """Weights format: round trip, metadata, and clear errors for bad files."""
-import json
 
 import numpy as np
 import pytest
 import torch
 
 from goodpoint_ros.core.model import GoodPointNet
-from goodpoint_ros.core.weights import (DEFAULT_WEIGHTS, WeightsError, default_metadata, load_model,
-                                   load_weights, model_to_tensors, save_weights)
+from goodpoint_ros.core.weights import (
+    DEFAULT_WEIGHTS,
+    WeightsError,
+    default_metadata,
+    load_model,
+    load_weights,
+    model_to_tensors,
+    save_weights,
+)
 
 
 def test_bundled_weights_load_without_configuration():

@@ -11,11 +11,18 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from goodpoint_ros.deploy import export as E  # noqa: E402
 from goodpoint_ros.core.config import GoodPointConfig  # noqa: E402
 from goodpoint_ros.core.model import GoodPointNet  # noqa: E402
-from goodpoint_ros.core.weights import (DEFAULT_ONNX, DEFAULT_WEIGHTS, default_metadata, load_model,  # noqa: E402
-                                   load_weights, model_to_tensors, save_weights)
+from goodpoint_ros.core.weights import (  # noqa: E402
+    DEFAULT_ONNX,
+    DEFAULT_WEIGHTS,
+    default_metadata,
+    load_model,
+    load_weights,
+    model_to_tensors,
+    save_weights,
+)
+from goodpoint_ros.deploy import export as E  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "hpatches_v_churchill"
@@ -223,8 +230,9 @@ def test_cli_export_onnx_and_errors(tmp_path, capsys):
 
 def test_int8_file_records_the_gate_and_the_runtime_warns_on_failure(varied_weights, tmp_path, caplog):
     import logging
-    from goodpoint_ros.deploy.gate import record_gate
+
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from goodpoint_ros.deploy.gate import record_gate
     _, path, _ = varied_weights
     out = tmp_path / "varied.int8.onnx"
     E.quantize_int8(path, out, [_real_input("1.png", (96, 64))], method="minmax")

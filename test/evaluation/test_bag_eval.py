@@ -9,12 +9,25 @@ import numpy as np
 import pytest
 
 from goodpoint_ros.cli import main
+from goodpoint_ros.evaluation.bags.evaluate import (
+    DEFAULT_DEPTH,
+    DEFAULT_IMAGE,
+    DEFAULT_INFO,
+    DEFAULT_POSE,
+    BagOptions,
+    make_pairs,
+    relative_pose_errors,
+    track_lengths,
+)
+from goodpoint_ros.evaluation.bags.replay import (
+    BagError,
+    PoseTrack,
+    quat_to_matrix,
+    read_bag,
+    slerp,
+    static_chain,
+)
 from goodpoint_ros.synthetic import sample_bag as sb
-from goodpoint_ros.evaluation.bags.evaluate import (DEFAULT_DEPTH, DEFAULT_IMAGE, DEFAULT_INFO,
-                                               DEFAULT_POSE, BagOptions, make_pairs,
-                                               relative_pose_errors, track_lengths)
-from goodpoint_ros.evaluation.bags.replay import (BagError, PoseTrack, quat_to_matrix, read_bag,
-                                                 slerp, static_chain)
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +275,7 @@ def test_decode_image_honours_step_encoding_and_compression():
     from types import SimpleNamespace as NS
 
     import cv2
+
     from goodpoint_ros.evaluation.bags.replay import decode_depth, decode_image, to_uint8
     rgb = np.arange(4 * 3 * 3, dtype=np.uint8).reshape(4, 3, 3)
     padded = np.zeros((4, 12), np.uint8)                   # step 12 > 9 bytes per row
@@ -355,9 +369,9 @@ def test_evaluation_streams_a_long_bag_in_bounded_memory():
     """Only the frames a pair still needs stay alive, however long the bag."""
     import weakref
 
+    from goodpoint_ros.core.keypoints import Features
     from goodpoint_ros.evaluation.bags.evaluate import evaluate_bag
     from goodpoint_ros.evaluation.bags.replay import Frame
-    from goodpoint_ros.core.keypoints import Features
     K = sb.sc.intrinsics((64, 48))
     refs = []
     most = [0]

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from goodpoint_ros.evaluation.bags.depth_warp import (DepthWarp, apply_affine, depth_at, pair_warps,
-                                                  relative_pose, roll_image, roll_matrix,
-                                                  warp_points)
+from goodpoint_ros.evaluation.bags.depth_warp import (
+    DepthWarp,
+    apply_affine,
+    depth_at,
+    pair_warps,
+    relative_pose,
+    roll_image,
+    roll_matrix,
+    warp_points,
+)
 
 W, H = 64, 48
 K = np.array([[50.0, 0, 32.0], [0, 50.0, 24.0], [0, 0, 1]])

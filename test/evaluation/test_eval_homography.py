@@ -9,13 +9,19 @@ import pytest
 
 from conftest import SAMPLE, require_shared
 from goodpoint_ros.cli import main
+from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.evaluation.aggregate import aggregate
 from goodpoint_ros.evaluation.homography import (
-    discover_pairs, evaluate_pairs, fit_homography_from_matches, read_homography, resize_pair,
-    scale_matrix, split_of)
+    discover_pairs,
+    evaluate_pairs,
+    fit_homography_from_matches,
+    read_homography,
+    resize_pair,
+    scale_matrix,
+    split_of,
+)
 from goodpoint_ros.evaluation.methods import Method
 from goodpoint_ros.evaluation.metrics import apply_homography
-from goodpoint_ros.core.keypoints import Features
 
 H_TRUE = np.array([[0.95, 0.04, 6.0], [-0.03, 1.02, 4.0], [2e-5, -1e-5, 1.0]])
 

@@ -5,9 +5,21 @@ import numpy as np
 import pytest
 
 from goodpoint_ros.evaluation.metrics import (
-    accuracy_at, apply_homography, corner_error, coverage, eps_key, harmonic_mean,
-    homography_warp, inside_image, match_correctness, pair_metrics, pose_auc,
-    repeatability, rotation_error_deg, translation_error_deg)
+    accuracy_at,
+    apply_homography,
+    corner_error,
+    coverage,
+    eps_key,
+    harmonic_mean,
+    homography_warp,
+    inside_image,
+    match_correctness,
+    pair_metrics,
+    pose_auc,
+    repeatability,
+    rotation_error_deg,
+    translation_error_deg,
+)
 
 
 def translation(tx, ty):

@@ -5,9 +5,8 @@ import pytest
 
 from conftest import SAMPLE, FakeBackend
 from goodpoint_ros.core.config import GoodPointConfig
-from goodpoint_ros.evaluation.methods import (
-    hamming_distances, l2_distances, make_method, parse_methods)
 from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.evaluation.methods import hamming_distances, l2_distances, make_method, parse_methods
 
 
 @pytest.fixture(scope="module")

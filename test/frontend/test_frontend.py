@@ -3,10 +3,10 @@ import cv2
 import numpy as np
 import pytest
 
-from goodpoint_ros.frontend.frontend import Camera, Frontend, debug_picture
 from goodpoint_ros.core.keypoints import Features
-from goodpoint_ros.ros.params import defaults
 from goodpoint_ros.core.pipeline import StageTimes
+from goodpoint_ros.frontend.frontend import Camera, Frontend, debug_picture
+from goodpoint_ros.ros.params import defaults
 
 RNG = np.random.default_rng(21)
 K = np.array([[450.0, 0, 320], [0, 450.0, 240], [0, 0, 1]])

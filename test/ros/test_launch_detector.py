@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-launch_testing = pytest.importorskip("launch_testing")
+pytest.importorskip("launch_testing")
 pytest.importorskip("launch_ros")
 rclpy = pytest.importorskip("rclpy")
 

@@ -20,8 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rclpy_double  # noqa: E402
 
-from goodpoint_ros.ros.params import PARAMETERS, defaults, load_yaml  # noqa: E402
 from goodpoint_ros.core.pipeline import FeatureExtractor  # noqa: E402
+from goodpoint_ros.ros.params import PARAMETERS, defaults, load_yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 160, 256
@@ -63,6 +63,7 @@ def dots_image(shift=(0, 0), dots=DOTS, dim=None):
 def _real_rclpy_available():
     try:
         import rclpy  # noqa: F401
+
         import goodpoint_ros.msg  # noqa: F401  (colcon-built: not in a pip install)
         return not getattr(sys.modules["rclpy"], "__rclpy_double__", False)
     except ImportError:
@@ -331,8 +332,9 @@ def test_slow_model_drops_stale_frames(ros):
 
 def test_no_backend_is_fatal_with_a_one_line_reason(ros):
     with pytest.raises(ros.node_mod.FatalError, match="backend") as err:
-        ros.node_mod.DetectorNode(parameter_overrides=[ros.Parameter("backend", value="tensorrt"),
-                                                       ros.Parameter("weights", value="/nonexistent.safetensors")])
+        ros.node_mod.DetectorNode(parameter_overrides=[
+            ros.Parameter("backend", value="tensorrt"),
+            ros.Parameter("weights", value="/nonexistent.safetensors")])
     assert "\n" not in str(err.value)
 
 

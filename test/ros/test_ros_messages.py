@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from goodpoint_ros.ros import messages as gm
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import MatchResult
 from goodpoint_ros.core.pipeline import StageTimes
 from goodpoint_ros.frontend.scheduler import SchedulerStats
+from goodpoint_ros.ros import messages as gm
 
 ROOT = Path(__file__).resolve().parents[2]
 MSG_DIR = ROOT / "msg"
@@ -107,7 +107,7 @@ def test_python_type_tables_cover_every_sequence_field():
 
 @pytest.fixture(scope="module")
 def typestore():
-    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = {}
     for n in NAMES:

@@ -4,10 +4,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from goodpoint_ros.ros.params import (PARAMETERS, SPECS, check_value, config_from_params,
-                                       defaults, load_yaml, resize_from, stereo_params_from,
-                                       validate_update)
 from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.ros.params import (
+    PARAMETERS,
+    SPECS,
+    check_value,
+    config_from_params,
+    defaults,
+    load_yaml,
+    resize_from,
+    stereo_params_from,
+    validate_update,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,12 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from goodpoint_ros.synthetic import sample_bag as sb
-from goodpoint_ros.evaluation.bags.evaluate import (DEFAULT_DEPTH, DEFAULT_IMAGE, DEFAULT_INFO,
-                                               DEFAULT_POSE, check_ground_truth, gt_agreement)
-from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
 from goodpoint_ros.evaluation.bags.depth_warp import pair_warps
+from goodpoint_ros.evaluation.bags.evaluate import (
+    DEFAULT_DEPTH,
+    DEFAULT_IMAGE,
+    DEFAULT_INFO,
+    DEFAULT_POSE,
+    check_ground_truth,
+    gt_agreement,
+)
+from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
 from goodpoint_ros.evaluation.metrics import pair_metrics
+from goodpoint_ros.synthetic import sample_bag as sb
 
 
 @pytest.fixture(scope="module")

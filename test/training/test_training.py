@@ -14,15 +14,23 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from goodpoint_training.config import (TrainConfig, config_from_dict, load_config,  # noqa: E402
-                                       merge, validate)
-from goodpoint_training.data import (PairBatches, find_images, load_images,  # noqa: E402
-                                     read_split)
+from goodpoint_training.config import TrainConfig, config_from_dict, load_config, merge, validate  # noqa: E402
+from goodpoint_training.data import PairBatches, find_images, load_images, read_split  # noqa: E402
 from goodpoint_training.guard import DuplicateGuard, thumbnail  # noqa: E402
-from goodpoint_training.homography import (HomographyConfig, apply_homography,  # noqa: E402
-                                           corners, rotation_scale_about, sample_homography)
-from goodpoint_training.losses import (bilinear_lookup, descriptor_losses,  # noqa: E402
-                                       heatmap_difference, heatmaps_loss, keypoints_loss)
+from goodpoint_training.homography import (  # noqa: E402
+    HomographyConfig,
+    apply_homography,
+    corners,
+    rotation_scale_about,
+    sample_homography,
+)
+from goodpoint_training.losses import (  # noqa: E402
+    bilinear_lookup,
+    descriptor_losses,
+    heatmap_difference,
+    heatmaps_loss,
+    keypoints_loss,
+)
 from goodpoint_training.noise import NoiseConfig, augment  # noqa: E402
 from goodpoint_training.targets import cell_maxima, estimate_targets, warp_points  # noqa: E402
 from goodpoint_training.trainer import lr_factor  # noqa: E402
@@ -397,9 +405,9 @@ def test_export_weights_writes_core_format(tmp_path):
 
 
 def test_init_starts_from_released_weights_with_fresh_optimizer(tmp_path):
+    from goodpoint_ros.core.weights import load_weights
     from goodpoint_training import trainer
     from goodpoint_training.release import export_weights
-    from goodpoint_ros.core.weights import load_weights
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     cv2.imwrite(str(imgs / "a.png"), (textured(48) * 255).astype(np.uint8))
@@ -440,6 +448,7 @@ def test_benchmark_reports_every_stage(capsys):
 def test_tensorboard_logs_loss_terms_validation_and_pictures(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from goodpoint_training import trainer
     imgs = tmp_path / "imgs"
     imgs.mkdir()

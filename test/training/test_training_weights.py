@@ -8,7 +8,6 @@ their metadata, as a user would.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np

@@ -159,6 +159,7 @@ def gt_agreement(frame_a, frame_b, roll: float = 0.0, rel_tolerance: float = 0.0
     topic confirms almost none.  Independent of the methods under test.
     """
     import cv2
+
     from goodpoint_ros.evaluation.bags.depth_warp import pair_warps, roll_image
     sift = cv2.SIFT_create(800)
     gray = lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im
@@ -434,7 +435,13 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
 def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b: str,
                 index: int, keep_example: bool):
     """One pair, every method → (per-pair record, example for the report or None)."""
-    from goodpoint_ros.evaluation.bags.depth_warp import apply_affine, pair_warps, relative_pose, roll_image, roll_matrix
+    from goodpoint_ros.evaluation.bags.depth_warp import (
+        apply_affine,
+        pair_warps,
+        relative_pose,
+        roll_image,
+        roll_matrix,
+    )
     from goodpoint_ros.evaluation.metrics import pair_metrics
 
     name = f"{fa.index}-{fb.index}"

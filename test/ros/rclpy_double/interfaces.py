@@ -75,7 +75,8 @@ def _check(name, typ, pkg, value):
             return np.asarray(value, np.float64 if base == "float64" else np.float32)
         return [_check(name, base, pkg, v) for v in value]
     if base in INTS:
-        assert isinstance(value, int) and not isinstance(value, bool), f"{name}: {typ} wants int, got {value!r}"
+        assert isinstance(value, int) and not isinstance(value, bool), \
+            f"{name}: {typ} wants int, got {value!r}"
         return value
     if base in FLOATS:
         assert isinstance(value, float), f"{name}: {typ} wants float, got {value!r}"
