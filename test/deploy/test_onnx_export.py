@@ -1,6 +1,7 @@
 """ONNX export: contract, exactness against PyTorch on real images, shipped files, int8."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -120,13 +121,19 @@ def test_export_varied_weights_gives_identical_top_k(varied_weights, name, size)
     prob, desc = _session(path).run(None, {"image": x})
     assert np.abs(prob - ref["prob"].numpy()).max() <= 1e-4
     assert np.abs(desc - ref["desc"].numpy()).max() <= 1e-4
-    cfg = GoodPointConfig(keypoint_threshold=0.05, max_keypoints=40)
+    cfg = GoodPointConfig(keypoint_threshold=0.05, max_keypoints=40, subpixel="none")
     hw = (x.shape[3], x.shape[2])
     k_ref, s_ref = select_keypoints(ref["prob"].numpy()[0], hw, cfg)
     k_ort, s_ort = select_keypoints(prob[0], hw, cfg)
     assert len(k_ref) == 40, "the test needs keypoints to compare"
     # the same set (two near-equal scores may swap places in the ranking)
     np.testing.assert_array_equal(np.unique(k_ort, axis=0), np.unique(k_ref, axis=0))
+    # and the sub-pixel refinement of those peaks agrees to far below a pixel
+    sub = dataclasses.replace(cfg, subpixel="softargmax")
+    r_ref = select_keypoints(ref["prob"].numpy()[0], hw, sub)[0]
+    r_ort = select_keypoints(prob[0], hw, sub)[0]
+    np.testing.assert_allclose(np.unique(np.round(r_ort, 2), axis=0),
+                               np.unique(np.round(r_ref, 2), axis=0), atol=0.011)
     info = E.read_onnx_metadata(path)
     assert info["weights"]["detection"]["keypoint_threshold"] == 0.03
     assert info["weights_sha256"] == E.file_sha256(w)
