@@ -38,9 +38,10 @@ def generate_launch_description():
         DeclareLaunchArgument("backend", default_value="auto",
                               choices=["auto", "tensorrt", "onnxruntime", "torch"],
                               description="inference backend (auto: tensorrt, onnxruntime, torch)"),
-        DeclareLaunchArgument("precision", default_value="fp32",
-                              choices=["fp32", "fp16", "bf16", "int8"],
-                              description="network precision"),
+        DeclareLaunchArgument("precision", default_value="auto",
+                              choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                              description="network precision (auto: the fastest gated path, "
+                                          "measured on this machine)"),
         DeclareLaunchArgument(
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare("goodpoint_ros"), "config",

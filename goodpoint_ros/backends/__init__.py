@@ -58,23 +58,65 @@ def _factory(name: str) -> Callable:
         raise BackendUnavailable(f"backend {name!r} needs a library that is not installed: {exc}") from None
 
 
-def create_backend(name: str = "auto", **kwargs) -> "Backend":
-    """Create a backend by name; ``auto`` falls back along :data:`AUTO_ORDER`.
+#: What ``precision="auto"`` means for a named backend: its reference precision.
+DEFAULT_PRECISION = {"tensorrt": "fp16"}
+
+
+def create_backend(name: str = "auto", probe: str = "blocking", **kwargs) -> "Backend":
+    """Create a backend by name.
+
+    ``name="auto"`` with ``precision="auto"``: the fastest backend × precision
+    that passes the accuracy gate on this machine, measured once and cached
+    (:mod:`goodpoint_ros.backends.auto`; TensorRT first where it loads).
+    ``probe``: ``blocking`` — probe now when nothing is cached (CLI, Python
+    API); ``background`` — serve with the static choice while a thread
+    probes, then switch between frames (the node).  ``name="auto"`` with an
+    explicit precision (or ``GOODPOINT_AUTO=static``) falls back along
+    :data:`AUTO_ORDER` without probing.  A named backend with
+    ``precision="auto"`` runs at its reference precision (fp32; TensorRT fp16).
 
     The chosen backend has ``fallback_log``: a list of (backend, reason) for the
-    ones tried and skipped, for the caller to log.
+    ones tried and skipped, for the caller to log; an auto-probed one also
+    ``auto_probe`` (the probe result, see :func:`auto.run_probe`).
     """
     if name != "auto":
+        if kwargs.get("precision") == "auto":
+            kwargs["precision"] = DEFAULT_PRECISION.get(name, "fp32")
         backend = _factory(name)(**kwargs)
         backend.fallback_log = []
         return backend
+    if kwargs.get("precision") == "auto":
+        return _create_probed(probe, kwargs)
+    return _create_static(kwargs)
+
+
+def file_owner(weights) -> str:
+    """The backend that reads a weights file of this type: ``.onnx`` → onnxruntime,
+    anything else (``.safetensors``, the default) → torch."""
+    return "onnxruntime" if weights and str(weights).lower().endswith(".onnx") else "torch"
+
+
+def _create_static(kwargs, order=AUTO_ORDER) -> "Backend":
+    """The first backend of ``order`` that loads (precision as given, default fp32).
+
+    When none loads, the error leads with the reason of the backend that owns the
+    file type (:func:`file_owner`), then the whole chain: a broken ``.onnx`` once
+    reported torch's "not a readable safetensors file" and hid ONNX Runtime's
+    ``INVALID_PROTOBUF``.
+    """
+    from goodpoint_ros.core.weights import WeightsError
     log = []
-    for candidate in AUTO_ORDER:
+    weights = kwargs.get("weights")
+    owner = file_owner(weights)
+    for candidate in order:
         if candidate not in REGISTRY:
+            continue
+        if candidate == "torch" and owner == "onnxruntime":
+            log.append((candidate, "reads .safetensors weights, not an .onnx file"))
             continue
         try:
             backend = _factory(candidate)(**kwargs)
-        except (BackendUnavailable, ImportError) as exc:
+        except (BackendUnavailable, ImportError, WeightsError) as exc:
             log.append((candidate, str(exc)))
             LOG.info("backend auto: skipping %s: %s", candidate, exc)
             continue
@@ -83,8 +125,88 @@ def create_backend(name: str = "auto", **kwargs) -> "Backend":
                  getattr(backend, "precision", "?"),
                  "; skipped " + ", ".join(n for n, _ in log) if log else "")
         return backend
-    reasons = "; ".join(f"{n}: {r}" for n, r in log)
-    raise BackendUnavailable(f"no backend could load ({reasons})")
+    first = [(n, r) for n, r in log if n == owner][:1]
+    chain = "; ".join(f"{n}: {r}" for n, r in log if (n, r) not in first)
+    if first:
+        name = f" {weights}" if weights else ""
+        raise BackendUnavailable(f"no backend could load{name}: {first[0][0]} (reads this file "
+                                 f"type): {first[0][1]}" + (f" [also tried: {chain}]" if chain else ""))
+    raise BackendUnavailable(f"no backend could load ({chain})")
+
+
+def _create_probed(probe: str, kwargs) -> "Backend":
+    """``auto`` × ``auto``: TensorRT where it loads, else the measured choice."""
+    from goodpoint_ros.backends import auto
+    if probe not in ("blocking", "background"):
+        raise ValueError(f"probe must be blocking or background, not {probe!r}")
+    mode = auto.probe_mode()
+    static_kw = dict(kwargs, precision="fp32")
+    if mode == "static":
+        return _create_static(static_kw)
+    log = []
+    if kwargs.get("device", "auto") != "cpu" and "tensorrt" in REGISTRY:
+        try:   # a GPU: TensorRT builds, gates and hot-swaps its own engine
+            backend = _factory("tensorrt")(**dict(kwargs, precision="fp16"))
+            backend.fallback_log = []
+            return backend
+        except (BackendUnavailable, ImportError) as exc:
+            log.append(("tensorrt", str(exc)))
+    size = kwargs.get("size")
+    if size is None and kwargs.get("profile"):
+        (h, w) = kwargs["profile"][1]          # the profile's optimum (H, W)
+        size = (w, h)
+    size = tuple(size or auto.DEFAULT_SIZE)
+    size = (-(-size[0] // 8) * 8, -(-size[1] // 8) * 8)
+
+    def factory(b, p):
+        return _factory(b)(**dict(kwargs, precision=p))
+
+    key = auto.probe_key(kwargs.get("weights"), size, kwargs.get("device", "auto"),
+                         kwargs.get("threads"))
+    cache = auto.ProbeCache()
+    info = None if mode == "reprobe" else cache.load(key)
+    if info is not None:                       # measured before on this machine: no probe
+        try:
+            backend = factory(*info["choice"])
+        except (BackendUnavailable, ImportError) as exc:
+            LOG.warning("auto: cached choice %s no longer loads (%s); probing again",
+                        " ".join(info["choice"]), exc)
+        else:
+            LOG.info("%s (cached %s)", info["line"], cache.path(key))
+            backend.fallback_log, backend.auto_probe = log, info
+            return backend
+    if probe == "blocking":
+        result = auto.cached_or_probe(factory, key, cache, reprobe=mode == "reprobe", keep=True)
+        LOG.info("%s (probe %.0f s, cached in %s)", result["line"],
+                 result.get("probe_seconds", 0), cache.path(key))
+        if result["choice"] is None:
+            LOG.warning("auto: no candidate passed; using the static order")
+            return _create_static(static_kw)
+        backend = result.pop("backend", None) or factory(*result["choice"])  # None: cached meanwhile
+        backend.fallback_log, backend.auto_probe = log, result
+        return backend
+    # background: serve with the static choice, switch once measured
+    from goodpoint_ros.backends.engine_cache import HotSwapBackend
+    fallback = _create_static(static_kw, [n for n in AUTO_ORDER if n != "tensorrt"])
+
+    def measure():
+        result = auto.cached_or_probe(factory, key, cache, reprobe=mode == "reprobe", keep=True)
+        LOG.info("%s (probe %.0f s, cached in %s)", result["line"],
+                 result.get("probe_seconds", 0), cache.path(key))
+        if result["choice"] is None:
+            raise BackendUnavailable("no candidate passed the accuracy gate")
+        return result
+
+    def open_choice(result):
+        chosen = result.pop("backend", None) or factory(*result["choice"])
+        same = [getattr(fallback, "name", ""), getattr(fallback, "precision", "")] == result["choice"]
+        swap.auto_probe = result
+        return fallback if same else chosen
+
+    swap = HotSwapBackend(fallback, measure, open_choice, label="auto probe", heartbeat_s=60.0)
+    swap.fallback_log = log + list(getattr(fallback, "fallback_log", []))
+    swap.auto_probe = None
+    return swap
 
 
 def check_input(image: np.ndarray) -> None:

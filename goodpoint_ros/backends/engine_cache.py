@@ -213,8 +213,9 @@ class HotSwapBackend:
 
     def __init__(self, fallback, make_fast: Callable[[], object], open_fast: Callable[[object], object],
                  accept: Optional[Callable[[object], Tuple[bool, str]]] = None,
-                 heartbeat_s: float = 30.0, start: bool = True):
+                 heartbeat_s: float = 30.0, start: bool = True, label: str = "engine build"):
         self.fallback = fallback
+        self.label = label           # what runs in the thread, for the logs
         self.current = fallback
         self.metadata = getattr(fallback, "metadata", {})
         self.state = "building"          # building → switched | failed | refused
@@ -224,7 +225,7 @@ class HotSwapBackend:
         self._error: Optional[BaseException] = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(make_fast, heartbeat_s),
-                                        name="goodpoint-engine-build", daemon=True)
+                                        name=f"goodpoint-{label.replace(' ', '-')}", daemon=True)
         if start:
             self._thread.start()
 
@@ -242,7 +243,7 @@ class HotSwapBackend:
 
         def beat():   # TensorRT builds take minutes: say it is alive
             while not stop.wait(heartbeat_s):
-                LOG.info("engine build still running (%.0f s); serving with %s",
+                LOG.info("%s still running (%.0f s); serving with %s", self.label,
                          time.monotonic() - t0, getattr(self.fallback, "name", "fallback"))
         threading.Thread(target=beat, daemon=True).start()
         try:
@@ -262,7 +263,7 @@ class HotSwapBackend:
             return
         if self._error is not None:
             self.state, self.reason = "failed", f"{self._error.__class__.__name__}: {self._error}"
-            LOG.error("engine build failed, staying on %s: %s", self.fallback.name, self.reason)
+            LOG.error("%s failed, staying on %s: %s", self.label, self.fallback.name, self.reason)
             return
         try:
             fast = self._open(self._result)

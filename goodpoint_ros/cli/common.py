@@ -35,7 +35,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", help="GoodPoint weights (.safetensors); default: bundled model")
     g.add_argument("--backend", default="auto",
                    help="auto | torch | onnxruntime | tensorrt (default: auto = fastest available)")
-    g.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16 | int8 (default fp32)")
+    g.add_argument("--precision", default="auto",
+                   help="auto | fp32 | bf16 | fp16 | int8 (default auto: with --backend auto the "
+                        "fastest path that passes the accuracy gate on this machine, measured once "
+                        "and cached; with a named backend its reference precision)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
 

@@ -56,8 +56,10 @@ class FeatureExtractor:
 
     def __init__(self, backend="auto", config: Optional[GoodPointConfig] = None,
                  resize: Optional[Tuple[int, int]] = None, weights=None,
-                 device: str = "auto", precision: str = "fp32", **backend_kwargs):
+                 device: str = "auto", precision: str = "auto", **backend_kwargs):
         if isinstance(backend, str):
+            if resize and "size" not in backend_kwargs:   # the auto probe measures this size
+                backend_kwargs["size"] = tuple(resize)
             backend = create_backend(backend, weights=weights, device=device,
                                      precision=precision, **backend_kwargs)
         self.backend = backend

@@ -151,6 +151,9 @@ class DetectorNode(Node):
             kwargs["engine"] = values["engine"]
         if values["threads"]:
             kwargs["threads"] = values["threads"]
+        if values["backend"] == "auto":
+            # the auto probe (fastest gated path) runs in a thread; ONNX Runtime serves meanwhile
+            kwargs["probe"] = "background"
         if resize is not None:
             # a TensorRT engine built for the size the network will actually see
             from goodpoint_ros.backends.engine_cache import profile_for

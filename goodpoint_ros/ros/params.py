@@ -23,7 +23,7 @@ from goodpoint_ros.frontend.stereo import StereoParams
 
 MODES = ("mono", "stereo")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 VERIFICATIONS = ("auto", "none", "homography", "essential", "fundamental")
 DESCRIPTOR_ENCODINGS = ("float32", "uint8")
 RELIABILITIES = ("best_effort", "reliable")
@@ -49,7 +49,9 @@ PARAMETERS = (
       "searched on the same row (± stereo_row_tolerance px) and carry disparity", True),
     P("backend", "auto", "inference backend; auto tries tensorrt → onnxruntime → torch",
       True, BACKENDS),
-    P("precision", "fp32", "network precision (fp16 / int8 need a GPU backend)", True, PRECISIONS),
+    P("precision", "auto", "network precision; auto: with backend auto the fastest that passes "
+      "the accuracy gate here (measured once, cached), else the backend's reference", True,
+      PRECISIONS),
     P("weights", "", "GoodPoint weights (.safetensors or .onnx); empty: the bundled weights", True),
     P("engine", "", "TensorRT engine file; empty: built / cached by the tensorrt backend", True),
     P("device", "auto", "torch / onnxruntime device: auto, cpu, cuda, cuda:N", True),
