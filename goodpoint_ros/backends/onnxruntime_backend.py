@@ -36,6 +36,11 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised where onnxruntime is absent
     raise BackendUnavailable(f"onnxruntime is not installed ({exc})")
 
+# Before any session: ONNX Runtime from PyPI otherwise makes telemetry (OneDS) DNS
+# look-ups when a session is created; a robot must not phone home (docs/ros.md).
+if hasattr(ort, "disable_telemetry_events"):
+    ort.disable_telemetry_events()
+
 LOG = logging.getLogger("goodpoint_ros.backends.onnxruntime")
 PRECISIONS = ("fp32", "fp16", "int8")
 

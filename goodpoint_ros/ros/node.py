@@ -37,7 +37,6 @@ from typing import Any, Optional
 # Before numpy loads: OpenBLAS's pool would fight the network's threads (see cli/__init__.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import message_filters
 import rclpy  # noqa: E402  (after the environment setting above)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -200,6 +199,9 @@ class DetectorNode(Node):
         v, qos = self.values, self._input_qos()
         image_type = CompressedImage if v["compressed"] else Image
         if self.stereo_mode:
+            # Lazy: only stereo needs message_filters, and it has no pip wheel (mono
+            # runs wherever it is missing; docs/ros.md).
+            import message_filters
             # message_filters.Subscriber defaults to reliable QoS: pass the sensor profile.
             self._subs = [message_filters.Subscriber(self, image_type, v[topic], qos_profile=qos)
                           for topic in ("left_image_topic", "right_image_topic")]
@@ -325,8 +327,10 @@ class DetectorNode(Node):
         feats = out.left if isinstance(out, StereoOutput) else out.features
         fields = messages.status_fields(
             *self.backend_info, out.times, (time.perf_counter() - frame.arrived) * 1e3,
-            # this frame is done but the worker counts it after we return
-            stats.__class__(stats.received, stats.processed + 1, stats.dropped, stats.failed),
+            # this frame is done but the worker counts it after we return; skipped frames
+            # are not "processed", so that received = processed + dropped + skipped
+            stats.__class__(stats.received, stats.processed + 1 - skipped, stats.dropped,
+                            stats.failed),
             skipped, len(feats), 0 if m is None else len(m),
             0 if m is None else int(m.inliers.sum()))
         msg = messages.fill(Status(), fields)
@@ -347,7 +351,7 @@ class DetectorNode(Node):
         status.message = "running" if healthy else "worker failed on some frames"
         values = {"backend": self.backend_info[0], "precision": self.backend_info[1],
                   "device": self.backend_info[2], "frames_received": stats.received,
-                  "frames_processed": stats.processed, "frames_dropped": stats.dropped,
+                  "frames_processed": stats.processed - skipped, "frames_dropped": stats.dropped,
                   "frames_skipped": skipped, "frames_failed": stats.failed,
                   "network_ms": round(last.get("network_ms", 0.0), 2),
                   "callback_ms": round(last.get("callback_ms", 0.0), 2)}

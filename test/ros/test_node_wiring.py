@@ -8,6 +8,7 @@ descriptors keyed by the dot's brightness, so outputs are known exactly.
 """
 import array
 import importlib
+import os
 import sys
 import threading
 import time
@@ -122,7 +123,10 @@ class Ros:
 def ros(request):
     if request.param == "real":
         if not _real_rclpy_available():
-            pytest.skip("real rclpy and colcon-built goodpoint_ros.msg not importable")
+            why = "real rclpy and colcon-built goodpoint_ros.msg not importable"
+            if os.environ.get("GOODPOINT_REQUIRE_REAL_ROS") == "1":   # the ROS tier: no silent skip
+                pytest.fail(f"GOODPOINT_REQUIRE_REAL_ROS=1 but {why} (shadowed by the checkout?)")
+            pytest.skip(why)
         restore = None
     else:
         restore = rclpy_double.install()
