@@ -1,14 +1,28 @@
 """Latency benchmark of the full per-frame pipeline (used by ``goodpoint bench``).
 
-Measures; never asserts.  Ratios are against the first run measured in the
-same process (PyTorch eager fp32 when it is in the list).
+Measures; never asserts.  Every figure is also a ratio to an in-process
+reference measured in the same run, because absolute milliseconds move by
+machine and by load (a shared 2-core VM moved them by 2× between runs):
+
+* the reference is a SuperPoint-style eager fp32 PyTorch run of the same
+  network (contiguous NCHW, no autocast, no channels-last: how SuperPoint's
+  own demo runs it), through the same pre/post-processing and matching;
+* per backend × precision × size: median / p90 of preprocess, network,
+  post-processing (keypoints + descriptors) and matching to the previous
+  frame, the total, the post-processing share, peak RSS during the run, and
+  the accuracy gate's verdict against the reference
+  (:func:`goodpoint_ros.deploy.gate.accuracy_gate` on the gate's photos at
+  that size);
+* the machine: CPU model and the flags that pick kernels (AVX-512 BF16,
+  VNNI, AMX), core count, library versions, load average.
 """
 from __future__ import annotations
 
+import os
 import resource
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,7 +33,34 @@ from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.deploy.flops import network_flops
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
+#: Sizes of the latency-vs-size plot (W, H).
+PLOT_SIZES = ((320, 240), (640, 480), (960, 720), (1280, 960))
+REFERENCE = ("reference", "fp32")
 
+
+# --------------------------------------------------------------------------- machine
+
+def machine_info() -> Dict:
+    """CPU model, kernel-relevant flags, cores, library versions, load (for the report)."""
+    from goodpoint_ros.backends.auto import cpu_signature, library_versions
+    model, flags, cpus = cpu_signature()
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    return {"cpu_model": model, "cpu_flags": flags, "cpus": cpus,
+            "libraries": {k: v for k, v in library_versions().items() if v != "-"},
+            "load_average": load}
+
+
+def format_machine(info: Dict) -> str:
+    libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
+    return (f"CPU: {info['cpu_model']} ({info['cpus']} logical CPUs); flags: "
+            f"{info['cpu_flags'] or '-'}\nlibraries: {libs}; load average "
+            f"{info['load_average']} at the start")
+
+
+# --------------------------------------------------------------------------- helpers
 
 def _frames(size: Tuple[int, int], n: int) -> List[np.ndarray]:
     """n real grayscale frames of ``size`` (W,H): a slow pan over a sample photo."""
@@ -45,31 +86,66 @@ def _stats(values: Sequence[float]) -> Dict[str, float]:
             "p99": float(np.percentile(v, 99)), "mean": float(v.mean())}
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs`` 5), so each run's peak is its own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_mb() -> float:
+    """Peak resident memory (MB): VmHWM since the last reset, else the process's maximum."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def agreement(ref, test, radius: float = 1.0) -> Tuple[float, float]:
-    """(fraction of ref keypoints with a test keypoint within radius px,
-    mean cosine between test's descriptors sampled at ref keypoints and ref's).
+class EagerReference:
+    """SuperPoint-style eager fp32 PyTorch (NCHW, no autocast): the ratios' denominator."""
 
-    ``ref`` and ``test`` are (Features, desc map [1,D,h,w]) pairs; the
-    accuracy gate's definition (:func:`goodpoint_ros.deploy.gate.agreement`).
-    """
-    from goodpoint_ros.deploy.gate import agreement as gate_agreement
-    (fr, _), (ft, dt) = ref, test
-    return gate_agreement(fr, ft, dt, radius)
+    name, precision = "reference", "fp32"
+
+    def __init__(self, weights=None, threads: Optional[int] = None):
+        import torch  # optional dependency: the bench's reference needs it
+
+        from goodpoint_ros.core.weights import load_model
+        if threads:
+            torch.set_num_threads(int(threads))
+        self._torch = torch
+        self.model, self.metadata = load_model(weights, device="cpu")
+        self.model.eval()
+
+    def infer(self, image: np.ndarray):
+        torch = self._torch
+        with torch.no_grad():
+            out = self.model(torch.from_numpy(image))
+        return out["prob"].numpy(), out["desc"].contiguous().numpy()
 
 
-def _bench_goodpoint(backend: str, precision: str, size, frames, warmup, weights, threads,
-                     reference=None, threshold=None):
+def make_backend(backend: str, precision: str, weights=None, threads=None):
+    """A backend for the bench: ``reference`` is :class:`EagerReference`."""
+    if (backend, precision) == REFERENCE:
+        return EagerReference(weights, threads)
+    from goodpoint_ros.backends import create_backend
     kw = {"threads": threads} if threads else {}
-    ex = FeatureExtractor(backend, GoodPointConfig(keypoint_threshold=threshold, max_keypoints=1000),
-                          weights=weights, precision=precision, device="auto", **kw)
+    return create_backend(backend, weights=weights, precision=precision, device="auto", **kw)
+
+
+def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
+               threshold: Optional[float] = None) -> Dict:
+    """Time the full pipeline of one loaded backend at ``size`` (W,H); see the module doc."""
+    ex = FeatureExtractor(backend_obj, GoodPointConfig(keypoint_threshold=threshold, max_keypoints=1000))
     imgs = _frames(size, frames + warmup)
     stages = {k: [] for k in ("preprocess", "network", "postprocess", "matching", "total")}
-    prev = None
-    outputs = []
+    keypoints, prev = [], None
+    _reset_peak_rss()
     for i, img in enumerate(imgs):
         t0 = time.perf_counter()
         feats = ex(img)
@@ -85,28 +161,25 @@ def _bench_goodpoint(backend: str, precision: str, size, frames, warmup, weights
         stages["postprocess"].append(ex.times.postprocess)
         stages["matching"].append((t2 - t1) * 1e3)
         stages["total"].append((t2 - t0) * 1e3)
-    # agreement with fp32 on a few frames: keep (features, raw desc map)
-    for img in imgs[:5]:
-        x, sz, _ = ex.preprocess(img)
-        prob, desc = ex.backend.infer(x.astype(np.float32))
-        from goodpoint_ros.core.keypoints import postprocess
-        outputs.append((postprocess(prob, desc, sz, ex.config), desc))
+        keypoints.append(len(feats))
     flops = network_flops(size[1], size[0])
-    net = _stats(stages["network"])
-    run = {"backend": ex.backend.name, "precision": precision, "width": size[0], "height": size[1],
-           "network_ms": net, "total_ms": _stats(stages["total"]),
-           "stages_ms": {k: _stats(v)["median"] for k, v in stages.items()},
-           "fps": 1e3 / _stats(stages["total"])["median"],
-           "gflop": flops / 1e9, "gflops_achieved": flops / 1e9 / (net["median"] / 1e3),
-           "overhead_vs_network": (_stats(stages["total"])["median"] - net["median"]) / net["median"],
-           "keypoints_mean": None, "peak_rss_mb": _peak_rss_mb(),
-           "repeatability_vs_fp32": None, "descriptor_cosine_vs_fp32": None}
-    run["keypoints_mean"] = float(np.mean([len(f) for f, _ in outputs]))
-    if reference is not None:
-        reps, coss = zip(*(agreement(r, t) for r, t in zip(reference, outputs)))
-        run["repeatability_vs_fp32"] = float(np.nanmean(reps))
-        run["descriptor_cosine_vs_fp32"] = float(np.nanmean(coss))
-    return run, outputs
+    net, total = _stats(stages["network"]), _stats(stages["total"])
+    med = {k: _stats(v)["median"] for k, v in stages.items()}
+    return {"backend": backend_obj.name, "precision": getattr(backend_obj, "precision", "?"),
+            "width": size[0], "height": size[1], "frames": frames,
+            "network_ms": net, "total_ms": total, "stages_ms": med,
+            "stages_p90_ms": {k: _stats(v)["p90"] for k, v in stages.items()},
+            "postprocess_share": (med["postprocess"] + med["matching"]) / total["median"],
+            "fps": 1e3 / total["median"], "gflop": flops / 1e9,
+            "gflops_achieved": flops / 1e9 / (net["median"] / 1e3),
+            "keypoints_mean": float(np.mean(keypoints)), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _gate(reference, backend_obj, size) -> Optional[Dict]:
+    from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
+    g = accuracy_gate(reference, backend_obj, sample_images(), resize=tuple(size))
+    return {"passed": bool(g.passed), "repeatability": g.repeatability,
+            "descriptor_cosine": g.descriptor_cosine, "reason": g.reason}
 
 
 def _bench_opencv(name: str, size, frames, warmup):
@@ -119,9 +192,8 @@ def _bench_opencv(name: str, size, frames, warmup):
     for i, img in enumerate(imgs):
         t0 = time.perf_counter()
         kps, desc = det.detectAndCompute(img, None)
-        if prev is not None and desc is not None and prev is not None:
-            bf = cv2.BFMatcher(norm, crossCheck=True)
-            bf.match(prev, desc)
+        if prev is not None and desc is not None:
+            cv2.BFMatcher(norm, crossCheck=True).match(prev, desc)
         prev = desc
         if i >= warmup:
             totals.append((time.perf_counter() - t0) * 1e3)
@@ -131,65 +203,128 @@ def _bench_opencv(name: str, size, frames, warmup):
 
 
 def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),), frames=50,
-                  warmup=5, weights=None, threads=None, threshold=None) -> Dict:
-    """Every backend × precision × size.  ``threshold`` overrides θ_keypoint
-    (e.g. to time post-processing and matching with keypoints on untrained
-    weights).  Reduced precisions are compared with fp32 of the same size
-    (the first backend's fp32 outputs)."""
-    runs, baselines = [], []
-    from tqdm import tqdm
-    jobs = [(s, b, p) for s in sizes for b in backends for p in precisions]
-    refs = {}
-    for size, backend, precision in tqdm(jobs, desc="bench", unit="run"):
-        if precision != "fp32" and size not in refs:
-            try:
-                _, refs[size] = _bench_goodpoint(backend, "fp32", size, 2, 1, weights, threads,
-                                                 threshold=threshold)
-            except Exception:   # no fp32 on this backend: agreement is left unmeasured
-                pass
+                  warmup=5, weights=None, threads=None, threshold=None, opencv: bool = True,
+                  gate: bool = True, progress: bool = True) -> Dict:
+    """Every backend × precision × size, after the eager fp32 reference of that size.
+
+    ``threshold`` overrides θ_keypoint (e.g. to time post-processing with
+    keypoints on untrained weights).  A pair a backend cannot run is reported
+    with its reason, not fatal.  Ratios: ``ratio_to_reference`` = total /
+    reference total (lower is faster), ``speedup_vs_reference`` its inverse.
+    """
+    from goodpoint_ros.backends import BackendUnavailable
+    info = machine_info()
+    paths = [(b, p) for b in backends for p in precisions if (b, p) != REFERENCE]
+    loaded, runs, baselines = {}, [], []
+    try:
+        reference = make_backend(*REFERENCE, weights=weights, threads=threads)
+        paths = [REFERENCE] + paths
+        loaded[REFERENCE] = reference
+    except ImportError:     # a torch-free install: the first fp32 path is the reference
+        reference = None
+    jobs = [(s, bp) for s in sizes for bp in paths]
+    if progress:
+        from tqdm import tqdm
+        jobs = tqdm(jobs, desc="bench", unit="run")
+    for size, (b, p) in jobs:
+        row = {"backend": b, "precision": p, "width": size[0], "height": size[1]}
         try:
-            run, outs = _bench_goodpoint(backend, precision, size, frames, warmup, weights, threads,
-                                         reference=refs.get(size) if precision != "fp32" else None,
-                                         threshold=threshold)
-        except Exception as exc:  # a backend/precision that cannot run here is reported, not fatal
-            runs.append({"backend": backend, "precision": precision, "width": size[0],
-                         "height": size[1], "error": f"{exc.__class__.__name__}: {exc}"})
+            if (b, p) not in loaded:
+                loaded[(b, p)] = make_backend(b, p, weights, threads)
+            obj = loaded[(b, p)]
+            if reference is None and p == "fp32":
+                reference = obj
+            run = bench_path(obj, size, frames, warmup, threshold)
+        except (BackendUnavailable, ImportError, ValueError, RuntimeError) as exc:
+            row["error"] = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            runs.append(row)
             continue
-        if precision == "fp32":
-            refs.setdefault(size, outs)
-        runs.append(run)
-    for size in sizes:
-        for name in ("orb", "sift"):
-            baselines.append(_bench_opencv(name, size, frames, warmup))
-    # ratios against PyTorch eager fp32 of the same size when it ran, else the first run
+        row.update(run, backend=b, precision=p)
+        if gate and reference is not None and obj is not reference:
+            row["gate"] = _gate(reference, obj, size)
+        elif obj is reference:
+            row["gate"] = {"passed": True, "repeatability": 1.0, "descriptor_cosine": 1.0,
+                           "reason": "the reference"}
+        runs.append(row)
+    if opencv:
+        for size in sizes:
+            for name in ("orb", "sift"):
+                baselines.append(_bench_opencv(name, size, frames, warmup))
     for size in sizes:
         ok = [r for r in runs if "error" not in r and (r["width"], r["height"]) == tuple(size)]
-        if ok:
-            base = next((r for r in ok if r["backend"] == "torch" and r["precision"] == "fp32"), ok[0])
-            for r in ok:
-                r["speedup_vs_baseline"] = base["total_ms"]["median"] / r["total_ms"]["median"]
-                r["network_speedup_vs_baseline"] = (base["network_ms"]["median"]
-                                                    / r["network_ms"]["median"])
-                r["baseline"] = f"{base['backend']}/{base['precision']}"
-    return {"runs": runs, "opencv": baselines, "frames": frames, "warmup": warmup}
+        base = next((r for r in ok if (r["backend"], r["precision"]) == REFERENCE), ok[0] if ok else None)
+        for r in ok:
+            r["ratio_to_reference"] = r["total_ms"]["median"] / base["total_ms"]["median"]
+            r["speedup_vs_reference"] = 1.0 / r["ratio_to_reference"]
+            r["network_ratio_to_reference"] = r["network_ms"]["median"] / base["network_ms"]["median"]
+            r["reference"] = f"{base['backend']}/{base['precision']}"
+    return {"machine": info, "runs": runs, "opencv": baselines, "frames": frames, "warmup": warmup}
 
 
 def format_table(result: Dict) -> str:
-    lines = [f"{'backend':<12}{'prec':<6}{'size':<10}{'net ms':>8}{'total ms':>10}{'p90':>8}"
-             f"{'fps':>7}{'GFLOP/s':>9}{'ovh%':>6}{'rep':>6}{'cos':>6}"]
+    lines = [format_machine(result["machine"]) if "machine" in result else "",
+             f"{'backend':<12}{'prec':<6}{'size':<10}{'ratio':>6}{'total':>8}{'p90':>7}"
+             f"{'pre':>6}{'net':>7}{'post':>6}{'match':>6}{'post%':>6}{'RSS MB':>7}  gate"]
     for r in result["runs"]:
         size = f"{r['width']}x{r['height']}"
         if "error" in r:
             lines.append(f"{r['backend']:<12}{r['precision']:<6}{size:<10} unavailable: {r['error']}")
             continue
-        rep = r["repeatability_vs_fp32"]
-        cos = r["descriptor_cosine_vs_fp32"]
-        lines.append(f"{r['backend']:<12}{r['precision']:<6}{size:<10}{r['network_ms']['median']:>8.1f}"
-                     f"{r['total_ms']['median']:>10.1f}{r['total_ms']['p90']:>8.1f}{r['fps']:>7.1f}"
-                     f"{r['gflops_achieved']:>9.0f}{100 * r['overhead_vs_network']:>6.1f}"
-                     f"{'' if rep is None else f'{rep:.3f}':>6}{'' if cos is None else f'{cos:.3f}':>6}")
-    for b in result["opencv"]:
+        s = r["stages_ms"]
+        g = r.get("gate")
+        verdict = ("-" if g is None else ("PASS" if g["passed"] else "FAIL")
+                   + (f" {g['repeatability']:.3f}/{g['descriptor_cosine']:.4f}"
+                      if g and g.get("reason") != "the reference" else ""))
+        lines.append(f"{r['backend']:<12}{r['precision']:<6}{size:<10}{r.get('ratio_to_reference', 0):>6.2f}"
+                     f"{r['total_ms']['median']:>8.1f}{r['total_ms']['p90']:>7.1f}{s['preprocess']:>6.1f}"
+                     f"{s['network']:>7.1f}{s['postprocess']:>6.1f}{s['matching']:>6.1f}"
+                     f"{100 * r['postprocess_share']:>6.1f}{r['peak_rss_mb']:>7.0f}  {verdict}")
+    for b in result.get("opencv", []):
         size = f"{b['width']}x{b['height']}"
-        lines.append(f"{b['method']:<18}{size:<10}{'':>8}{b['total_ms']['median']:>10.1f}"
-                     f"{b['total_ms']['p90']:>8.1f}{b['fps']:>7.1f}")
-    return "\n".join(lines)
+        lines.append(f"{'opencv ' + b['method']:<18}{size:<10}{'':>6}{b['total_ms']['median']:>8.1f}"
+                     f"{b['total_ms']['p90']:>7.1f}")
+    lines.append("ratio: total / SuperPoint-style eager fp32 reference of the same size, same run "
+                 "(lower is faster); times in ms (median); gate: repeatability/cosine vs the reference")
+    return "\n".join(ln for ln in lines if ln)
+
+
+def plot_latency(result: Dict, path: os.PathLike) -> Path:
+    """Latency (median total, ms) vs input size, one line per path; written atomically."""
+    import matplotlib  # optional dependency: only for --plot
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from goodpoint_ros.core.weights import atomic_write_bytes
+    series: Dict[str, List[Tuple[int, float, str]]] = {}
+    for r in result["runs"]:
+        if "error" in r:
+            continue
+        label = f"{r['backend']} {r['precision']}"
+        if r.get("gate") and not r["gate"]["passed"]:
+            label += " (fails gate)"
+        series.setdefault(label, []).append((r["width"] * r["height"], r["total_ms"]["median"],
+                                             f"{r['width']}x{r['height']}"))
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ticks = {}
+    for label, pts in series.items():
+        pts.sort()
+        ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], marker="o", label=label,
+                linestyle="--" if "reference" in label or "fails" in label else "-")
+        ticks.update({p[0] / 1e6: p[2] for p in pts})
+    ax.set_xticks(sorted(ticks), [ticks[k] for k in sorted(ticks)])
+    ax.set_xlabel("network input (W×H)")
+    ax.set_ylabel("full pipeline, median ms / frame")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    m = result.get("machine", {})
+    ax.set_title(f"GoodPoint latency vs size — {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
