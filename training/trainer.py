@@ -393,21 +393,8 @@ def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None) -> Dict:
             dist.destroy_process_group()
 
 
-def main(argv=None) -> int:
-    """``python -m goodpoint_training.trainer`` / torchrun entry: same flags as ``goodpoint train``."""
-    import argparse
-
-    from goodpoint_ros.cli.train import add_arguments
-    from goodpoint_ros.cli.train import run as cli_run
-    p = argparse.ArgumentParser(prog="goodpoint_training.trainer")
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return cli_run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"goodpoint train: error: {exc}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
+    # ``python -m goodpoint_training.trainer`` / torchrun: the command line (flags.py)
+    # sits above the trainer, so it is imported only when this file runs as a script
+    from goodpoint_training.flags import main
     sys.exit(main())

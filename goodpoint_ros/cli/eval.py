@@ -14,10 +14,14 @@ null in the JSON.  See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from typing import Dict
 
 from goodpoint_ros.cli.common import UserError, add_model_args, parse_size, write_json
+from goodpoint_ros.evaluation.aggregate import aggregate
+from goodpoint_ros.evaluation.report import fmt
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
 
@@ -85,12 +89,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_homography_arguments(h)
     add_common_arguments(h)
     h.set_defaults(_eval_run=run_homography)
-    # B's module defines the bag options; later definitions win on a clash so a
-    # duplicate option name can never break `goodpoint --help`.
+    # later definitions win on a clash so a duplicate option name can never break
+    # `goodpoint --help`
     b = sub.add_parser("bag", help="rosbag2 replay with depth + poses, or --no-depth",
                        conflict_handler="resolve")
     try:
-        from goodpoint_ros.evaluation.bags.evaluate import add_bag_arguments, run_bag
+        # the bag evaluator is imported on use: a broken or absent one must not break
+        # `goodpoint --help` or `eval homography`
+        importlib.import_module("goodpoint_ros.evaluation.bags.evaluate")
     except ImportError as exc:
         b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         b.set_defaults(_eval_run=_bag_unavailable(str(exc)))
@@ -223,3 +229,179 @@ def run_homography(args) -> int:
     code = finish(result, args, examples, title=f"goodpoint eval homography {args.dir}")
     print("time split (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timing.items()))
     return code
+
+
+# --------------------------------------------------------------------------- bag mode
+
+def add_bag_arguments(p: argparse.ArgumentParser) -> None:
+    """Bag-specific options of ``goodpoint eval bag`` (methods/model options: add_common_arguments)."""
+    from goodpoint_ros.evaluation.bags.evaluate import (
+        DEFAULT_DEPTH,
+        DEFAULT_IMAGE,
+        DEFAULT_INFO,
+        DEFAULT_POSE,
+    )
+    p.add_argument("bag", help="rosbag2 directory or file (.db3 / .mcap)")
+    g = p.add_argument_group("bag")
+    g.add_argument("--bag-b", default=None,
+                   help="second bag of the same trajectory (other lighting): frame i of BAG is "
+                        "paired with frame i+shift of BAG_B")
+    g.add_argument("--image-topic", default=DEFAULT_IMAGE, help=f"image topic ({DEFAULT_IMAGE})")
+    g.add_argument("--depth-topic", default=DEFAULT_DEPTH,
+                   help=f"planar depth topic, 32FC1 metres or 16UC1 mm ({DEFAULT_DEPTH})")
+    g.add_argument("--camera-info-topic", default=DEFAULT_INFO,
+                   help=f"sensor_msgs/CameraInfo topic ({DEFAULT_INFO})")
+    g.add_argument("--pose-topic", default=DEFAULT_POSE,
+                   help=f"Odometry / PoseStamped / PoseWithCovarianceStamped / TransformStamped "
+                        f"topic, or /tf ({DEFAULT_POSE}); with --no-depth it is optional and "
+                        "/tf is used when it is missing")
+    g.add_argument("--extrinsic", default="auto", choices=["auto", "tf_static", "airsim", "optical"],
+                   help="camera pose from the body pose: tf_static (body → image frame_id), airsim "
+                        "(pure axis rotation p_body = (z, x, y)_optical), optical (pose topic is the "
+                        "camera's optical pose); auto = tf_static when present, else airsim")
+    g.add_argument("--shift", type=int, default=5, help="pair frame i with i+shift (default 5)")
+    g.add_argument("--stride", type=int, default=1, help="use every k-th pair start (default 1)")
+    g.add_argument("--max-pairs", type=int, default=0, help="evaluate at most N pairs (0 = all)")
+    g.add_argument("--eval-size", type=parse_size, default=(320, 240),
+                   help="images are resized to WxH with K scaled (default 320x240)")
+    g.add_argument("--roll", type=float, default=0.0,
+                   help="roll the second image by this many degrees (paper: 5); warp updated")
+    g.add_argument("--depth-tolerance", type=float, default=0.05,
+                   help="visibility: relative depth agreement in b (default 0.05 = 5%%)")
+    g.add_argument("--sync-tolerance", type=float, default=0.02,
+                   help="max |Δt| in seconds between image and depth stamps (default 0.02)")
+    g.add_argument("--pose-tolerance", type=float, default=0.1,
+                   help="max gap in seconds for pose interpolation (default 0.1)")
+    g.add_argument("--coverage-radius", type=float, default=20.0,
+                   help="coverage disc radius in pixels (default 20, paper §6.1)")
+    g.add_argument("--no-depth", action="store_true",
+                   help="robot bag without depth: matches, essential inlier ratio, relative pose "
+                        "error vs odometry when present, track length")
+    g.add_argument("--no-gt-check", action="store_true",
+                   help="skip the check that the ground truth agrees with SIFT matches (it catches "
+                        "a wrong --extrinsic or pose topic)")
+
+
+def check_bag_arguments(args) -> None:
+    """One-line errors for option values that cannot work."""
+    if args.depth_tolerance <= 0:
+        raise ValueError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
+    if args.sync_tolerance < 0 or args.pose_tolerance < 0:
+        raise ValueError("--sync-tolerance and --pose-tolerance must be >= 0")
+    if args.coverage_radius <= 0:
+        raise ValueError(f"--coverage-radius must be positive, got {args.coverage_radius}")
+    if not -90.0 <= args.roll <= 90.0:
+        raise ValueError(f"--roll is in degrees within [-90, 90], got {args.roll}")
+    if args.max_pairs < 0:
+        raise ValueError(f"--max-pairs must be >= 0, got {args.max_pairs}")
+
+
+def _open(args, path, need_depth: bool):
+    from goodpoint_ros.evaluation.bags.replay import BagStream
+    return BagStream(path, args.image_topic, args.camera_info_topic,
+                     None if not need_depth else args.depth_topic,
+                     args.pose_topic, args.extrinsic, args.eval_size, args.sync_tolerance,
+                     args.pose_tolerance, require_pose=need_depth)
+
+
+def run_bag(args) -> int:
+    """Entry point of ``goodpoint eval bag``: options from :func:`add_bag_arguments` plus
+    the common ones (methods, thresholds, outputs, model)."""
+    from goodpoint_ros.evaluation.bags.evaluate import (
+        BagOptions,
+        GroundTruthCheck,
+        Timing,
+        evaluate_bag,
+    )
+    check_bag_arguments(args)
+    t_start = time.perf_counter()
+    timing = Timing()
+    need_depth = not args.no_depth
+    opts = BagOptions(shift=args.shift, stride=args.stride, max_pairs=args.max_pairs,
+                      roll=args.roll, depth_tolerance=args.depth_tolerance,
+                      coverage_radius=args.coverage_radius, eps=tuple(args.eps),
+                      no_depth=args.no_depth,
+                      keep_examples=args.pictures if args.report else 0,
+                      progress=not args.no_progress and sys.stderr.isatty()).validate()
+    t0 = time.perf_counter()
+    stream_a = _open(args, args.bag, need_depth)
+    try:
+        stream_b = _open(args, args.bag_b, need_depth) if args.bag_b else None
+    except BaseException:
+        stream_a.close()
+        raise
+    timing.decode += time.perf_counter() - t0
+    try:
+        gt_check = GroundTruthCheck(opts.roll, opts.depth_tolerance, stream_a.extrinsic,
+                                    spacing=opts.shift) \
+            if need_depth and not args.no_gt_check else None
+        methods = methods_from_args(args)
+        per_pair, skipped, examples, tracks = evaluate_bag(stream_a, stream_b, methods, opts,
+                                                           timing, gt_check)
+    finally:
+        stream_a.close()
+        if stream_b is not None:
+            stream_b.close()
+    if not per_pair:
+        reasons = sorted({r for _, r in skipped})
+        raise ValueError(f"no pair could be evaluated: {stream_a.frames_read} usable frames"
+                         + (f" ({dict(stream_a.incomplete)} without ground truth)"
+                            if stream_a.incomplete else "")
+                         + (f", {len(skipped)} pairs skipped: {'; '.join(reasons)[:300]}"
+                            if skipped else f" for --shift {opts.shift}"))
+    names = list(methods)
+    result = aggregate(per_pair, names, by_split=False)
+    result["splits"] = {}
+    for name, summary in tracks.items():
+        result["methods"][name]["track_length"] = summary
+    timing.total = time.perf_counter() - t_start
+    n_frames = len({p["frame_a"] for p in per_pair} | {p["frame_b"] for p in per_pair})
+    settings = common_settings(args, methods)
+    settings.update(_settings(args, opts, stream_a, stream_b,
+                              gt_check.agreement if gt_check else None))
+    result.update({
+        "pairs": len(per_pair), "per_pair": per_pair,
+        "skipped": len(skipped), "skipped_reasons": [f"{n}: {r}" for n, r in skipped],
+        "timing_s": timing.to_dict(),
+        "frames_per_second": n_frames / timing.total if timing.total > 0 else None,
+        "settings": settings})
+    title = f"goodpoint eval bag {args.bag}" + (" --no-depth" if args.no_depth else "")
+    code = finish(result, args, examples, title=title)
+    if args.no_depth:
+        _print_no_depth(result)
+    t = result["timing_s"]
+    print(f"{result['frames_per_second'] or 0:.1f} frames/s; time split (s): decode {t['decode']:.2f}, "
+          f"ground truth {t['ground_truth']:.2f}, extraction {t['extraction']:.2f}, matching "
+          f"{t['matching']:.2f}, relative pose {t['pose']:.2f}, metrics {t['metrics']:.2f}, "
+          + (f"tracks {t['tracks']:.2f}, " if args.no_depth else "")
+          + f"other {t['other']:.2f}, total {t['total']:.2f}")
+    return code
+
+
+def _settings(args, opts, ra, rb, agreement) -> Dict:
+    """What the bag run used (ra/rb: the streams, rb None for one bag)."""
+    return {"mode": "bag-no-depth" if opts.no_depth else "bag", "bag": str(args.bag),
+            "bag_b": str(args.bag_b) if args.bag_b else None, "topics": ra.topics,
+            "extrinsic": ra.extrinsic, "shift": opts.shift, "stride": opts.stride,
+            "max_pairs": opts.max_pairs,
+            "eval_size": list(args.eval_size) if args.eval_size else None,
+            "native_size": list(ra.native_size) if ra.native_size else None,
+            "roll_deg": opts.roll, "depth_tolerance": opts.depth_tolerance,
+            "sync_tolerance": args.sync_tolerance, "pose_tolerance": args.pose_tolerance,
+            "coverage_radius": opts.coverage_radius,
+            "frames": ra.frames_read, "frames_b": rb.frames_read if rb is not None else None,
+            "frames_without_ground_truth": dict(ra.incomplete),
+            "frames_without_ground_truth_b": dict(rb.incomplete) if rb is not None else None,
+            "warnings": ra.warnings + (rb.warnings if rb is not None else []),
+            "gt_check_agreement": agreement}
+
+
+def _print_no_depth(result: Dict) -> None:
+    print(f"\n{'method':10s} {'keypoints':>9s} {'matches':>8s} {'inlier ratio':>12s} "
+          f"{'pose AUC@5/10/20':>17s} {'track length':>12s}")
+    for name, s in result["methods"].items():
+        auc = s.get("pose_auc", {})
+        print(f"{name:10s} {fmt(s.get('keypoints'), 0):>9s} {fmt(s.get('matches'), 0):>8s} "
+              f"{fmt(s.get('inlier_ratio')):>12s} "
+              f"{'/'.join(fmt(auc.get(k)) for k in ('5', '10', '20')):>17s} "
+              f"{fmt(s.get('track_length', {}).get('mean'), 1):>12s}")

@@ -13,93 +13,17 @@ Needs the training extra: pip install goodpoint_ros[train].
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 
+from goodpoint_training.flags import add_arguments, build_config, run_from_args
 
-def _kv(text: str):
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    k, v = text.split("=", 1)
-    import yaml
-    return k.strip(), yaml.safe_load(v)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", help="folder of training images (searched recursively)")
-    p.add_argument("--out", help="run directory for checkpoints, config.yaml and tb/ logs")
-    p.add_argument("--config", help="YAML file with any TrainConfig fields")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
-    p.add_argument("--init", metavar="WEIGHTS",
-                   help="start from released weights (.safetensors) with a fresh optimizer")
-    p.add_argument("--epochs", type=int, help="total epochs (split 8:10 constant:decay as §5)")
-    p.add_argument("--steps-per-epoch", type=int, help="define an epoch as this many steps")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
-    p.add_argument("--crop", type=int, help="random crop size in px (default 256, §5)")
-    p.add_argument("--batch-size", type=int, help="pairs per step (default 8)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4, §5)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default bf16")
-    p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 1)")
-    p.add_argument("--seed", type=int, help="data / init seed (default 0)")
-    p.add_argument("--rotation", type=float, help="homography rotation range ±rad (§5.2: 0.08)")
-    p.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"),
-                   help="homography zoom range (default 1 1)")
-    p.add_argument("--validation-dir",
-                   help="folder holding the validation split's photos (default: --images)")
-    p.add_argument("--no-validation", action="store_true", help="skip validation")
-    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set homography.perspective_shift=40")
-    p.add_argument("--benchmark", action="store_true",
-                   help="print training throughput and the per-stage split, then exit")
-    p.add_argument("--benchmark-steps", type=int, default=6, help="timed steps per precision")
-
-
-def build_config(args):
-    from pathlib import Path
-
-    from goodpoint_ros.cli.common import UserError
-    from goodpoint_training.config import TrainConfig, load_config, merge, validate
-    cfg = load_config(Path(args.config)) if args.config else TrainConfig()
-    over = {"images": args.images, "out": args.out, "crop": args.crop,
-            "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
-            "device": args.device, "threads": args.threads, "workers": args.workers,
-            "seed": args.seed, "steps_per_epoch": args.steps_per_epoch,
-            "max_steps": args.max_steps, "homography.rotation": args.rotation,
-            "homography.scale": tuple(args.scale) if args.scale else None}
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise UserError(f"--epochs must be >= 1, got {args.epochs}")
-        constant = round(args.epochs * 8 / 18)
-        over["constant_epochs"] = constant
-        over["decay_epochs"] = args.epochs - constant
-    for k, v in args.set:
-        over[k] = v
-    try:
-        return validate(merge(cfg, over))
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"bad config override: {exc}") from None
+__all__ = ["add_arguments", "build_config", "run"]
 
 
 def run(args) -> int:
-    import logging
-
     from goodpoint_ros.cli.common import UserError
-    try:
-        import torch  # noqa: F401
-
-        from goodpoint_training import trainer
+    try:    # torch and the trainer's other extras: optional, only `goodpoint train` needs them
+        importlib.import_module("goodpoint_training.trainer")
     except ImportError as exc:
         raise UserError(f"training needs torch (pip install goodpoint_ros[train]): {exc}") from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    cfg = build_config(args)
-    if args.benchmark:
-        from goodpoint_training.benchmark import run_benchmark
-        return run_benchmark(cfg, steps=args.benchmark_steps, images=args.images)
-    if not cfg.images or not cfg.out:
-        raise UserError("--images and --out are required (or set images/out in --config)")
-    validation_dir = None if args.no_validation else (args.validation_dir or cfg.images)
-    result = trainer.run(cfg, resume=args.resume, init=args.init, validation_dir=validation_dir)
-    print(f"trained to step {result['step']}; best validation harmonic mean "
-          f"{result['best']:.4f}; checkpoints in {cfg.out}")
-    return 0
+    return run_from_args(args)
