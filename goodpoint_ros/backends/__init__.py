@@ -79,6 +79,7 @@ def create_backend(name: str = "auto", probe: str = "blocking", **kwargs) -> "Ba
     ones tried and skipped, for the caller to log; an auto-probed one also
     ``auto_probe`` (the probe result, see :func:`auto.run_probe`).
     """
+    check_device(kwargs.get("device", "auto"))
     if name != "auto":
         if kwargs.get("precision") == "auto":
             kwargs["precision"] = DEFAULT_PRECISION.get(name, "fp32")
@@ -88,6 +89,14 @@ def create_backend(name: str = "auto", probe: str = "blocking", **kwargs) -> "Ba
     if kwargs.get("precision") == "auto":
         return _create_probed(probe, kwargs)
     return _create_static(kwargs)
+
+
+def check_device(device) -> None:
+    """Refuse a device name no backend knows (``gpu``...) once, before any backend
+    tries it: torch would raise a bare RuntimeError."""
+    import re
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+        raise BackendUnavailable(f"unknown device {device!r} (auto, cpu or cuda[:N])")
 
 
 def file_owner(weights) -> str:

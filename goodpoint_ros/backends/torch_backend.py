@@ -1,6 +1,7 @@
 """PyTorch backend: the reference implementation (CPU, or CUDA when present)."""
 from __future__ import annotations
 
+import re
 from typing import Optional, Tuple
 
 import numpy as np
@@ -25,6 +26,12 @@ class TorchBackend:
     def __init__(self, weights: Optional[str] = None, device: str = "auto",
                  precision: str = "fp32", threads: Optional[int] = None, **_):
         from goodpoint_ros.core.weights import load_model
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
+            # torch.device("gpu") would raise a RuntimeError with a traceback
+            raise BackendUnavailable(f"unknown device {device!r} (auto, cpu or cuda[:N])")
+        if weights is not None and str(weights).lower().endswith(".onnx"):
+            raise BackendUnavailable(f"the torch backend reads .safetensors weights, not {weights} "
+                                     "(use --backend onnxruntime for an .onnx file)")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():

@@ -57,12 +57,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from goodpoint_ros.cli.common import user_errors
+    from goodpoint_ros.cli.common import os_error_line, user_errors
     try:
         return int(args._run(args) or 0)
     except user_errors() as exc:
         print(f"goodpoint {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:   # the machine, not a bug: disk full, read-only file system...
+        print(f"goodpoint {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"goodpoint {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-from typing import Any
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
 
 
 class UserError(RuntimeError):
@@ -17,6 +21,107 @@ def user_errors():
     from goodpoint_ros.core.weights import WeightsError
     return (UserError, ImageError, WeightsError, BackendUnavailable, ValueError,
             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An OSError from writing (read-only file system, disk full...) as one line."""
+    what = exc.strerror or str(exc)
+    where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+    return f"{what}{where}"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are one file: same path after resolving symlinks, or
+    the same inode (a hard link)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def refuse_clobber(inputs: Iterable, outputs: Iterable) -> None:
+    """Refuse outputs that would destroy an input, before anything is computed.
+
+    An output may not be an input (the same file, through a symlink or a hard
+    link), an existing file inside an input folder, or a folder holding an
+    input (``--report`` replaces its folder as a whole); two outputs may not be
+    the same file.  ``None`` entries are ignored.  Raises :class:`UserError`.
+    """
+    ins = [Path(p) for p in inputs if p]
+    outs = [Path(p) for p in outputs if p]
+    for o in outs:
+        for i in ins:
+            if _same_file(o, i):
+                raise UserError(f"refusing to write {o}: it is the input {i} "
+                                "(pick another output path)")
+            if i.is_dir() and o.is_file() and _inside(o, i):
+                raise UserError(f"refusing to write {o}: it is a file inside the input folder {i}")
+            if i.exists() and o.exists() and o.is_dir() and _inside(i, o):
+                raise UserError(f"refusing to write {o}: it holds the input {i}")
+    for a, b in itertools.combinations(outs, 2):
+        if _same_file(a, b):
+            raise UserError(f"two outputs are the same file: {a} and {b}")
+
+
+def check_image_output(path) -> None:
+    """Refuse an ``--out`` picture path OpenCV cannot encode (e.g. ``vis.txt``), checked
+    before the network runs: a failed encode afterwards would throw the result away."""
+    if not path:
+        return
+    import cv2
+    ext = Path(path).suffix.lower()
+    if not ext or not cv2.haveImageWriter("x" + ext):
+        raise UserError(f"cannot write a picture to {path}: unknown image extension "
+                        f"{ext or '(none)'!r} (use .png or .jpg)")
+
+
+def check_writable(*paths) -> None:
+    """Refuse, before any work, an output whose folder cannot be written.
+
+    Walks up to the nearest existing folder (the one the writer would create
+    the rest in) and writes + fsyncs a small probe file there, so a read-only
+    or full file system is found now, not after an hour of evaluation.
+    """
+    for path in paths:
+        if not path:
+            continue
+        p = Path(path)
+        parent = p.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UserError(f"cannot write {p}: {parent} is a file, not a folder")
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".goodpoint-probe.", dir=parent)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as exc:
+            raise UserError(f"cannot write {p}: {os_error_line(exc)}") from None
+
+
+def check_outputs(inputs: Iterable, outputs: Iterable, image_outputs: Iterable = ()) -> None:
+    """All output checks a writing command runs before it computes anything."""
+    outputs = [o for o in outputs if o]
+    image_outputs = [o for o in image_outputs if o]
+    refuse_clobber(inputs, outputs + image_outputs)
+    for o in image_outputs:
+        check_image_output(o)
+    check_writable(*outputs, *image_outputs)
 
 
 def parse_size(text: str):
@@ -56,13 +161,21 @@ def add_feature_args(p: argparse.ArgumentParser, max_keypoints: int = 1000) -> N
     g.add_argument("--ratio", type=float, default=None, help="optional Lowe ratio test, e.g. 0.9")
     g.add_argument("--resize", type=parse_size, default=None,
                    help="run the network at WxH; keypoints are mapped back to the original pixels")
+    g.add_argument("--memory-budget", type=float, default=4000.0, metavar="MB",
+                   help="refuse a frame whose network input would take more memory than this "
+                        "(default 4000 MB; pass --resize or raise it)")
+    g.add_argument("--input-max", type=float, default=0.0,
+                   help="pixel value meaning white (4095: 12-bit camera in a 16-bit file; "
+                        "default 0: the type's full range)")
 
 
 def config_from_args(args):
     from goodpoint_ros.core.config import GoodPointConfig
     return GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
                            border=args.border, max_keypoints=args.max_keypoints or None,
-                           descriptor_threshold=args.desc_threshold, ratio_test=args.ratio).validate()
+                           descriptor_threshold=args.desc_threshold, ratio_test=args.ratio,
+                           memory_budget_mb=args.memory_budget,
+                           input_max=args.input_max).validate()
 
 
 def extractor_from_args(args):

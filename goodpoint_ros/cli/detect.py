@@ -8,7 +8,13 @@ Colour images are converted to gray, 16-bit ones scaled by 1/65535.
 """
 from __future__ import annotations
 
-from goodpoint_ros.cli.common import add_feature_args, add_model_args, extractor_from_args, write_json
+from goodpoint_ros.cli.common import (
+    add_feature_args,
+    add_model_args,
+    check_outputs,
+    extractor_from_args,
+    write_json,
+)
 
 
 def add_arguments(p):
@@ -22,6 +28,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from goodpoint_ros.core.imageio import read_image
+    check_outputs([args.image, args.weights], [args.json], [args.out])
     image = read_image(args.image)
     extractor = extractor_from_args(args)
     feats = extractor(image)

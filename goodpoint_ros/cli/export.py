@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from goodpoint_ros.cli.common import UserError, parse_size, write_json
+from goodpoint_ros.cli.common import UserError, check_outputs, parse_size, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,8 +28,11 @@ def add_arguments(p):
 
     o = sub.add_parser("onnx", help="export weights to ONNX (opset 17, dynamic H/W)")
     o.add_argument("--weights", help="weights .safetensors (default: bundled)")
-    o.add_argument("--out", help="output .onnx (default: goodpoint_default.onnx beside the "
-                                 "bundled weights, i.e. regenerate the shipped file)")
+    o.add_argument("--out", help="output .onnx (default: X.onnx beside --weights X.safetensors, "
+                                 "where the runtime looks for it)")
+    o.add_argument("--into-package", action="store_true",
+                   help="allow writing inside the installed package (regenerate the shipped "
+                        "goodpoint_default.onnx; `make models` passes this)")
     o.add_argument("--size", type=parse_size, default=None,
                    help="fixed WxH instead of dynamic height/width")
     o.add_argument("--height", type=int, help="fixed height (with --width; same as --size)")
@@ -39,7 +42,10 @@ def add_arguments(p):
 
     q = sub.add_parser("int8", help="static int8 (QDQ) quantisation calibrated on real photos")
     q.add_argument("--onnx", help="fp32 ONNX (default: the shipped one)")
-    q.add_argument("--out", help="output (default: goodpoint_default.int8.onnx beside it)")
+    q.add_argument("--out", help="output (default: X.int8.onnx beside --onnx X.onnx)")
+    q.add_argument("--into-package", action="store_true",
+                   help="allow writing inside the installed package (regenerate the shipped "
+                        "int8 model; `make models` passes this)")
     q.add_argument("--calib-list", default=str(REPO / "training" / "validation_split.txt"),
                    help="file listing the calibration photos (the training validation split)")
     q.add_argument("--calib-dir", default=str(REPO.parent / "shared" / "train-images"),
@@ -91,8 +97,24 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
 
 
+def _outside_package(out, args) -> Path:
+    """``out``, refused when it lies inside the installed package and the user did not
+    pass ``--into-package``: the shipped models are what the torch-free runtime starts
+    from, so overwriting one by accident breaks every later run."""
+    from goodpoint_ros.core.weights import PACKAGE_WEIGHTS_DIR
+    out = Path(out)
+    if not getattr(args, "into_package", False) and \
+            out.resolve().is_relative_to(PACKAGE_WEIGHTS_DIR.resolve().parent):
+        hint = " or --into-package to replace the shipped file" if hasattr(args, "into_package") \
+            else ""
+        raise UserError(f"refusing to write {out}: it is inside the installed package "
+                        f"(pass --out FILE elsewhere{hint})")
+    return out
+
+
 def _onnx(args) -> int:
-    from goodpoint_ros.core.weights import DEFAULT_ONNX
+    from goodpoint_ros.backends.onnxruntime_backend import onnx_variant
+    from goodpoint_ros.core.weights import resolve_path
     from goodpoint_ros.deploy.export import export_onnx
     try:
         import torch  # noqa: F401
@@ -105,7 +127,9 @@ def _onnx(args) -> int:
         size = (args.width, args.height)
     if size is not None and args.dynamic:
         raise UserError("--dynamic and a fixed size exclude each other")
-    info = export_onnx(args.weights, args.out or DEFAULT_ONNX, size=size)
+    out = _outside_package(args.out or onnx_variant(resolve_path(args.weights), "fp32"), args)
+    check_outputs([resolve_path(args.weights)], [out])
+    info = export_onnx(args.weights, out, size=size)
     shape = "dynamic HxW" if info["dynamic"] else f"{size[0]}x{size[1]}"
     print(f"wrote {info['out']} (opset {info['opset']}, {shape}, weights sha256 {info['sha256'][:12]})")
     return 0
@@ -125,6 +149,8 @@ def _int8(args) -> int:
                        else src.with_name(src.name.split(".")[0] + ".int8.onnx"))
     if "shared/data" in str(Path(args.calib_dir).resolve()):
         raise UserError("never calibrate on the evaluation data (../shared/data)")
+    out = _outside_package(out, args)
+    check_outputs([src, args.calib_list], [out])
     try:
         paths = calibration_images(args.calib_list, args.calib_dir)
         info = quantize_int8(src, out, calibration_tensors(paths, crops_per_image=args.crops),
@@ -162,6 +188,8 @@ def _engine(args) -> int:
         files = sorted(p for p in Path(args.calib_images).iterdir()
                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".pgm"))
         calib = calibration_tensors(files, size=(profile[1][1], profile[1][0]), crops_per_image=2)
+    _outside_package(args.out, args)
+    check_outputs([onnx_path, args.calib_images], [args.out, str(args.out) + ".json"])
     timing = args.timing_cache or engine_dir() / "timing.cache"
     try:
         data = trtb.build_engine(onnx_path, args.precision, profile, calib, timing_cache=timing)
@@ -195,6 +223,8 @@ def _weights(args) -> int:
         raise UserError(f"`export weights` needs the training package (goodpoint_training): {exc}")
     if not Path(args.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
+    _outside_package(args.out, args)
+    check_outputs([args.checkpoint], [args.out])
     info = export_weights(args.checkpoint, args.out, keypoint_threshold=args.threshold)
     print(f"wrote {args.out}: {info}")
     return 0
@@ -204,6 +234,7 @@ def _gate(args) -> int:
     from goodpoint_ros.backends import create_backend
     from goodpoint_ros.core.config import GoodPointConfig
     from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
+    check_outputs([args.weights, args.reference_weights, *(args.images or [])], [args.json])
     ref_weights = args.reference_weights or (
         None if args.weights and args.weights.endswith(".onnx") else args.weights)
     ref = create_backend("onnxruntime", weights=ref_weights, precision="fp32", device="cpu")

@@ -7,7 +7,13 @@ and homography (3x3, image0 → image1 pixels) when one was found.
 """
 from __future__ import annotations
 
-from goodpoint_ros.cli.common import add_feature_args, add_model_args, extractor_from_args, write_json
+from goodpoint_ros.cli.common import (
+    add_feature_args,
+    add_model_args,
+    check_outputs,
+    extractor_from_args,
+    write_json,
+)
 
 
 def add_arguments(p):
@@ -25,6 +31,7 @@ def add_arguments(p):
 def run(args) -> int:
     from goodpoint_ros.core.imageio import read_image
     from goodpoint_ros.core.matching import match_features
+    check_outputs([args.image0, args.image1, args.weights], [args.json], [args.out])
     img0, img1 = read_image(args.image0), read_image(args.image1)
     extractor = extractor_from_args(args)
     f0, f1 = extractor(img0), extractor(img1)

@@ -96,6 +96,12 @@ def decode_image(encoding: str, height: int, width: int, step: int,
     height, width, step = int(height), int(width), int(step)
     if height <= 0 or width <= 0:
         raise UnsupportedEncoding(f"empty image ({width}x{height})")
+    if channels == 2 and width % 2:
+        # 4:2:2 shares one chroma pair between two pixels: an odd width cannot exist
+        raise UnsupportedEncoding(f"{encoding} image {width}x{height}: 4:2:2 needs an even width")
+    if conversion is not None and encoding.startswith("bayer") and (width < 2 or height < 2):
+        raise UnsupportedEncoding(f"{encoding} image {width}x{height}: a Bayer mosaic needs "
+                                  "at least 2x2 pixels")
     itemsize = int(kind[1])
     row_bytes = width * channels * itemsize
     if step < row_bytes:
@@ -118,7 +124,11 @@ def decode_image(encoding: str, height: int, width: int, step: int,
     if channels == 1:
         image = image[:, :, 0]
     if conversion is not None:
-        image = cv2.cvtColor(image, conversion)
+        try:
+            image = cv2.cvtColor(image, conversion)
+        except cv2.error as exc:      # any other shape OpenCV refuses: one line, skipped
+            raise UnsupportedEncoding(f"{encoding} image {width}x{height}: OpenCV cannot "
+                                      f"convert it ({str(exc).strip().splitlines()[-1]})") from None
     return image
 
 

@@ -18,7 +18,8 @@ def read_image(path) -> np.ndarray:
 
     16-bit files keep their depth (the extractor scales them ÷ 65535); colour is
     converted to gray by the extractor.  Raises :class:`ImageError` for a
-    missing, unreadable, empty or over-large (> 8192 px side) file.
+    missing, unreadable, empty or absurdly large (> 65500 px side) file; whether
+    the network can take it is the extractor's memory budget (after any resize).
     """
     p = Path(path)
     if not p.exists():
@@ -34,8 +35,8 @@ def read_image(path) -> np.ndarray:
     if img.size == 0 or img.shape[0] == 0 or img.shape[1] == 0:
         raise ImageError(f"{p}: image has zero size")
     if max(img.shape[:2]) > MAX_SIDE:
-        raise ImageError(f"{p}: image is {img.shape[1]}x{img.shape[0]}; the largest side allowed "
-                         f"is {MAX_SIDE} px (downscale it, or pass --resize)")
+        raise ImageError(f"{p}: image is {img.shape[1]}x{img.shape[0]}; the largest side decoded "
+                         f"is {MAX_SIDE} px")
     if img.dtype not in (np.uint8, np.uint16, np.float32):
         raise ImageError(f"{p}: unsupported pixel type {img.dtype}")
     return img

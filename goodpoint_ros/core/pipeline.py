@@ -10,6 +10,7 @@ original image's pixels (see ``docs/conventions.md``).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
@@ -27,7 +28,50 @@ from goodpoint_ros.core.keypoints import (
     to_gray_float,
 )
 
-MAX_SIDE = 8192
+LOG = logging.getLogger("goodpoint_ros.pipeline")
+
+#: Files larger than this are not decoded at all (a decompression bomb); the real
+#: limit for the network is the memory budget below.
+MAX_SIDE = 65500
+
+#: Peak memory of one frame per network pixel (bytes) and of the loaded runtime
+#: (MB), measured as ru_maxrss of a fresh process (docs/bad-inputs.md).  Network
+#: alone, 640×480 / 1280×960: ONNX Runtime fp32 with its CPU arena 1062 / 1179
+#: B/px, arena off 705 / 627 B/px (large frames run arena-less, see
+#: onnxruntime_backend); torch CPU 956 / 800 B/px.  Whole extractor call (ORT):
+#: 292 MB at 640×480, 740 MB at 1280×960, 1081 MB at 1600×1200; torch 584 / 1263 MB.
+#: The encoder's first 64-channel layers at full resolution (256 B/px each, input
+#: and output alive) are most of it.  Rounded up: the estimate is an upper bound.
+PEAK_BYTES_PER_PIXEL = {"onnxruntime": 1000, "onnxruntime-large": 650, "torch": 900}
+RUNTIME_MB = {"onnxruntime": 150, "torch": 450}
+#: Above this many network pixels ONNX Runtime runs without its memory arena
+#: (the same constant as onnxruntime_backend's, not imported: onnxruntime is optional).
+LARGE_FRAME_PIXELS = 1_000_000
+
+
+def estimate_peak_mb(backend_name: str, width: int, height: int) -> float:
+    """Upper estimate of the process's peak memory (MB) for a ``width``×``height``
+    network input on ``backend_name`` (other backends: the largest per-pixel figure)."""
+    px = int(width) * int(height)
+    name = str(backend_name)
+    if name == "onnxruntime" and px > LARGE_FRAME_PIXELS:
+        name = "onnxruntime-large"
+    bpp = PEAK_BYTES_PER_PIXEL.get(name, max(PEAK_BYTES_PER_PIXEL.values()))
+    base = RUNTIME_MB.get(str(backend_name), 0.0)     # unmeasured (a GPU, a test double)
+    return base + bpp * px / 1e6
+
+
+def fit_budget(backend_name: str, width: int, height: int,
+               budget_mb: float) -> Tuple[int, int]:
+    """The largest (W, H) with the aspect of ``width``×``height`` (multiples of 8,
+    at least 8) whose :func:`estimate_peak_mb` fits ``budget_mb``."""
+    s = 1.0
+    while s > 0.01:
+        w, h = max(8, int(width * s) // 8 * 8), max(8, int(height * s) // 8 * 8)
+        if estimate_peak_mb(backend_name, w, h) <= budget_mb:
+            return w, h
+        s *= 0.95
+    return 8, 8
 
 
 @dataclass
@@ -46,17 +90,36 @@ class FeatureExtractor:
     """GoodPoint features for one image at a time.
 
     Args:
-        backend: a backend object, or a name for :func:`create_backend`
-            (``auto``, ``torch``, ``onnxruntime``, ``tensorrt``).
-        config: post-processing settings; unset θ_keypoint comes from the
-            weights' metadata.
+        backend: a backend object (with ``infer``), or a name for
+            :func:`create_backend` (``auto``, ``torch``, ``onnxruntime``,
+            ``tensorrt``).  Checked here: a config passed first by mistake is a
+            one-line ``TypeError``, not an ``AttributeError`` at the first frame.
+        config: post-processing settings (a :class:`GoodPointConfig`); unset
+            θ_keypoint comes from the weights' metadata.
         resize: optional (W, H) the network sees; keypoints are mapped back.
+        oversize: what a frame over ``config.memory_budget_mb`` gets:
+            ``refuse`` (a one-line ``ValueError`` before anything is allocated;
+            the CLI) or ``downscale`` (run the network at the largest size that
+            fits, keypoints mapped back, said once in :meth:`pop_notes`; the node).
         weights, device, precision: passed to the backend factory.
     """
 
     def __init__(self, backend="auto", config: Optional[GoodPointConfig] = None,
                  resize: Optional[Tuple[int, int]] = None, weights=None,
-                 device: str = "auto", precision: str = "auto", **backend_kwargs):
+                 device: str = "auto", precision: str = "auto", oversize: str = "refuse",
+                 **backend_kwargs):
+        if isinstance(backend, GoodPointConfig):
+            raise TypeError("FeatureExtractor's first argument is the backend (a name or an "
+                            "object with infer); pass the settings as config=GoodPointConfig(...)")
+        if not isinstance(backend, str) and not callable(getattr(backend, "infer", None)):
+            raise TypeError("backend must be a name (auto, torch, onnxruntime, tensorrt) or an "
+                            f"object with infer(), got {type(backend).__name__}")
+        if config is not None and not isinstance(config, GoodPointConfig):
+            raise TypeError(f"config must be a GoodPointConfig, got {type(config).__name__}")
+        if oversize not in ("refuse", "downscale"):
+            raise ValueError(f"oversize must be refuse or downscale, got {oversize!r}")
+        if resize is not None and (min(resize) < 8):
+            raise ValueError(f"resize {resize[0]}x{resize[1]} is too small (at least 8x8)")
         if isinstance(backend, str):
             if resize and "size" not in backend_kwargs:   # the auto probe measures this size
                 backend_kwargs["size"] = tuple(resize)
@@ -66,7 +129,22 @@ class FeatureExtractor:
         self.metadata: Dict = getattr(backend, "metadata", {}) or {}
         self.config = (config or GoodPointConfig()).resolved(self.metadata)
         self.resize = tuple(resize) if resize else None
+        self.oversize = oversize
         self.times = StageTimes()
+        self._notes: list = []        # one-time messages for the caller (node: its logger)
+        self._noted: set = set()
+
+    def _note(self, key, text: str) -> None:
+        """Say ``text`` once per ``key``: logged, and kept for :meth:`pop_notes`."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self._notes.append(text)
+            LOG.warning(text)
+
+    def pop_notes(self) -> list:
+        """One-time warnings since the last call (downscaled frames, input range)."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def set_config(self, config: GoodPointConfig) -> None:
         """Swap thresholds at run time (validated first: a bad value leaves the old one)."""
@@ -74,18 +152,62 @@ class FeatureExtractor:
 
     def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int], Tuple[float, float]]:
         """image → (net input [1,1,H',W'], network image size (W,H), scale net→original)."""
-        gray = to_gray_float(image)
-        h, w = gray.shape
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0 or (
+                image.ndim == 3 and image.shape[2] == 0):
+            raise ValueError(f"empty or malformed image: shape {image.shape} (expected [H,W] "
+                             "or [H,W,C] with H, W > 0)")
+        h, w = image.shape[:2]
         if max(h, w) > MAX_SIDE:
-            raise ValueError(f"image is {w}x{h}; the largest side allowed is {MAX_SIDE} px "
-                             "(downscale it first, or set a resize)")
+            raise ValueError(f"image is {w}x{h}; the largest side decoded is {MAX_SIDE} px")
+        # the budget is checked on the size the network will see, before any allocation
+        net = self.resize or (w, h)
+        name = getattr(self.backend, "name", "?")
+        budget = self.config.memory_budget_mb
+        need = estimate_peak_mb(name, *net)
+        if need > budget:
+            if self.oversize == "refuse":
+                raise ValueError(
+                    f"a {net[0]}x{net[1]} network input needs about {need / 1000:.1f} GB on "
+                    f"{name}, over the memory budget of {budget / 1000:.1f} GB: pass --resize "
+                    f"(e.g. {'x'.join(map(str, fit_budget(name, *net, budget)))}) or raise "
+                    "--memory-budget (MB)")
+            net = fit_budget(name, *net, budget)
+            self._note(("downscale", (w, h)),
+                       f"{w}x{h} frames need about {need / 1000:.1f} GB, over the memory budget "
+                       f"of {budget / 1000:.1f} GB: the network runs at {net[0]}x{net[1]} "
+                       "(keypoints mapped back; raise memory_budget_mb or set resize_width/height)")
+        image = self._normalise_range(image)
+        gray = to_gray_float(image)
         scale = (1.0, 1.0)
-        if self.resize and (w, h) != self.resize:
-            rw, rh = self.resize
+        if net != (w, h):
+            rw, rh = net
             gray = cv2.resize(gray, (rw, rh), interpolation=cv2.INTER_AREA)
             scale = (w / rw, h / rh)
         size = (gray.shape[1], gray.shape[0])
         return pad_to_multiple(gray)[None, None], size, scale
+
+    def _normalise_range(self, image: np.ndarray) -> np.ndarray:
+        """Scale by ``config.input_max`` when set; else warn once when the frame uses a
+        small part of its type's range (a 10/12-bit camera in mono16, floats in
+        0..255): the network then sees a nearly black / white image."""
+        top = self.config.input_max
+        if top:
+            return image.astype(np.float32) * np.float32(1.0 / top)
+        if image.dtype == np.uint16 and image.size:
+            m = int(image.max())
+            if 0 < m <= 4095:
+                bits = 10 if m <= 1023 else 12
+                self._note("range-u16", f"16-bit image with maximum {m}: looks like a {bits}-bit "
+                           f"camera; scaled ÷65535 it is nearly black (set input_max "
+                           f"{2 ** bits - 1}, --input-max on the command line)")
+        elif image.dtype.kind == "f" and image.size:
+            m = float(np.nanmax(image)) if np.isfinite(image).any() else 0.0
+            if m >= 1.5:
+                self._note("range-float", f"float image with maximum {m:.4g}: floats are read "
+                           "as 0..1 and clipped, so it is nearly white (set input_max, e.g. 255, "
+                           "--input-max on the command line)")
+        return image
 
     def __call__(self, image: np.ndarray) -> Features:
         t0 = time.perf_counter()

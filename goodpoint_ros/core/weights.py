@@ -109,10 +109,31 @@ def load_weights(path: Optional[os.PathLike] = None) -> Tuple[Dict[str, np.ndarr
     if int(meta.get("format_version", -1)) > FORMAT_VERSION:
         raise WeightsError(f"{p}: format version {meta.get('format_version')} is newer than "
                            f"this goodpoint_ros understands ({FORMAT_VERSION}); upgrade the package")
-    arch = meta.get("architecture", {})
-    if arch.get("name") != ARCHITECTURE["name"] or arch.get("dustbin", False):
-        raise WeightsError(f"{p}: architecture {arch.get('name')!r} is not {ARCHITECTURE['name']!r}")
+    problem = architecture_mismatch(meta.get("architecture", {}))
+    if problem:
+        raise WeightsError(f"{p}: {problem}")
     return tensors, meta
+
+
+#: Architecture fields that change the network this package builds (the layer
+#: recipe is informative; the tensors' shapes are checked by load_model).
+_ARCH_KEYS = ("name", "dustbin", "encoder", "detector_channels", "descriptor_dim", "cell")
+
+
+def architecture_mismatch(arch: Dict[str, Any]) -> Optional[str]:
+    """The first field of recorded ``architecture`` metadata that differs from what this
+    package builds, as one sentence naming it (``None`` when it fits)."""
+    if not isinstance(arch, dict):
+        return f"architecture metadata is a {type(arch).__name__}, not a mapping"
+    for key in _ARCH_KEYS:
+        want = ARCHITECTURE[key]
+        got = arch.get(key, False if key == "dustbin" else want)
+        if key == "encoder" and isinstance(got, (list, tuple)):
+            got = list(got)
+        if got != want:
+            return (f"architecture {key} is {got!r}, this package builds {want!r}"
+                    + (" (GoodPoint has no dustbin channel, paper §3)" if key == "dustbin" else ""))
+    return None
 
 
 def load_model(path: Optional[os.PathLike] = None, device: str = "cpu"):

@@ -32,12 +32,36 @@ class Camera:
     K: np.ndarray
     D: Optional[np.ndarray] = None
 
+    @staticmethod
+    def problem(k, d=()) -> Optional[str]:
+        """Why CameraInfo.k / .d cannot be used for the essential matrix, or None.
+
+        Uncalibrated (all-zero K, the ROS convention), NaN / inf anywhere, or a
+        focal length that is not positive: the caller falls back to the
+        fundamental matrix (and says so once) instead of verifying with
+        garbage — a NaN K once gave 0 inliers on every frame, silently.
+        """
+        K = np.asarray(k, np.float64).reshape(-1)
+        if K.size != 9:
+            return f"K has {K.size} values, not 9"
+        if not np.any(K):
+            return "K is all zero (uncalibrated camera)"
+        if not np.isfinite(K).all():
+            return f"K holds non-finite values {K.tolist()}"
+        if K[0] <= 0 or K[4] <= 0:
+            return f"focal lengths fx={K[0]:g}, fy={K[4]:g} are not positive"
+        D = np.asarray(d, np.float64).reshape(-1)
+        if D.size and not np.isfinite(D).all():
+            return f"distortion D holds non-finite values {D.tolist()}"
+        return None
+
     @classmethod
     def from_camera_info(cls, k, d) -> Optional["Camera"]:
-        """CameraInfo.k (9 values, row-major) and .d → Camera, or None if uncalibrated (fx = 0)."""
-        K = np.asarray(k, np.float64).reshape(3, 3)
-        if K[0, 0] <= 0 or K[1, 1] <= 0:
+        """CameraInfo.k (9 values, row-major) and .d → Camera, or None when
+        :meth:`problem` finds it unusable (uncalibrated, NaN, fx ≤ 0...)."""
+        if cls.problem(k, d) is not None:
             return None
+        K = np.asarray(k, np.float64).reshape(3, 3)
         D = np.asarray(d, np.float64).reshape(-1)
         return cls(K, D if D.size else None)
 
@@ -172,7 +196,9 @@ class Frontend:
             return None
         prev, cfg = self._previous, self.extractor.config
         verify = p["verification"]
-        have_k = p["use_camera_info"] and camera is not None
+        # a Camera built by hand with a NaN / non-positive K is no camera either
+        have_k = p["use_camera_info"] and camera is not None and Camera.problem(
+            camera.K, () if camera.D is None else camera.D) is None
         if verify == "auto":
             verify = "essential" if have_k else "fundamental"
         if verify == "essential" and not have_k:

@@ -167,8 +167,9 @@ class DetectorNode(Node):
         for name, reason in getattr(backend, "fallback_log", []):
             self.get_logger().warning(f"backend {name} unavailable, falling back: {reason}")
         try:
+            # a frame over memory_budget_mb is downscaled (said once), never an OOM kill
             return FeatureExtractor(backend=backend, config=config_from_params(values),
-                                    resize=resize)
+                                    resize=resize, oversize="downscale")
         except ValueError as exc:
             raise FatalError(f"bad detection settings: {exc}") from None
 
@@ -231,6 +232,10 @@ class DetectorNode(Node):
 
     def _on_camera_info(self, index: int, msg) -> None:
         camera = Camera.from_camera_info(msg.k, msg.d)
+        if camera is None:
+            problem = Camera.problem(msg.k, msg.d)
+            self._log_once(f"camera_info {index}: {problem}: verifying with the fundamental "
+                           "matrix instead of the essential matrix")
         with self._lock:
             self._cameras[index] = camera
 
@@ -286,6 +291,9 @@ class DetectorNode(Node):
                 self._skipped += 1
             self._warn_once(f"frame skipped: {exc}")
             return
+        pop_notes = getattr(self.frontend.extractor, "pop_notes", None)
+        for note in pop_notes() if pop_notes else ():   # downscaled frames, input range: once
+            self._log_once(note)
         enc = self.values["descriptor_encoding"]
         stereo = isinstance(out, StereoOutput)
         main_feats = out.left if stereo else out.features
@@ -366,6 +374,12 @@ class DetectorNode(Node):
             return
         self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
                                 throttle_duration_sec=5.0)
+
+    def _log_once(self, text: str) -> None:
+        """A warning said once per distinct text (camera_info arrives at 30 Hz too)."""
+        if text not in self._warned:
+            self._warned.add(text)
+            self.get_logger().warning(text)
 
     def _warn_once(self, text: str) -> None:
         """Log each distinct problem once (a wrong encoding would otherwise flood at 30 Hz)."""

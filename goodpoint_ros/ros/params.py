@@ -60,6 +60,10 @@ PARAMETERS = (
     P("resize_width", 0, "width the network sees (keypoints are mapped back); 0: native",
       True, range=(0, 8192)),
     P("resize_height", 0, "height the network sees; 0: native", True, range=(0, 8192)),
+    P("memory_budget_mb", 4000.0, "most memory (MB) one frame may take; larger frames are "
+      "downscaled to fit (said once in the log)", range=(100.0, 1.0e6)),
+    P("input_max", 0.0, "pixel value meaning white; 0: the type's full range (4095: a 12-bit "
+      "camera publishing mono16; 255: float images in 0..255)", range=(0.0, 1.0e9)),
     # ---- inputs
     P("image_topic", "image", "mono input image topic (remappable)", True),
     P("camera_info_topic", "camera_info", "mono camera_info topic (optional input)", True),
@@ -147,6 +151,8 @@ def config_from_params(values: Dict[str, Any]) -> GoodPointConfig:
         descriptor_threshold=float(values["descriptor_threshold"]),
         ratio_test=float(values["ratio_test"]) or None,
         mutual=bool(values["mutual"]),
+        memory_budget_mb=float(values.get("memory_budget_mb", 4000.0)),
+        input_max=float(values.get("input_max", 0.0)),
     )
     return cfg.validate()
 
@@ -181,6 +187,8 @@ def resize_from(values: Dict[str, Any]) -> Optional[Tuple[int, int]]:
     w, h = int(values["resize_width"]), int(values["resize_height"])
     if (w > 0) != (h > 0):
         raise ValueError("set both resize_width and resize_height, or neither")
+    if w > 0 and min(w, h) < 8:   # as the CLI's --resize: the network needs one 8x8 cell
+        raise ValueError(f"resize_width/height {w}x{h} is too small (at least 8x8, or 0 for native)")
     return (w, h) if w > 0 else None
 
 

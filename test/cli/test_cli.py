@@ -73,11 +73,15 @@ def test_bad_input_one_line_error(tmp_path, make, expect):
     assert len(p.stderr.strip().splitlines()) == 1
 
 
-def test_huge_image_rejected(tmp_path):
-    path = tmp_path / "huge.png"
+def test_limit_is_a_pixel_budget_not_a_side(tmp_path):
+    # a long thin strip is cheap; a 9000x9000 frame is over the memory budget
+    path = tmp_path / "strip.png"
     cv2.imwrite(str(path), np.zeros((16, 9000), np.uint8))
+    assert "9000x16" in run("detect", path, "--backend", "onnxruntime").stdout
+    path = tmp_path / "huge.png"
+    cv2.imwrite(str(path), np.zeros((9000, 9000), np.uint8))
     p = run("detect", path, check=False)
-    assert p.returncode == 2 and "largest side" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "memory budget" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_16bit_and_colour_are_converted(tmp_path):
