@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .homography import HomographyConfig, apply_homography, sample_homography, translation
+from .homography import HomographyConfig, sample_homography, translation
 from .noise import NoiseConfig, augment
 
 log = logging.getLogger("goodpoint_training")
@@ -188,14 +188,3 @@ class PairBatches:
                 "mask": np.stack(masks), "mask_h": np.stack(masks_h),
                 "H": (H / H[2, 2]).astype(np.float32)}
 
-
-def overlap_masks(H: np.ndarray, size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixels of I whose image under H lies in I_h's frame, and vice versa → bool [S,S] ×2."""
-    w, h = size
-    ys, xs = np.mgrid[0:h, 0:w]
-    pts = np.stack([xs.ravel(), ys.ravel()], 1)
-
-    def inside(q):
-        return ((q[:, 0] >= -0.5) & (q[:, 0] <= w - 0.5) & (q[:, 1] >= -0.5)
-                & (q[:, 1] <= h - 0.5)).reshape(h, w)
-    return inside(apply_homography(H, pts)), inside(apply_homography(np.linalg.inv(H), pts))

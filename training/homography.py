@@ -17,6 +17,11 @@ from typing import Tuple
 import cv2
 import numpy as np
 
+# one plane geometry for training and evaluation (docs/conventions.md); the name
+# apply_homography is kept for the trainer's callers
+from goodpoint_ros.core.geometry import in_frame, pixel_grid
+from goodpoint_ros.core.geometry import warp_points as apply_homography
+
 
 @dataclass
 class HomographyConfig:
@@ -65,13 +70,6 @@ def corners(size: Tuple[int, int]) -> np.ndarray:
                     dtype=np.float64)
 
 
-def apply_homography(H: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Project points [N,2] by a 3×3 ``H`` → [N,2] (float64)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    hom = np.concatenate([pts, np.ones((len(pts), 1))], axis=1) @ np.asarray(H, np.float64).T
-    return hom[:, :2] / hom[:, 2:3]
-
-
 def sample_homography(rng: np.random.Generator, size: Tuple[int, int],
                       cfg: HomographyConfig) -> np.ndarray:
     """One random homography of a (W, H) image onto itself (§5.2).
@@ -101,20 +99,8 @@ def sample_homography(rng: np.random.Generator, size: Tuple[int, int],
     return H / H[2, 2]
 
 
-def warp_image(image: np.ndarray, H: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Warp ``image`` by ``H`` (source pixels → output pixels) into a (W, H) frame.
-
-    Bilinear, zero outside the source; use :func:`warp_mask` for validity.
-    """
-    return cv2.warpPerspective(image, H, tuple(int(v) for v in size), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
 def warp_mask(src_size: Tuple[int, int], H: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """bool [H,W] of output pixels whose source (by ``H⁻¹``) lies inside ``src_size``."""
     w, h = size
-    ys, xs = np.mgrid[0:h, 0:w]
-    src = apply_homography(np.linalg.inv(H), np.stack([xs.ravel(), ys.ravel()], 1))
-    sw, sh = src_size
-    ok = (src[:, 0] >= -0.5) & (src[:, 0] <= sw - 0.5) & (src[:, 1] >= -0.5) & (src[:, 1] <= sh - 0.5)
-    return ok.reshape(h, w)
+    src = apply_homography(np.linalg.inv(H), pixel_grid(size))
+    return in_frame(src, src_size).reshape(h, w)

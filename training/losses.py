@@ -14,10 +14,11 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from goodpoint_ros.core.geometry import in_frame, warp_points_torch
 from goodpoint_ros.core.keypoints import sample_descriptors
 
 from .config import LossConfig
-from .targets import Targets, _safe
+from .targets import Targets
 
 EPS = 1e-6
 
@@ -63,12 +64,9 @@ def warp_heatmap(src: torch.Tensor, H: torch.Tensor, size, shift: float = 0.5):
     ys, xs = torch.meshgrid(torch.arange(h, device=src.device, dtype=torch.float32),
                             torch.arange(w, device=src.device, dtype=torch.float32), indexing="ij")
     pts = torch.stack([xs, ys], -1).reshape(1, -1, 2) + shift
-    Hinv = torch.linalg.inv(H.to(torch.float32))
-    hom = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ Hinv.T
-    q = hom[..., :2] / _safe(hom[..., 2:3])
+    q = warp_points_torch(torch.linalg.inv(H.to(torch.float32)), pts)
     sh, sw = src.shape[-2:]
-    inside = ((q[..., 0] >= -0.5) & (q[..., 0] <= sw - 0.5) & (q[..., 1] >= -0.5)
-              & (q[..., 1] <= sh - 0.5)).reshape(1, h, w)
+    inside = in_frame(q, (sw, sh)).reshape(1, h, w)
     grid = _normalise(q, (sw, sh)).reshape(1, h, w, 2).expand(b, -1, -1, -1)
     out = F.grid_sample(src[:, None], grid, mode="bilinear", padding_mode="zeros",
                         align_corners=False)[:, 0]

@@ -16,19 +16,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# one plane geometry for training and evaluation (docs/conventions.md)
+from goodpoint_ros.core.geometry import in_frame
+from goodpoint_ros.core.geometry import warp_points_torch as warp_points
 from goodpoint_ros.core.keypoints import sample_descriptors
-
-
-def warp_points(H: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Project points by a homography. H [3,3] or [B,3,3], pts [B,N,2] → [B,N,2]."""
-    ones = torch.ones_like(pts[..., :1])
-    hom = torch.cat([pts, ones], dim=-1) @ H.transpose(-1, -2).to(pts.dtype)
-    return hom[..., :2] / _safe(hom[..., 2:3])
-
-
-def _safe(z: torch.Tensor) -> torch.Tensor:
-    """Avoid division by ~0 for points on the homography's horizon."""
-    return torch.where(z.abs() < 1e-8, torch.full_like(z, 1e-8), z)
 
 
 def cell_maxima(prob: torch.Tensor, cell: int):
@@ -41,13 +32,6 @@ def cell_maxima(prob: torch.Tensor, cell: int):
     idx = idx.reshape(b, -1)
     pts = torch.stack([idx % w, torch.div(idx, w, rounding_mode="floor")], dim=-1)
     return pts.to(prob.dtype), scores.reshape(b, -1)
-
-
-def in_frame(pts: torch.Tensor, size) -> torch.Tensor:
-    """pts [B,N,2] inside a (W, H) frame (with its outer half-pixel) → bool [B,N]."""
-    w, h = size
-    return ((pts[..., 0] >= -0.5) & (pts[..., 0] <= w - 0.5)
-            & (pts[..., 1] >= -0.5) & (pts[..., 1] <= h - 0.5))
 
 
 def lookup_mask(mask: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+# the plane geometry (in-frame test, homography warp) is the core's, one convention
+from goodpoint_ros.core.geometry import apply_homography, inside_image
+
 #: keypoints of a [N,2] → (positions in b [N,2], valid [N] bool).
 Warp = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
@@ -38,27 +41,6 @@ _trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")
 
 
 # --------------------------------------------------------------------------- warps
-
-def inside_image(points: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """[N,2] points → [N] bool: inside a (W, H) image, pixel centres at integers."""
-    w, h = size
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    finite = np.isfinite(p).all(axis=1)
-    with np.errstate(invalid="ignore"):
-        return (finite & (p[:, 0] >= -0.5) & (p[:, 0] < w - 0.5)
-                & (p[:, 1] >= -0.5) & (p[:, 1] < h - 0.5))
-
-
-def apply_homography(H: np.ndarray, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Project [N,2] points by a 3×3 H → ([N,2] points, [N] bool in front: w > 0)."""
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    ph = np.concatenate([p, np.ones((len(p), 1))], axis=1) @ np.asarray(H, np.float64).T
-    w = ph[:, 2]
-    front = w > 1e-12
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = ph[:, :2] / np.where(front, w, np.nan)[:, None]
-    return out, front
-
 
 def homography_warp(H: np.ndarray, size_b: Tuple[int, int]) -> Warp:
     """The ground-truth warp of a homography H (pixels of a → pixels of b).

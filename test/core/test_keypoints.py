@@ -196,9 +196,10 @@ def test_subpixel_keeps_a_symmetric_peak_and_stays_in_its_window():
 def test_subpixel_improves_one_pixel_precision_on_a_real_pair(sample_pair):
     """Bundled weights on a real photo warped by an exact homography (5°, ×1.1, shift):
     more matches correct to 1 px than with whole-pixel keypoints."""
-    from goodpoint_ros.core.pipeline import FeatureExtractor
-    from goodpoint_ros.core.matching import match_descriptors
     import cv2
+
+    from goodpoint_ros.core.matching import match_descriptors
+    from goodpoint_ros.core.pipeline import FeatureExtractor
     img0 = sample_pair[0]
     h, w = img0.shape
     H = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), 5.0, 1.1), [0, 0, 1]])

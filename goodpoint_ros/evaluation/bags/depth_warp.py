@@ -24,6 +24,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from goodpoint_ros.core.geometry import inside_image
+
 
 def relative_pose(T_world_a: np.ndarray, T_world_b: np.ndarray) -> np.ndarray:
     """4×4 T_b_a taking camera-a coordinates to camera-b coordinates."""
@@ -58,20 +60,12 @@ def apply_affine(A: Optional[np.ndarray], points: np.ndarray) -> np.ndarray:
     return p @ A[:2, :2].T + A[:2, 2]
 
 
-def inside(points: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """[N,2] → [N] bool: within a (W, H) image, pixel centres at integers."""
-    w, h = size
-    with np.errstate(invalid="ignore"):
-        return (np.isfinite(points).all(axis=1) & (points[:, 0] >= -0.5) & (points[:, 0] < w - 0.5)
-                & (points[:, 1] >= -0.5) & (points[:, 1] < h - 0.5))
-
-
 def depth_at(depth: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Depth at the rounded pixel of each point [N,2] → [N] (NaN outside or invalid)."""
     h, w = depth.shape
     p = np.asarray(points, np.float64).reshape(-1, 2)
     out = np.full(len(p), np.nan)
-    ok = inside(p, (w, h))
+    ok = inside_image(p, (w, h))
     xi = np.clip(np.floor(p[ok, 0] + 0.5).astype(np.int64), 0, w - 1)
     yi = np.clip(np.floor(p[ok, 1] + 0.5).astype(np.int64), 0, h - 1)
     out[ok] = depth[yi, xi]
@@ -107,14 +101,14 @@ def warp_points(points_a: np.ndarray, depth_a: np.ndarray, K_a: np.ndarray, T_b_
     with np.errstate(divide="ignore", invalid="ignore"):
         proj = Xb @ np.asarray(K_b, np.float64).T
         pb = proj[:, :2] / proj[:, 2:3]
-    valid &= inside(pb, size_b)
+    valid &= inside_image(pb, size_b)
     if depth_b is not None:
         db = depth_at(depth_b, pb)
         with np.errstate(invalid="ignore"):
             valid &= np.isfinite(db) & (np.abs(db - zb) <= rel_tolerance * zb)
     out = apply_affine(A_b, pb)
     if A_b is not None:
-        valid &= inside(out, size_b)
+        valid &= inside_image(out, size_b)
     out[~valid] = np.nan
     return out, valid
 
