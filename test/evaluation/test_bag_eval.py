@@ -145,12 +145,20 @@ def test_truncated_and_corrupt_bags_give_one_line(bags, tmp_path, capsys):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     code, _, err = run_eval([str(bad), "--methods", "orb"], capsys)
     assert code == 2 and "truncated" in err and err.count("\n") == 1
+    assert f"mcap recover {f}" in err                   # issue 12 case 23: how to repair it
     junk = tmp_path / "junk.mcap"
     junk.write_bytes(b"not a bag at all" * 10)
     code, _, err = run_eval([str(junk), "--methods", "orb"], capsys)
     assert code == 2 and "cannot open bag" in err
     code, _, err = run_eval([str(tmp_path / "absent"), "--methods", "orb"], capsys)
     assert code == 2 and "not found" in err
+
+
+def test_tf_static_as_the_pose_topic_says_it_is_static(bags, capsys):
+    # issue 12 case 18: /tf_static has a message, just no moving transform
+    code, _, err = run_eval([str(bags[0]), "--pose-topic", "/tf_static", "--methods", "orb"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "only static transforms" in err and "no messages" not in err
 
 
 def test_unknown_encoding_is_named(tmp_path):

@@ -287,6 +287,18 @@ def _one_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+def _damage_hint(path: Path, exc: BaseException) -> str:
+    """What to do about a bag that does not open: a truncated MCAP (a recording cut by
+    power loss has no summary and no end magic, which rosbags needs) can be repaired."""
+    files = [path] if path.is_file() else sorted(path.glob("*.mcap")) if path.is_dir() else []
+    if "magic" in str(exc).lower() and any(f.suffix == ".mcap" for f in files):
+        mcap = next(f for f in files if f.suffix == ".mcap")
+        return (f"the MCAP file is truncated, e.g. an interrupted recording; recover its readable "
+                f"messages with `mcap recover {mcap} -o recovered.mcap` (the mcap CLI) and "
+                "evaluate that file")
+    return "corrupt, truncated or not a rosbag2?"
+
+
 def _connections(reader, topic: str, what: str, required: bool, types=None, hint: str = ""):
     conns = [c for c in reader.connections if c.topic == topic]
     if not conns:
@@ -357,8 +369,8 @@ class BagStream:
                                     default_typestore=get_typestore(Stores.ROS2_HUMBLE))
             self.reader.open()
         except Exception as exc:  # rosbags raises several types for a damaged bag
-            raise BagError(f"cannot open bag {self.path}: {_one_line(exc)} (corrupt, truncated "
-                           "or not a rosbag2?)") from None
+            raise BagError(f"cannot open bag {self.path}: {_one_line(exc)} "
+                           f"({_damage_hint(self.path, exc)})") from None
         try:
             self._scan(require_pose)
         except BaseException:
@@ -456,6 +468,11 @@ class BagStream:
                                    np.array([p[1] for p in poses]),
                                    np.array([p[2] for p in poses]), *pose_frames)
         elif require_pose and pose_c:
+            if any(c in tf_c for c in pose_c):
+                n = sum(c.msgcount for c in pose_c)
+                raise BagError(f"pose topic {self.pose_topic} holds only static transforms ({n} "
+                               "TFMessage, nothing that moves): pass the moving pose, e.g. an "
+                               "Odometry / PoseStamped topic or /tf")
             raise BagError(f"pose topic {self.pose_topic} has no messages")
 
     def _intrinsics(self, info) -> None:
