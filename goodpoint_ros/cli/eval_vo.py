@@ -1,0 +1,159 @@
+"""`goodpoint eval vo PATH`: visual odometry on real sequences, GoodPoint against ORB/SIFT/AKAZE.
+
+  goodpoint eval vo PATH [--mode stereo|rgbd|mono] [--methods goodpoint,orb,sift,akaze]
+                         --out DIR [--json FILE] [--scale 0.5] [--frames N]
+
+PATH is a KITTI odometry sequence (image_0/, image_1/, calib.txt, times.txt,
+poses.txt), EuRoC ASL (mav0/cam0|cam1 + sensor.yaml, rectified here), TUM
+RGB-D (rgb.txt, depth.txt, groundtruth.txt) or a rosbag2 with image + depth
++ pose topics (goodpoint make-sample-bag).  Every method runs through the same
+back end (goodpoint_ros.odometry).  Writes DIR/trajectory_<method>.tum
+(estimated camera poses from the first frame, input stamps), DIR/report.md
+with a top view and an error-over-time plot, and --json the metrics per
+method: ATE RMSE after Umeyama (SE(3); Sim(3) in mono), RPE per frame and
+per metre, the KITTI segment metric when the path is ≥ 100 m, end-point
+drift, lost-track count and the per-frame time split.  See docs/odometry.md.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from goodpoint_ros.cli.common import UserError, add_model_args, write_json
+
+DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
+
+
+def add_vo_parser(sub) -> None:
+    """Register ``vo`` under ``goodpoint eval``."""
+    p = sub.add_parser("vo", help="visual odometry on KITTI / EuRoC / TUM RGB-D / rosbag2 "
+                                  "(ATE, RPE, drift)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(_eval_run=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="sequence folder or bag (layout detected)")
+    p.add_argument("--mode", choices=["stereo", "rgbd", "mono"], default=None,
+                   help="default: stereo for KITTI/EuRoC, rgbd for TUM and bags")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated subset of {DEFAULT_METHODS} (default: all)")
+    p.add_argument("--out", required=True, help="output directory (created)")
+    p.add_argument("--json", help="write the metrics per method to this file")
+    p.add_argument("--max-keypoints", type=int, default=2000,
+                   help="each method keeps its strongest k per image (default 2000)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="resize images by this factor, calibration scaled (default 1 = native)")
+    p.add_argument("--frames", type=int, default=0, help="use the first N frames (0 = all)")
+    p.add_argument("--solver", choices=["gtsam", "scipy"], default="gtsam",
+                   help="sliding-window BA solver (default gtsam)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="GoodPoint θ_keypoint (default: the weights' metadata)")
+    p.add_argument("--nms", type=int, default=None,
+                   help="GoodPoint NMS radius (default: the weights' metadata, else 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b = p.add_argument_group("rosbag2 input")
+    b.add_argument("--image-topic", default=None)
+    b.add_argument("--camera-info-topic", default=None)
+    b.add_argument("--depth-topic", default=None)
+    b.add_argument("--pose-topic", default=None)
+    add_model_args(p)
+    # The shipped ONNX model on ONNX Runtime is the reference runtime (docs/deployment.md);
+    # `auto` would time probes first.
+    p.set_defaults(backend="onnxruntime")
+
+
+def _extractor(args):
+    from goodpoint_ros.core.config import GoodPointConfig
+    from goodpoint_ros.core.pipeline import FeatureExtractor
+    kw = {"threads": args.threads} if getattr(args, "threads", None) else {}
+    ex = FeatureExtractor(args.backend, None, weights=args.weights, device=args.device,
+                          precision=args.precision, **kw)
+    det = ex.metadata.get("detection", {})
+    nms = args.nms if args.nms is not None else int(det.get("nms_radius", 8))
+    ex.set_config(GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=nms,
+                                  max_keypoints=args.max_keypoints or None))
+    return ex
+
+
+def run(args) -> int:
+    import sys
+
+    import numpy as np
+
+    from goodpoint_ros.evaluation.aggregate import json_safe
+    from goodpoint_ros.evaluation.methods import parse_methods
+    from goodpoint_ros.evaluation.vo.datasets import DatasetError, load_sequence
+    from goodpoint_ros.evaluation.vo.metrics import write_tum
+    from goodpoint_ros.evaluation.vo.report import table, write_report
+    from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
+    from goodpoint_ros.odometry.camera import CalibrationError
+    from goodpoint_ros.odometry.config import VOConfig
+
+    names = parse_methods(args.methods)
+    if not 0.05 <= args.scale <= 4:
+        raise UserError(f"--scale must be in [0.05, 4], got {args.scale}")
+    if args.max_keypoints < 0 or args.frames < 0:
+        raise UserError("--max-keypoints and --frames must be >= 0")
+    bag_kw = {k: getattr(args, k) for k in ("image_topic", "camera_info_topic", "depth_topic",
+                                            "pose_topic")}
+    bag_kw["max_frames"] = args.frames
+    try:
+        seq = load_sequence(args.path, scale=args.scale, **bag_kw)
+    except (DatasetError, CalibrationError) as exc:
+        raise UserError(str(exc)) from None
+    mode = args.mode or seq.modes[0]
+    if mode not in seq.modes:
+        raise UserError(f"{args.path} ({seq.layout}) supports --mode {', '.join(seq.modes)}, "
+                        f"not {mode}")
+    config = VOConfig(mode=mode, solver=args.solver)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    metrics, runs, stamps, timing = {}, {}, {}, {}
+    settings_methods = {}
+    for name in names:
+        t0 = time.perf_counter()
+        source = method_source(name, args.max_keypoints,
+                               extractor=_extractor(args) if name == "goodpoint" else None)
+        if name == "goodpoint":
+            ex = source.detect_fn
+            settings_methods[name] = {**ex.config.to_dict(), "backend": type(ex.backend).__name__}
+        else:
+            settings_methods[name] = {"max_keypoints": args.max_keypoints}
+        r = run_sequence(seq, source, config, limit=args.frames,
+                         progress=not args.no_progress and sys.stderr.isatty())
+        write_tum(out / f"trajectory_{name}.tum", r.stamps, r.poses,
+                  f"goodpoint eval vo {name} {mode}: T_cam0_cam (optical), t tx ty tz qx qy qz qw")
+        metrics[name] = r.metrics()
+        idx = [i for i, g in enumerate(r.gt) if g is not None]
+        runs[name] = r.poses[idx]
+        stamps[name] = r.stamps[idx]
+        timing[name] = time.perf_counter() - t0
+    gt_idx = [i for i, g in enumerate(seq.gt[:len(r.stamps)]) if g is not None]
+    gt = None
+    if len(gt_idx) >= 2:
+        G = np.stack([seq.gt[i] for i in gt_idx])
+        gt = np.stack([np.linalg.inv(G[0]) @ g for g in G])
+    result = {"sequence": seq.name, "layout": seq.layout, "frames": int(len(r.stamps)),
+              "methods": metrics, "notes": seq.notes,
+              "timing_s": {**timing, "total": time.perf_counter() - t_start},
+              "settings": {"mode": mode, "size": list(seq.size), "scale": args.scale,
+                           "vo": config.to_dict(), "methods": settings_methods,
+                           "source": str(args.path)}}
+    safe = json_safe(result)
+    write_report(safe, out, runs, gt, stamps)
+    if args.json:
+        slim = json_safe(result)
+        for m in slim["methods"].values():       # per-frame lists stay in the report's plots
+            if m:
+                m["ate"].pop("errors", None)
+                m["rpe"].pop("trans_errors", None)
+        write_json(args.json, slim)
+    print(f"goodpoint eval vo {seq.name} ({seq.layout}, {mode}, {len(r.stamps)} frames, "
+          f"{seq.size[0]}x{seq.size[1]})")
+    print("\n".join(table(safe)))
+    print(f"wrote {out / 'report.md'}")
+    return 0

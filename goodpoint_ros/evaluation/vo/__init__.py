@@ -1,0 +1,1 @@
+"""Visual-odometry evaluation: `goodpoint eval vo` (loaders, trajectory metrics, report)."""

@@ -1,0 +1,107 @@
+"""Markdown report and plots of ``goodpoint eval vo`` (matplotlib, lazily imported)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+
+def _fmt(v, digits=3, suffix=""):
+    if v is None:
+        return "–"
+    return f"{v:.{digits}f}{suffix}"
+
+
+def table(result: Dict) -> List[str]:
+    """One Markdown row per method."""
+    lines = ["| method | ATE RMSE (m) | RPE trans (m/frame) | RPE rot (°/frame) | RPE (%) | "
+             "KITTI t_err (%) | end drift (%) | lost | frames | median inliers | "
+             "ms/frame (net / frontend / track / BA) | Hz |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        if m is None:
+            lines.append(f"| {name} | no ground truth | | | | | | | | | | |")
+            continue
+        k = m.get("kitti")
+        t = m["time_ms_median"]
+        lines.append(
+            f"| {name} | {_fmt(m['ate']['rmse'])} | {_fmt(m['rpe']['trans_rmse'], 4)} | "
+            f"{_fmt(m['rpe']['rot_rmse_deg'], 3)} | {_fmt(m['rpe']['trans_pct'], 2)} | "
+            f"{_fmt(k['t_err_pct'], 2) if k else '– (< 100 m)'} | "
+            f"{_fmt(m['endpoint_drift_pct'], 2)} | {m['lost_count']} | {m['frames']} | "
+            f"{m['median_inliers']:.0f} | {t['total']:.0f} ({t['network']:.0f} / "
+            f"{t.get('frontend', 0):.0f} / {t['tracking']:.0f} / {t['ba']:.0f}) | "
+            f"{_fmt(m['hz'], 1)} |")
+    return lines
+
+
+def plot_trajectories(runs, gt: np.ndarray, path: Path, sim3: bool) -> None:
+    """Top view (x–z of the first camera: right / forward) of aligned estimates and ground truth."""
+    import matplotlib
+    matplotlib.use("Agg")     # headless: never needs a display
+    import matplotlib.pyplot as plt
+
+    from goodpoint_ros.evaluation.vo.metrics import align
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.plot(gt[:, 0, 3], gt[:, 2, 3], "k-", lw=2, label="ground truth")
+    for name, est in runs.items():
+        a, _ = align(est, gt, sim3)
+        ax.plot(a[:, 0, 3], a[:, 2, 3], "-", lw=1.2, label=name)
+    ax.set_xlabel("x (m, right)")
+    ax.set_ylabel("z (m, forward)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"top view, {'Sim(3)' if sim3 else 'SE(3)'}-aligned")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_errors(result: Dict, stamps: Dict[str, np.ndarray], path: Path) -> None:
+    """Aligned position error over time, per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, m in result["methods"].items():
+        if m is None:
+            continue
+        t = stamps[name]
+        ax.plot(t - t[0], m["ate"]["errors"], label=name)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("ATE error (m)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(result: Dict, out: Path, runs, gt, stamps) -> Path:
+    """DIR/report.md + trajectory.png + errors.png (atomic writes)."""
+    from goodpoint_ros.core.weights import atomic_write_bytes
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sim3 = result["settings"]["mode"] == "mono"
+    pics = []
+    if gt is not None and len(gt) >= 2 and runs:
+        plot_trajectories(runs, gt, out / "trajectory.tmp.png", sim3)
+        os.replace(out / "trajectory.tmp.png", out / "trajectory.png")
+        plot_errors(result, stamps, out / "errors.tmp.png")
+        os.replace(out / "errors.tmp.png", out / "errors.png")
+        pics = ["![top view](trajectory.png)", "", "![error over time](errors.png)", ""]
+    s = result["settings"]
+    lines = [f"# goodpoint eval vo: {result['sequence']}", "",
+             f"Mode **{s['mode']}**, layout {result['layout']}, {result['frames']} frames at "
+             f"{s['size'][0]}×{s['size'][1]}, ATE after {'Sim(3)' if sim3 else 'SE(3)'} Umeyama "
+             "alignment; RPE frame to frame; time is the median per frame.", ""]
+    lines += table(result) + [""] + pics
+    notes = result.get("notes") or []
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["Trajectories: " + ", ".join(f"`trajectory_{n}.tum`" for n in result["methods"]), ""]
+    atomic_write_bytes(str(out / "report.md"), ("\n".join(lines) + "\n").encode())
+    return out / "report.md"

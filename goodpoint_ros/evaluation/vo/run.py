@@ -1,0 +1,104 @@
+"""Run the odometry back end over a :class:`~.datasets.Sequence` with one feature method.
+
+GoodPoint and the classical features (ORB / SIFT / AKAZE from
+:mod:`goodpoint_ros.evaluation.methods`, with their own descriptor distance)
+go through the *same* :class:`~goodpoint_ros.odometry.vo.VisualOdometry`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from goodpoint_ros.evaluation.vo.datasets import Sequence
+from goodpoint_ros.evaluation.vo.metrics import trajectory_metrics
+from goodpoint_ros.odometry.config import VOConfig
+from goodpoint_ros.odometry.features import FeatureSource, goodpoint_source
+from goodpoint_ros.odometry.vo import VisualOdometry
+
+
+def method_source(name: str, max_keypoints: int = 2000, extractor=None) -> FeatureSource:
+    """A :class:`FeatureSource` for ``goodpoint``, ``orb``, ``sift`` or ``akaze``."""
+    from goodpoint_ros.evaluation.methods import OpenCVMethod, hamming_distances, l2_distances, make_method
+    if name == "goodpoint":
+        if extractor is None:
+            method = make_method("goodpoint", max_keypoints)
+            extractor = method.extractor
+        return goodpoint_source(extractor)
+    method = make_method(name, max_keypoints)
+    assert isinstance(method, OpenCVMethod)
+    return FeatureSource(name, method.detect, hamming_distances if method.binary else l2_distances)
+
+
+@dataclass
+class RunResult:
+    method: str
+    mode: str
+    stamps: np.ndarray
+    poses: np.ndarray                  # [N,4,4] estimated T_cam0_cam (camera optical frames)
+    states: List[str]
+    times: Dict[str, List[float]]
+    lost_count: int
+    resets: int
+    inliers: List[int]
+    gt: List[Optional[np.ndarray]]
+    wall_s: float
+    messages: List[str] = field(default_factory=list)
+
+    def metrics(self) -> Optional[Dict]:
+        """Trajectory metrics on the frames that have ground truth (None if < 2)."""
+        idx = [i for i, g in enumerate(self.gt) if g is not None]
+        if len(idx) < 2:
+            return None
+        est = self.poses[idx]
+        gt = np.stack([self.gt[i] for i in idx])
+        gt = np.stack([np.linalg.inv(gt[0]) @ g for g in gt])     # from the first pose
+        m = trajectory_metrics(est, gt, sim3=self.mode == "mono")
+        med = {k: float(np.median(v)) if v else 0.0 for k, v in self.times.items()}
+        m.update({"lost_count": self.lost_count, "resets": self.resets,
+                  "states": {s: self.states.count(s) for s in dict.fromkeys(self.states)},
+                  "time_ms_median": med,
+                  "time_ms_mean": {k: float(np.mean(v)) if v else 0.0 for k, v in self.times.items()},
+                  "hz": 1e3 / med["total"] if med.get("total") else None,
+                  "backend_share": (med["tracking"] + med["ba"]) / med["total"]
+                  if med.get("total") else None,
+                  "median_inliers": float(np.median(self.inliers)) if self.inliers else 0.0})
+        return m
+
+
+def run_sequence(seq: Sequence, source: FeatureSource, config: VOConfig, limit: int = 0,
+                 progress: bool = False) -> RunResult:
+    """Feed every frame (or the first ``limit``) to a fresh VO."""
+    mode = config.mode
+    if mode not in seq.modes:
+        raise ValueError(f"{seq.name} ({seq.layout}) supports --mode {', '.join(seq.modes)}, "
+                         f"not {mode}")
+    vo = VisualOdometry(config, source, rig=seq.rig if mode == "stereo" else None,
+                        camera=seq.camera)
+    T_cb = np.linalg.inv(vo.T_bc)
+    stamps, poses, states, inl, msgs = [], [], [], [], []
+    times: Dict[str, List[float]] = {"network": [], "frontend": [], "tracking": [], "ba": [],
+                                     "total": []}
+    frames = seq.frames(limit)
+    if progress:
+        from tqdm import tqdm
+        frames = tqdm(frames, total=min(limit or len(seq), len(seq)), desc=source.name,
+                      unit="frame")
+    t0 = time.perf_counter()
+    for f in frames:
+        r = vo.process(f.stamp, f.image, right=f.right if mode == "stereo" else None,
+                       depth=f.depth if mode == "rgbd" else None)
+        stamps.append(f.stamp)
+        poses.append(T_cb @ r.T_odom_camera)           # first camera → camera (optical)
+        states.append(r.state.value)
+        inl.append(r.inliers)
+        for k in times:
+            times[k].append(r.times.get(k, 0.0))
+        if r.message:
+            msgs.append(f"{f.index}: {r.message}")
+    n = len(stamps)
+    return RunResult(source.name, mode, np.array(stamps), np.stack(poses) if n else np.zeros((0, 4, 4)),
+                     states, times, vo.lost_count, vo.resets, inl, seq.gt[:n],
+                     time.perf_counter() - t0, msgs)

@@ -1,0 +1,217 @@
+"""Sliding-window bundle adjustment over the last keyframes (robust, two solvers).
+
+Unknowns: the window's keyframe poses ``T_world_cam`` (the oldest held fixed
+— in mono the two oldest, which also fixes the scale) and the landmarks they
+observe.  Residuals: stereo observations (u_left, u_right, v) through the
+rectified rig, mono observations (u, v) through the pinhole, each with a
+Huber loss at ``huber`` whitened units (σ = ``pixel_sigma`` px).
+
+* ``gtsam`` (default): ``GenericStereoFactor3D`` / ``GenericProjectionFactorCal3_S2``
+  with a Huber m-estimator, Levenberg–Marquardt, and the newest pose's
+  marginal covariance from ``gtsam.Marginals`` (body frame, (rotation,
+  translation) — gtsam's Pose3 tangent order).
+* ``scipy``: ``scipy.optimize.least_squares`` (TRF, Huber loss, sparse
+  finite-difference Jacobian); the covariance is (JᵀJ)⁻¹σ² of the newest
+  pose's block, a Gauss–Newton approximation.
+
+docs/odometry.md records the measured comparison that made gtsam the default.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from goodpoint_ros.odometry.geometry import inv_T, make_T
+
+
+@dataclass
+class BAProblem:
+    """poses [K,4,4] T_world_cam; fixed [K] bool; points [P,3] world;
+    observations: obs_kf [O], obs_pt [O] (indices), uv [O,2] left pixels,
+    ur [O] right-image u (NaN: a mono observation); intrinsics and baseline."""
+    poses: np.ndarray
+    fixed: np.ndarray
+    points: np.ndarray
+    obs_kf: np.ndarray
+    obs_pt: np.ndarray
+    uv: np.ndarray
+    ur: np.ndarray
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    baseline: float = 0.0
+
+
+@dataclass
+class BAResult:
+    poses: np.ndarray
+    points: np.ndarray
+    covariance: Optional[np.ndarray]      # 6×6 newest pose, body (rotation, translation)
+    errors: np.ndarray                    # [O] reprojection error after BA, pixels
+    ms: float
+    solver: str
+
+
+def reprojection_errors(p: BAProblem, poses: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Per-observation pixel error (max over left / right for stereo). → [O]."""
+    T_cw = np.stack([inv_T(T) for T in poses])
+    Xc = np.einsum("oij,oj->oi", T_cw[p.obs_kf, :3, :3], points[p.obs_pt]) + T_cw[p.obs_kf, :3, 3]
+    z = np.where(Xc[:, 2] > 1e-6, Xc[:, 2], np.nan)
+    u = p.fx * Xc[:, 0] / z + p.cx
+    v = p.fy * Xc[:, 1] / z + p.cy
+    err = np.hypot(u - p.uv[:, 0], v - p.uv[:, 1])
+    stereo = np.isfinite(p.ur)
+    ur = p.fx * (Xc[:, 0] - p.baseline) / z + p.cx
+    err[stereo] = np.maximum(err[stereo], np.abs(ur[stereo] - p.ur[stereo]))
+    return np.nan_to_num(err, nan=1e9)
+
+
+_GTSAM = None
+
+
+def gtsam_available() -> bool:
+    """Whether gtsam imports (checked once; says so once when it does not)."""
+    global _GTSAM
+    if _GTSAM is None:
+        try:
+            import gtsam  # noqa: F401  (optional: pip install goodpoint_ros[odometry])
+            _GTSAM = True
+        except ImportError:
+            import logging
+            logging.getLogger(__name__).warning(
+                "gtsam is not installed (pip install 'goodpoint_ros[odometry]'): bundle "
+                "adjustment uses scipy's least_squares")
+            _GTSAM = False
+    return _GTSAM
+
+
+def solve(p: BAProblem, solver: str = "gtsam", sigma: float = 1.0, huber: float = 1.345,
+          iterations: int = 10, want_covariance: bool = True) -> BAResult:
+    """Run the chosen solver (``gtsam`` or ``scipy``) on a window."""
+    t0 = time.perf_counter()
+    if solver == "gtsam" and not gtsam_available():
+        solver = "scipy"          # documented fallback: the `odometry` extra is not installed
+    if solver == "gtsam":
+        poses, points, cov = _solve_gtsam(p, sigma, huber, iterations, want_covariance)
+    elif solver == "scipy":
+        poses, points, cov = _solve_scipy(p, sigma, huber, iterations, want_covariance)
+    else:
+        raise ValueError(f"unknown BA solver {solver!r} (gtsam or scipy)")
+    errors = reprojection_errors(p, poses, points)
+    return BAResult(poses, points, cov, errors, (time.perf_counter() - t0) * 1e3, solver)
+
+
+# --------------------------------------------------------------------------- gtsam
+
+def _solve_gtsam(p: BAProblem, sigma, huber, iterations, want_covariance):
+    import gtsam  # optional heavy dependency (the `odometry` extra): lazy
+    from gtsam.symbol_shorthand import L, X
+
+    graph = gtsam.NonlinearFactorGraph()
+    values = gtsam.Values()
+    robust = gtsam.noiseModel.mEstimator.Huber.Create(huber)
+    n3 = gtsam.noiseModel.Robust.Create(robust, gtsam.noiseModel.Isotropic.Sigma(3, sigma))
+    n2 = gtsam.noiseModel.Robust.Create(robust, gtsam.noiseModel.Isotropic.Sigma(2, sigma))
+    K3 = gtsam.Cal3_S2Stereo(p.fx, p.fy, 0.0, p.cx, p.cy, max(p.baseline, 1e-9))
+    K2 = gtsam.Cal3_S2(p.fx, p.fy, 0.0, p.cx, p.cy)
+    prior = gtsam.noiseModel.Isotropic.Sigma(6, 1e-6)
+    for k, T in enumerate(p.poses):
+        values.insert(X(k), gtsam.Pose3(T))
+        if p.fixed[k]:
+            graph.add(gtsam.PriorFactorPose3(X(k), gtsam.Pose3(T), prior))
+    for j, P in enumerate(p.points):
+        values.insert(L(j), gtsam.Point3(*P))
+    for k, j, (u, v), ur in zip(p.obs_kf, p.obs_pt, p.uv, p.ur):
+        if np.isfinite(ur):
+            graph.add(gtsam.GenericStereoFactor3D(gtsam.StereoPoint2(u, ur, v), n3,
+                                                  X(int(k)), L(int(j)), K3))
+        else:
+            graph.add(gtsam.GenericProjectionFactorCal3_S2(gtsam.Point2(u, v), n2,
+                                                           X(int(k)), L(int(j)), K2))
+    params = gtsam.LevenbergMarquardtParams()
+    params.setMaxIterations(int(iterations))
+    result = gtsam.LevenbergMarquardtOptimizer(graph, values, params).optimize()
+    poses = np.stack([result.atPose3(X(k)).matrix() for k in range(len(p.poses))])
+    points = np.stack([np.asarray(result.atPoint3(L(j))) for j in range(len(p.points))])
+    cov = None
+    if want_covariance:
+        try:
+            cov = gtsam.Marginals(graph, result).marginalCovariance(X(len(p.poses) - 1))
+        except RuntimeError:      # indeterminant system: no covariance this time
+            cov = None
+    return poses, points, cov
+
+
+# --------------------------------------------------------------------------- scipy
+
+def _project(p: BAProblem, rvecs, tvecs, points, kf, pt):
+    """Residuals (u, v, ur) of observations, camera from world via (rvec, tvec)."""
+    R = np.stack([cv2.Rodrigues(r)[0] for r in rvecs])
+    Xc = np.einsum("oij,oj->oi", R[kf], points[pt]) + tvecs[kf]
+    z = np.maximum(Xc[:, 2], 1e-6)
+    return np.stack([p.fx * Xc[:, 0] / z + p.cx, p.fy * Xc[:, 1] / z + p.cy,
+                     p.fx * (Xc[:, 0] - p.baseline) / z + p.cx], axis=1)
+
+
+def _solve_scipy(p: BAProblem, sigma, huber, iterations, want_covariance):
+    from scipy.optimize import least_squares
+    from scipy.sparse import lil_matrix
+
+    K, P, O = len(p.poses), len(p.points), len(p.obs_kf)
+    free = np.nonzero(~p.fixed)[0]
+    slot = -np.ones(K, int)
+    slot[free] = np.arange(len(free))
+    T_cw = np.stack([inv_T(T) for T in p.poses])
+    r0 = np.stack([cv2.Rodrigues(np.ascontiguousarray(T[:3, :3]))[0].ravel() for T in T_cw])
+    t0 = T_cw[:, :3, 3].copy()
+    x0 = np.concatenate([np.concatenate([r0[free], t0[free]], 1).ravel(), p.points.ravel()])
+    stereo = np.isfinite(p.ur)
+    target = np.stack([p.uv[:, 0], p.uv[:, 1], np.where(stereo, p.ur, 0.0)], 1)
+    n_pose = 6 * len(free)
+
+    def unpack(x):
+        r, t = r0.copy(), t0.copy()
+        fp = x[:n_pose].reshape(-1, 6)
+        r[free], t[free] = fp[:, :3], fp[:, 3:]
+        return r, t, x[n_pose:].reshape(P, 3)
+
+    def fun(x):
+        r, t, pts = unpack(x)
+        res = (_project(p, r, t, pts, p.obs_kf, p.obs_pt) - target) / sigma
+        res[~stereo, 2] = 0.0
+        return res.ravel()
+
+    A = lil_matrix((3 * O, len(x0)), dtype=int)
+    rows = np.arange(O)
+    for c in range(3):
+        s = slot[p.obs_kf]
+        has = s >= 0
+        for q in range(6):
+            A[3 * rows[has] + c, 6 * s[has] + q] = 1
+        for q in range(3):
+            A[3 * rows + c, n_pose + 3 * p.obs_pt + q] = 1
+    sol = least_squares(fun, x0, jac_sparsity=A, loss="huber", f_scale=huber, method="trf",
+                        x_scale="jac", max_nfev=int(iterations) * 2 + 1)
+    r, t, pts = unpack(sol.x)
+    poses = np.stack([inv_T(make_T(cv2.Rodrigues(r[k])[0], t[k])) for k in range(K)])
+    cov = None
+    last = K - 1
+    if want_covariance and slot[last] >= 0:
+        J = sol.jac.tocsc() if hasattr(sol.jac, "tocsc") else sol.jac
+        JtJ = (J.T @ J)
+        JtJ = JtJ.toarray() if hasattr(JtJ, "toarray") else JtJ
+        try:
+            inv = np.linalg.inv(JtJ + 1e-9 * np.eye(len(JtJ)))
+            # (rvec, tvec) of T_cam_world: to first order a perturbation of it is
+            # minus a body-frame perturbation of T_world_cam (rotation, translation)
+            # — the sign does not change a covariance.
+            i = 6 * slot[last]
+            cov = inv[i:i + 6, i:i + 6]          # residuals are whitened by σ already
+        except np.linalg.LinAlgError:
+            cov = None
+    return poses, pts, cov

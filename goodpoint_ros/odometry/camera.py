@@ -1,0 +1,104 @@
+"""Intrinsics, stereo rigs and depth images for the odometry.
+
+A rectified stereo pair is fully described by the left camera's pinhole
+intrinsics and the baseline, both read from the rectified projection
+matrices (``sensor_msgs/CameraInfo.p``, KITTI ``calib.txt``):
+``P_right[0,3] = −fx·B`` (relative to ``P_left[0,3]``), so
+``B = −(P_right[0,3] − P_left[0,3]) / fx``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+class CalibrationError(ValueError):
+    """Missing or unusable calibration (one line says why)."""
+
+
+@dataclass(frozen=True)
+class PinholeCamera:
+    """Undistorted (rectified) pinhole intrinsics in pixels, pixel centres at integers."""
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @classmethod
+    def from_K(cls, K, size: Tuple[int, int]) -> "PinholeCamera":
+        K = np.asarray(K, np.float64).reshape(3, 3)
+        if not (K[0, 0] > 0 and K[1, 1] > 0) or not np.all(np.isfinite(K)):
+            raise CalibrationError(f"invalid intrinsics (fx={K[0, 0]}, fy={K[1, 1]}): "
+                                   "the camera is not calibrated")
+        return cls(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]),
+                   int(size[0]), int(size[1]))
+
+    def scaled(self, size: Tuple[int, int]) -> "PinholeCamera":
+        """The same camera for images resized to ``size`` (W, H): x' = (x + 0.5)·s − 0.5."""
+        sx, sy = size[0] / self.width, size[1] / self.height
+        return PinholeCamera(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
+                             (self.cy + 0.5) * sy - 0.5, int(size[0]), int(size[1]))
+
+
+@dataclass(frozen=True)
+class StereoRig:
+    """A rectified stereo pair: left intrinsics and baseline (metres, > 0)."""
+    left: PinholeCamera
+    baseline: float
+
+    @classmethod
+    def from_projections(cls, P_left, P_right, size: Tuple[int, int]) -> "StereoRig":
+        """Rectified 3×4 projection matrices (CameraInfo.p or calib.txt rows) → rig."""
+        P0 = np.asarray(P_left, np.float64).reshape(3, 4)
+        P1 = np.asarray(P_right, np.float64).reshape(3, 4)
+        cam = PinholeCamera.from_K(P0[:, :3], size)
+        baseline = -(P1[0, 3] - P0[0, 3]) / P1[0, 0] if P1[0, 0] > 0 else 0.0
+        if not baseline > 0:
+            raise CalibrationError(f"stereo baseline from the projection matrices is {baseline:.4g} m: "
+                                   "the right camera's P must carry Tx = −fx·B (rectified pair)")
+        return cls(cam, float(baseline))
+
+    def scaled(self, size: Tuple[int, int]) -> "StereoRig":
+        return StereoRig(self.left.scaled(size), self.baseline)
+
+
+def depth_to_metres(depth: np.ndarray, encoding: Optional[str] = None) -> np.ndarray:
+    """A depth image → float32 metres [H,W], NaN where there is no depth.
+
+    ``16UC1`` / uint16: millimetres, 0 = none (REP-118); ``32FC1`` / float:
+    metres, NaN, ±inf and ≤ 0 = none.
+    """
+    d = np.asarray(depth)
+    if d.ndim == 3 and d.shape[2] == 1:
+        d = d[:, :, 0]
+    if d.ndim != 2:
+        raise ValueError(f"depth must be one channel [H,W], got shape {d.shape}")
+    if encoding == "16UC1" or d.dtype == np.uint16:
+        out = d.astype(np.float32) * np.float32(1e-3)
+    elif encoding in (None, "32FC1") and np.issubdtype(d.dtype, np.floating):
+        out = d.astype(np.float32, copy=True)
+    else:
+        raise ValueError(f"unsupported depth {encoding or d.dtype} (use 16UC1 mm or 32FC1 m)")
+    out[~np.isfinite(out) | (out <= 0)] = np.nan
+    return out
+
+
+def sample_depth(depth_m: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Depth at keypoints [N,2] (nearest pixel; NaN outside or invalid) → [N] metres."""
+    h, w = depth_m.shape
+    out = np.full(len(keypoints), np.nan, np.float32)
+    if not len(keypoints):
+        return out
+    x = np.rint(keypoints[:, 0]).astype(int)
+    y = np.rint(keypoints[:, 1]).astype(int)
+    ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    out[ok] = depth_m[y[ok], x[ok]]
+    return out

@@ -1,0 +1,122 @@
+"""VO settings: one typed dataclass, the one source for the node, the CLI and tests.
+
+The back end follows the usual keyframe VO design (ORB-SLAM2's tracking of a
+local map, Mur-Artal & Tardós 2017, and the sliding-window BA of
+Strasdat et al. 2010); GoodPoint's own settings (θ_keypoint, NMS, θ_desc —
+Belikov & Potapov 2020 §6.1) stay in
+:class:`goodpoint_ros.core.config.GoodPointConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+MODES = ("stereo", "rgbd", "mono")
+SOLVERS = ("gtsam", "scipy")
+
+
+@dataclass
+class VOConfig:
+    """Visual-odometry settings (pixels refer to the images the VO is given).
+
+    Matching and degenerate-match rejection (before PnP):
+        ratio: Lowe ratio for every association (stereo, map → frame, two-view);
+            near-identical descriptors (flat sky) fail it.
+        min_score: drop keypoints scoring below this (None: keep all the
+            detector returned).  For GoodPoint a floor above θ_keypoint.
+        distinct_fraction: drop a keypoint whose nearest other descriptor in
+            the same image is closer than this fraction of the image's median
+            nearest-other distance (copies of one flat cell); 0 disables.
+        ratio_exclusion: candidates within this many pixels of the best one are
+            not its rivals (one descriptor cell: neighbours share an interpolated
+            descriptor), for the ratio test and the distinctiveness filter.
+        spread_grid / min_spread_cells: PnP inliers must occupy at least this
+            many cells of a (cols, rows) grid, else the frame is LOST.
+    Tracking:
+        search_radius: guided-matching window around the predicted
+            projection (pixels); matching falls back to an unguided search
+            when too few are found.
+        pnp_threshold: USAC reprojection threshold (pixels).
+        min_inliers: fewer PnP inliers → LOST.
+        max_translation / max_rotation_deg: a larger jump in one frame is
+            rejected as a failure (LOST) rather than believed.
+    Keyframes and map:
+        keyframe_ratio: a new keyframe when the tracked landmarks fall below
+            this fraction of those tracked at the last keyframe.
+        keyframe_min_inliers / keyframe_max_gap: or when inliers drop below
+            this count, or this many frames have passed.
+        min_disparity / max_depth_baselines: stereo points kept for
+            triangulation (disparity px; depth ≤ this many baselines).
+        subpixel_stereo: refine disparities by patch matching along the row
+            (GoodPoint keypoints sit on whole pixels).
+        min_parallax_deg: mono triangulation needs this ray angle.
+    Bundle adjustment:
+        window: keyframes in the sliding window (the oldest is held fixed;
+            in mono the two oldest, which also fixes the scale).
+        solver: ``gtsam`` (Levenberg–Marquardt, Huber loss, marginal
+            covariance) or ``scipy`` (least_squares TRF with a Huber loss).
+        huber: Huber threshold in whitened units (σ = ``pixel_sigma``).
+        ba_iterations: solver iteration cap.
+    Depth (RGB-D):
+        virtual_baseline: RGB-D points are handled as a stereo rig with this
+            baseline (metres), as ORB-SLAM2 does, so one BA serves both.
+        max_depth: RGB-D depth beyond this is ignored (metres).
+    Lost track:
+        lost_covariance: diagonal variance published while LOST (m², rad²).
+    """
+
+    mode: str = "stereo"
+    ratio: float = 0.9
+    min_score: Optional[float] = None
+    distinct_fraction: float = 0.25
+    ratio_exclusion: float = 8.0
+    spread_grid: tuple = (4, 3)
+    min_spread_cells: int = 3
+    search_radius: float = 24.0
+    pnp_threshold: float = 2.0
+    min_inliers: int = 12
+    max_translation: float = 5.0
+    max_rotation_deg: float = 30.0
+    keyframe_ratio: float = 0.8
+    keyframe_min_inliers: int = 80
+    keyframe_max_gap: int = 5
+    min_disparity: float = 0.5
+    max_depth_baselines: float = 80.0
+    subpixel_stereo: bool = True
+    min_parallax_deg: float = 1.0
+    window: int = 6
+    solver: str = "gtsam"
+    pixel_sigma: float = 1.0
+    huber: float = 1.345
+    ba_iterations: int = 10
+    virtual_baseline: float = 0.08
+    max_depth: float = 20.0
+    lost_covariance: float = 1e4
+    max_landmarks: int = 4000
+
+    def validate(self) -> "VOConfig":
+        """Raise ``ValueError`` with a readable line on a bad setting."""
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.window < 2:
+            raise ValueError(f"window must be >= 2 keyframes, got {self.window}")
+        if self.min_inliers < 4:
+            raise ValueError(f"min_inliers must be >= 4 (PnP), got {self.min_inliers}")
+        for name in ("search_radius", "pnp_threshold", "pixel_sigma", "huber", "virtual_baseline",
+                     "max_depth", "max_translation", "max_rotation_deg", "lost_covariance"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.distinct_fraction < 1:
+            raise ValueError(f"distinct_fraction must be in [0, 1), got {self.distinct_fraction}")
+        return self
+
+    def replace(self, **kw) -> "VOConfig":
+        return dataclasses.replace(self, **kw).validate()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,764 @@
+"""Keyframe visual odometry: stereo, RGB-D and mono, on any :class:`FeatureSource`.
+
+    vo = VisualOdometry(VOConfig(mode="stereo"), goodpoint_source(), rig=rig)
+    result = vo.process(stamp, left, right)             # OdometryResult
+    vo = VisualOdometry(VOConfig(mode="rgbd"), source, camera=cam)
+    result = vo.process(stamp, image, depth=depth)      # 16UC1 mm or 32FC1 m
+    vo = VisualOdometry(VOConfig(mode="mono"), source, camera=cam)
+
+Per frame: detect (and stereo-match or read depth), drop degenerate
+keypoints (:mod:`.filtering`), match the local map — the landmarks of the
+last ``window`` keyframes — to the frame, guided by the constant-velocity
+prediction, PnP + RANSAC (OpenCV USAC/MAGSAC) and Levenberg–Marquardt
+refinement, a second guided pass with the refined pose, then decide a
+keyframe: new landmarks from stereo disparity, depth or (mono) two-view
+triangulation, and a sliding-window bundle adjustment (:mod:`.bundle`).
+
+Frames: the internal world is the first camera pose (optical axes); the odom
+frame is the base frame at the first frame (REP-105), so
+``T_odom_base(t) = T_base_cam · T_world_cam(t) · T_base_cam⁻¹`` and
+``T_odom_camera = T_odom_base · T_base_cam``.
+
+Mono scale: metric scale is unobservable; the first two keyframes'
+distance is 1 unit, BA holds the two oldest keyframes of the window fixed
+so the unit propagates.  A re-initialisation after LOST starts a new unit.
+
+Lost track (too few PnP inliers, inliers bunched in few cells, a jump larger
+than ``max_translation`` / ``max_rotation_deg``, no features): the frame
+is LOST with an inflated covariance and the pose held; the map is rebuilt
+from the next frame that can start one (state INITIALISING, pose still
+held, so the odometry stays continuous).  Time going backwards (a looped
+bag) resets to the origin with a warning.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, Optional
+
+import cv2
+import numpy as np
+
+from goodpoint_ros.core.keypoints import Features
+from goodpoint_ros.core.matching import ROBUST, verify_essential
+from goodpoint_ros.odometry import bundle
+from goodpoint_ros.odometry.camera import (
+    CalibrationError,
+    PinholeCamera,
+    StereoRig,
+    depth_to_metres,
+    sample_depth,
+)
+from goodpoint_ros.odometry.config import VOConfig
+from goodpoint_ros.odometry.features import FeatureSource
+from goodpoint_ros.odometry.filtering import (
+    band_pairs,
+    distinct_mask,
+    pair_distances,
+    radius_pairs,
+    ratio_match,
+    score_mask,
+    sparse_ratio_match,
+    spread_cells,
+)
+from goodpoint_ros.odometry.geometry import (
+    R_BASE_OPTICAL,
+    adjoint,
+    inv_T,
+    make_T,
+    rot_trans_to_ros,
+    rotation_angle,
+    skew,
+    twist,
+)
+
+log = logging.getLogger(__name__)
+
+#: Rectified stereo: rows agree to ±1 px (keypoints on whole pixels, rectification
+#: sub-pixel); nothing nearer than 0.5 m bounds the disparity search.
+STEREO_ROW_TOLERANCE = 1.0
+MIN_STEREO_DEPTH = 0.5
+
+
+class TrackingState(str, enum.Enum):
+    INITIALISING = "INITIALISING"
+    OK = "OK"
+    LOST = "LOST"
+
+
+@dataclass
+class OdometryResult:
+    """One frame's odometry.
+
+    T_odom_camera / T_odom_base: 4×4; twist: (vx, vy, vz, wx, wy, wz) of the
+    base in the base frame; pose_covariance / twist_covariance: 6×6 in ROS
+    order (x, y, z, roll, pitch, yaw), pose in the odom frame, twist in the
+    base frame; times: milliseconds — network (the detector), frontend (keypoint
+    filtering, stereo matching / depth lookup), tracking (map matching, PnP,
+    keyframes, triangulation), ba, total.
+    """
+    stamp: float
+    state: TrackingState
+    T_odom_camera: np.ndarray
+    T_odom_base: np.ndarray
+    twist: np.ndarray
+    pose_covariance: np.ndarray
+    twist_covariance: np.ndarray
+    inliers: int = 0
+    matches: int = 0
+    keypoints: int = 0
+    keyframe: bool = False
+    landmarks: int = 0
+    lost_count: int = 0
+    resets: int = 0
+    times: Dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == TrackingState.OK
+
+
+@dataclass
+class Keyframe:
+    """kp [N,2], ur [N] (right-image u, NaN: none), desc [N,D], lm [N] landmark id (−1: none)."""
+    T_wc: np.ndarray
+    kp: np.ndarray
+    ur: np.ndarray
+    desc: np.ndarray
+    lm: np.ndarray
+    stamp: float
+
+
+@dataclass
+class FrameData:
+    features: Features
+    kp: np.ndarray
+    desc: np.ndarray
+    ur: np.ndarray
+
+
+def default_T_base_camera() -> np.ndarray:
+    """REP-103 optical → base rotation, camera at the base origin."""
+    return make_T(R_BASE_OPTICAL, np.zeros(3))
+
+
+class VisualOdometry:
+    """Feed frames to :meth:`process`; see the module docstring."""
+
+    def __init__(self, config: VOConfig, source: FeatureSource, rig: Optional[StereoRig] = None,
+                 camera: Optional[PinholeCamera] = None,
+                 T_base_camera: Optional[np.ndarray] = None):
+        self.config = config.validate()
+        self.source = source
+        mode = self.config.mode
+        if mode == "stereo":
+            if rig is None:
+                raise CalibrationError("stereo VO needs a rectified rig (left/right projection "
+                                       "matrices with the baseline)")
+            camera, self.baseline = rig.left, rig.baseline
+        else:
+            if camera is None:
+                raise CalibrationError(f"{mode} VO needs the camera intrinsics (CameraInfo / "
+                                       "calibration)")
+            self.baseline = self.config.virtual_baseline if mode == "rgbd" else 0.0
+        self.camera = camera
+        self.K = camera.K
+        self.T_bc = default_T_base_camera() if T_base_camera is None else np.asarray(T_base_camera)
+        self.T_cb = inv_T(self.T_bc)
+        self.lost_count = 0
+        self.resets = 0
+        self.reset(origin=True)
+
+    # ------------------------------------------------------------------ state
+    def reset(self, origin: bool = True) -> None:
+        """Forget the map; ``origin``: also restart the odometry at identity."""
+        if origin:
+            self.T_wc = np.eye(4)
+            self.last_stamp: Optional[float] = None
+            self.last_T_wc = np.eye(4)
+            self.last_dt = 0.0
+        self.velocity = np.eye(4)
+        self.keyframes: Deque[Keyframe] = deque()
+        self.points: Dict[int, np.ndarray] = {}        # landmark id → world point
+        self.descs: Dict[int, np.ndarray] = {}         # landmark id → latest descriptor
+        self.next_lm = 0
+        self.ref: Optional[FrameData] = None           # mono initialisation reference
+        self.ref_T = np.eye(4)
+        self.tracked_at_kf = 0
+        self.since_kf = 0
+        self.initialised = False
+        # After a LOST the map restarts but the frame is still "lost", not "initialising".
+        self.ever_initialised = getattr(self, "ever_initialised", False) and not origin
+
+    # ------------------------------------------------------------------ per frame
+    def process(self, stamp: float, image: np.ndarray, right: Optional[np.ndarray] = None,
+                depth: Optional[np.ndarray] = None, depth_encoding: Optional[str] = None
+                ) -> OdometryResult:
+        """One frame → :class:`OdometryResult` (never raises on bad image content)."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        message = ""
+        if self.last_stamp is not None and stamp < self.last_stamp:
+            message = (f"time went backwards ({self.last_stamp:.3f} → {stamp:.3f} s): "
+                       "odometry reset to the origin")
+            log.warning(message)
+            self.resets += 1
+            self.reset(origin=True)
+        net_ms = 0.0
+        try:
+            frame, net_ms = self._frame_data(image, right, depth, depth_encoding)
+        except (ValueError, cv2.error) as exc:
+            frame, message = None, f"frame rejected: {exc}"
+        t1 = time.perf_counter()
+        frontend_ms = (t1 - t0) * 1e3 - net_ms        # filtering, stereo matching, depth lookup
+        ba_ms = 0.0
+        inliers = matches = 0
+        keyframe = False
+        cov_body = None
+        if frame is None or len(frame.kp) == 0:
+            state = self._lose(message or "no features")
+            message = message or "no features"
+        elif not self.initialised:
+            state, ba_ms, keyframe, message = self._initialise(frame, stamp, message)
+        else:
+            track = self._track(frame)
+            if track is None:
+                # The map restarts from the *next* frame: the one that failed may be
+                # garbage (noise, a flash) and would seed a map of nothing.
+                state = self._lose("tracking failed")
+                message = message or "tracking failed"
+            else:
+                T_wc, idx_frame, lm_ids, inliers, matches, cov_body = track
+                self.velocity = inv_T(self.T_wc) @ T_wc
+                self.T_wc = T_wc
+                state = TrackingState.OK
+                self.since_kf += 1
+                if self._want_keyframe(inliers):
+                    keyframe = True
+                    ba_cov, ba_ms = self._add_keyframe(frame, stamp, idx_frame, lm_ids)
+                    if ba_cov is not None:
+                        cov_body = ba_cov
+        if state != TrackingState.OK or cov_body is None:
+            # Nothing measured this frame (pose held): say so with a huge covariance.
+            cov_body = np.eye(6) * cfg.lost_covariance
+        return self._result(stamp, state, cov_body, frame, inliers, matches, keyframe,
+                            {"network": net_ms, "frontend": frontend_ms,
+                             "tracking": (time.perf_counter() - t1) * 1e3 - ba_ms,
+                             "ba": ba_ms, "total": (time.perf_counter() - t0) * 1e3}, message)
+
+    # ------------------------------------------------------------------ outputs
+    def _result(self, stamp, state, cov_body, frame, inliers, matches, keyframe, times, message):
+        T_wc = self.T_wc
+        T_ob = self.T_bc @ T_wc @ self.T_cb
+        T_oc = T_ob @ self.T_bc
+        dt = stamp - self.last_stamp if self.last_stamp is not None else 0.0
+        tw = twist(self.T_bc @ self.last_T_wc @ self.T_cb, T_ob, dt)
+        # A right (body) perturbation of T_world_cam is a right perturbation of
+        # T_odom_base by Ad(T_bc)ξ and a world-frame one by Ad(T_odom_cam)ξ.
+        A = adjoint(T_oc)
+        pose_cov = rot_trans_to_ros(A @ cov_body @ A.T)
+        B = adjoint(self.T_bc)
+        tw_cov = rot_trans_to_ros(B @ cov_body @ B.T) * (2.0 / dt ** 2 if dt > 0 else 1.0)
+        if state != TrackingState.OK:
+            tw_cov = np.eye(6) * self.config.lost_covariance
+        self.last_stamp, self.last_T_wc = stamp, T_wc.copy()
+        return OdometryResult(stamp, state, T_oc, T_ob, tw, pose_cov, tw_cov, int(inliers),
+                              int(matches), 0 if frame is None else len(frame.kp), keyframe,
+                              len(self.points), self.lost_count, self.resets, times, message)
+
+    def _lose(self, why: str) -> TrackingState:
+        """Drop the map (pose held); count the OK → LOST transition once."""
+        if self.initialised:
+            self.lost_count += 1
+            log.info("visual odometry lost: %s", why)
+            self.reset(origin=False)
+        return TrackingState.LOST if self.ever_initialised else TrackingState.INITIALISING
+
+    # ------------------------------------------------------------------ features
+    def _frame_data(self, image, right, depth, depth_encoding):
+        cfg = self.config
+        feats = self.source.detect(image)
+        net = self.source.last_ms
+        keep = score_mask(feats.scores, cfg.min_score)
+        keep &= distinct_mask(feats.descriptors, feats.keypoints, cfg.distinct_fraction,
+                              cfg.ratio_exclusion)
+        kp = feats.keypoints[keep].astype(np.float64)
+        desc = feats.descriptors[keep]
+        ur = np.full(len(kp), np.nan)
+        if cfg.mode == "stereo":
+            if right is None:
+                raise ValueError("stereo VO needs the right image")
+            rf = self.source.detect(right)
+            net += self.source.last_ms
+            rk = score_mask(rf.scores, cfg.min_score)
+            rk &= distinct_mask(rf.descriptors, rf.keypoints, cfg.distinct_fraction,
+                                cfg.ratio_exclusion)
+            ur = self._stereo_match(kp, desc, rf.keypoints[rk].astype(np.float64),
+                                    rf.descriptors[rk], image, right)
+        elif cfg.mode == "rgbd":
+            if depth is None:
+                raise ValueError("RGB-D VO needs the depth image")
+            z = sample_depth(depth_to_metres(depth, depth_encoding), kp)
+            z[~(z <= cfg.max_depth)] = np.nan
+            ur = kp[:, 0] - self.camera.fx * self.baseline / z
+        return FrameData(feats, kp, desc, ur), net
+
+    def _stereo_match(self, kp, desc, rkp, rdesc, left_img, right_img) -> np.ndarray:
+        """Row-constrained left → right matching → ur [N] (NaN: no match)."""
+        cfg = self.config
+        ur = np.full(len(kp), np.nan)
+        if not len(kp) or not len(rkp):
+            return ur
+        # Candidates on the same row (±1 px) with a plausible disparity, as
+        # goodpoint_ros.frontend.stereo's band, but only those pairs are compared.
+        max_disp = min(self.camera.fx * self.baseline / MIN_STEREO_DEPTH, self.camera.width - 1.0)
+        li, ri = band_pairs(kp, rkp, STEREO_ROW_TOLERANCE, cfg.min_disparity, max_disp)
+        m, _ = sparse_ratio_match(li, ri, pair_distances(desc[li], rdesc[ri]),
+                                  self.source.max_distance, cfg.ratio, rkp, cfg.ratio_exclusion)
+        if not len(m):
+            return ur
+        xr = rkp[m[:, 1], 0].copy()
+        if cfg.subpixel_stereo:
+            xr = refine_disparity(_gray(left_img), _gray(right_img), kp[m[:, 0]], xr)
+        d = kp[m[:, 0], 0] - xr
+        z = self.camera.fx * self.baseline / np.where(d > 0, d, np.nan)
+        ok = (d >= cfg.min_disparity) & (z <= cfg.max_depth_baselines * self.baseline)
+        ur[m[ok, 0]] = xr[ok]
+        return ur
+
+    # ------------------------------------------------------------------ initialisation
+    def _backproject(self, kp: np.ndarray, ur: np.ndarray, T_wc: np.ndarray) -> np.ndarray:
+        """Stereo/depth keypoints [N,2] with ur [N] → world points [N,3]."""
+        c = self.camera
+        z = c.fx * self.baseline / (kp[:, 0] - ur)
+        Xc = np.stack([(kp[:, 0] - c.cx) * z / c.fx, (kp[:, 1] - c.cy) * z / c.fy, z], 1)
+        return Xc @ T_wc[:3, :3].T + T_wc[:3, 3]
+
+    def _new_landmarks(self, kf: Keyframe, idx: np.ndarray, X: np.ndarray) -> None:
+        for i, P in zip(idx, X):
+            self.points[self.next_lm] = P
+            self.descs[self.next_lm] = kf.desc[i]
+            kf.lm[i] = self.next_lm
+            self.next_lm += 1
+
+    def _initialise(self, frame: FrameData, stamp: float, message: str):
+        if self.config.mode == "mono":
+            return self._initialise_mono(frame, stamp, message)
+        good = np.nonzero(np.isfinite(frame.ur))[0]
+        cfg = self.config
+        spread = spread_cells(frame.kp[good], (self.camera.width, self.camera.height),
+                              cfg.spread_grid)
+        if len(good) < max(cfg.min_inliers * 2, 30) or spread < cfg.min_spread_cells:
+            state = TrackingState.LOST if self.ever_initialised else TrackingState.INITIALISING
+            return state, 0.0, False, message or f"initialising: {len(good)} stereo/depth points"
+        kf = Keyframe(self.T_wc.copy(), frame.kp, frame.ur, frame.desc,
+                      -np.ones(len(frame.kp), np.int64), stamp)
+        self._new_landmarks(kf, good, self._backproject(frame.kp[good], frame.ur[good], self.T_wc))
+        self.keyframes.append(kf)
+        self.tracked_at_kf = len(good)
+        self.since_kf = 0
+        self.initialised = True
+        self.ever_initialised = True
+        self.velocity = np.eye(4)
+        return TrackingState.INITIALISING, 0.0, True, message or f"map started with {len(good)} points"
+
+    def _initialise_mono(self, frame: FrameData, stamp: float, message: str):
+        cfg = self.config
+        if self.ref is None or len(self.ref.kp) < 8:
+            self.ref, self.ref_T, self.ref_stamp = frame, self.T_wc.copy(), stamp
+            return TrackingState.INITIALISING, 0.0, False, message or "mono: reference frame set"
+        ref = self.ref
+        dist = np.asarray(self.source.distances(ref.desc, frame.desc), np.float64)
+        m, _ = ratio_match(dist, self.source.max_distance, cfg.ratio)
+        if len(m) < 30:
+            self.ref, self.ref_T = frame, self.T_wc.copy()
+            return TrackingState.INITIALISING, 0.0, False, message or "mono: too few matches"
+        flow = np.linalg.norm(ref.kp[m[:, 0]] - frame.kp[m[:, 1]], axis=1)
+        if np.median(flow) < 0.02 * self.camera.width:
+            return TrackingState.INITIALISING, 0.0, False, message or "mono: waiting for parallax"
+        E, R, t, inl = verify_essential(ref.kp, frame.kp, m, self.K, threshold=cfg.pnp_threshold)
+        if E is None or inl.sum() < 30:
+            return TrackingState.INITIALISING, 0.0, False, message or "mono: no essential matrix"
+        T_10 = make_T(R, t / max(np.linalg.norm(t), 1e-12))   # first baseline = 1 unit
+        mi = m[inl]
+        X0, ok = triangulate(self.K, np.eye(4), T_10, ref.kp[mi[:, 0]], frame.kp[mi[:, 1]],
+                             cfg.pnp_threshold, cfg.min_parallax_deg)
+        if ok.sum() < 30:
+            return TrackingState.INITIALISING, 0.0, False, message or "mono: too little parallax"
+        T_w0 = self.ref_T
+        T_w1 = T_w0 @ inv_T(T_10)
+        kf0 = Keyframe(T_w0, ref.kp, ref.ur, ref.desc, -np.ones(len(ref.kp), np.int64),
+                       self.ref_stamp)
+        kf1 = Keyframe(T_w1, frame.kp, frame.ur, frame.desc, -np.ones(len(frame.kp), np.int64),
+                       stamp)
+        Xw = X0[ok] @ T_w0[:3, :3].T + T_w0[:3, 3]
+        self._new_landmarks(kf1, mi[ok, 1], Xw)
+        kf0.lm[mi[ok, 0]] = kf1.lm[mi[ok, 1]]
+        self.keyframes.extend([kf0, kf1])
+        _, ba_ms = self._bundle_adjust()
+        dt = stamp - self.ref_stamp
+        self.velocity = np.eye(4) if dt <= 0 else inv_T(T_w0) @ self.keyframes[-1].T_wc
+        self.T_wc = self.keyframes[-1].T_wc.copy()
+        self.tracked_at_kf = int(ok.sum())
+        self.since_kf = 0
+        self.initialised = self.ever_initialised = True
+        self.ref = None
+        return TrackingState.INITIALISING, ba_ms, True, message or f"mono: map of {int(ok.sum())} points"
+
+    # ------------------------------------------------------------------ tracking
+    def _local_map(self):
+        ids = np.array(sorted(self.points), np.int64)
+        if not len(ids):
+            return ids, np.zeros((0, 3)), None
+        return ids, np.stack([self.points[i] for i in ids]), np.stack([self.descs[i] for i in ids])
+
+    def _project(self, T_wc, X):
+        T_cw = inv_T(T_wc)
+        Xc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+        z = Xc[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = np.stack([self.camera.fx * Xc[:, 0] / z + self.camera.cx,
+                           self.camera.fy * Xc[:, 1] / z + self.camera.cy], 1)
+        c = self.camera
+        vis = (z > 1e-3) & (uv[:, 0] >= -1) & (uv[:, 0] <= c.width) & (uv[:, 1] >= -1) & \
+              (uv[:, 1] <= c.height)
+        return uv, vis
+
+    def _guided(self, T_wc, X, D, frame: FrameData, radius: float):
+        """Landmarks (X [P,3], D [P,..]) → frame keypoints within ``radius`` of the
+        projection. → matches [M,2] (landmark row, keypoint index)."""
+        uv, vis = self._project(T_wc, X)
+        rows = np.nonzero(vis)[0]
+        if not len(rows) or not len(frame.kp):
+            return np.zeros((0, 2), np.int64)
+        qi, kj = radius_pairs(uv[rows], frame.kp, radius)
+        qi = rows[qi]
+        m, _ = sparse_ratio_match(qi, kj, pair_distances(D[qi], frame.desc[kj]),
+                                  self.source.max_distance, self.config.ratio, frame.kp,
+                                  self.config.ratio_exclusion)
+        return m
+
+    def _track(self, frame: FrameData):
+        cfg = self.config
+        ids, X, D = self._local_map()
+        if not len(ids):
+            return None
+        pred = self.T_wc @ self.velocity
+        m = self._guided(pred, X, D, frame, cfg.search_radius)
+        if len(m) < 3 * cfg.min_inliers:      # prediction off (a jerk, a turn): search everywhere
+            dist = np.asarray(self.source.distances(D, frame.desc), np.float64)
+            m2, _ = ratio_match(dist, self.source.max_distance, cfg.ratio)
+            if len(m2) > len(m):
+                m = m2
+        if len(m) < cfg.min_inliers:
+            return None
+        T_wc, inl = self._pnp(X[m[:, 0]], frame.kp[m[:, 1]], pred)
+        if T_wc is None or inl.sum() < cfg.min_inliers:
+            return None
+        # Second pass with the refined pose: more landmarks, a tight window.
+        m2 = self._guided(T_wc, X, D, frame, max(3.0 * cfg.pnp_threshold, 4.0))
+        if len(m2) >= inl.sum():
+            T2, inl2 = self._refine(X[m2[:, 0]], frame.kp[m2[:, 1]], T_wc)
+            if T2 is not None and inl2.sum() >= inl.sum():
+                T_wc, inl, m = T2, inl2, m2
+        n_in = int(inl.sum())
+        mi = m[inl]
+        if n_in < cfg.min_inliers or spread_cells(frame.kp[mi[:, 1]], (self.camera.width,
+                                                  self.camera.height), cfg.spread_grid) \
+                < cfg.min_spread_cells:
+            return None
+        step = inv_T(self.T_wc) @ T_wc
+        if np.linalg.norm(step[:3, 3]) > cfg.max_translation or \
+                np.degrees(rotation_angle(step[:3, :3])) > cfg.max_rotation_deg:
+            return None
+        cov = pnp_covariance(self.camera, inv_T(T_wc), X[mi[:, 0]], frame.kp[mi[:, 1]],
+                             cfg.pixel_sigma)
+        return T_wc, mi[:, 1], ids[mi[:, 0]], n_in, len(m), cov
+
+    def _pnp(self, X, uv, T_guess):
+        """USAC PnP + LM refinement → (T_world_cam or None, inliers [M])."""
+        cfg = self.config
+        inl = np.zeros(len(X), bool)
+        if len(X) < 4:
+            return None, inl
+        try:
+            ok, rvec, tvec, idx = cv2.solvePnPRansac(
+                X.reshape(-1, 1, 3).astype(np.float64), uv.reshape(-1, 1, 2).astype(np.float64),
+                self.K, None, iterationsCount=500, reprojectionError=cfg.pnp_threshold,
+                confidence=0.999, flags=cv2.SOLVEPNP_SQPNP) if ROBUST == cv2.RANSAC else \
+                _usac_pnp(X, uv, self.K, cfg.pnp_threshold)
+        except cv2.error:
+            return None, inl
+        if not ok or idx is None or len(idx) < 4:
+            return None, inl
+        inl[np.asarray(idx).ravel()] = True
+        T_cw = make_T(cv2.Rodrigues(rvec)[0], tvec)
+        T, inl2 = self._refine(X, uv, inv_T(T_cw), seed=inl)
+        return (T, inl2) if T is not None else (inv_T(T_cw), inl)
+
+    def _refine(self, X, uv, T_wc, seed=None):
+        """LM refinement on inliers (seed, or those within the threshold), re-thresholded."""
+        thr = self.config.pnp_threshold
+        T_cw = inv_T(T_wc)
+        if seed is None:
+            seed = _reproj(self.K, T_cw, X, uv) <= thr
+        if seed.sum() < 4:
+            return None, seed
+        rvec, _ = cv2.Rodrigues(np.ascontiguousarray(T_cw[:3, :3]))
+        tvec = T_cw[:3, 3].reshape(3, 1).copy()
+        try:
+            for _ in range(2):
+                rvec, tvec = cv2.solvePnPRefineLM(X[seed].astype(np.float64),
+                                                  uv[seed].astype(np.float64), self.K, None,
+                                                  rvec, tvec)
+                T_cw = make_T(cv2.Rodrigues(rvec)[0], tvec)
+                seed = _reproj(self.K, T_cw, X, uv) <= thr
+                if seed.sum() < 4:
+                    return None, seed
+        except cv2.error:
+            return None, seed
+        return inv_T(T_cw), seed
+
+    # ------------------------------------------------------------------ keyframes
+    def _want_keyframe(self, inliers: int) -> bool:
+        cfg = self.config
+        return (inliers < cfg.keyframe_ratio * self.tracked_at_kf
+                or inliers < cfg.keyframe_min_inliers or self.since_kf >= cfg.keyframe_max_gap)
+
+    def _add_keyframe(self, frame: FrameData, stamp, idx_frame, lm_ids):
+        cfg = self.config
+        kf = Keyframe(self.T_wc.copy(), frame.kp, frame.ur, frame.desc,
+                      -np.ones(len(frame.kp), np.int64), stamp)
+        kf.lm[idx_frame] = lm_ids
+        for i, lid in zip(idx_frame, lm_ids):
+            self.descs[int(lid)] = frame.desc[i]      # latest appearance matches best
+        free = kf.lm < 0
+        if cfg.mode == "mono":
+            self._triangulate_mono(kf, free)
+        else:
+            new = np.nonzero(free & np.isfinite(frame.ur))[0]
+            if len(new):
+                self._new_landmarks(kf, new, self._backproject(frame.kp[new], frame.ur[new],
+                                                               kf.T_wc))
+        self.keyframes.append(kf)
+        while len(self.keyframes) > cfg.window:
+            self.keyframes.popleft()
+        self._cull()
+        cov, ms = self._bundle_adjust()
+        self.T_wc = self.keyframes[-1].T_wc.copy()
+        self.tracked_at_kf = len(lm_ids)
+        self.since_kf = 0
+        return cov, ms
+
+    def _triangulate_mono(self, kf: Keyframe, free: np.ndarray) -> None:
+        """New mono landmarks: unmatched keypoints of the newest two keyframes."""
+        cfg = self.config
+        prev = self.keyframes[-1]
+        pf = np.nonzero(prev.lm < 0)[0]
+        cf = np.nonzero(free)[0]
+        if not len(pf) or not len(cf):
+            return
+        dist = np.asarray(self.source.distances(prev.desc[pf], kf.desc[cf]), np.float64)
+        m, _ = ratio_match(dist, self.source.max_distance, cfg.ratio)
+        if not len(m):
+            return
+        T_10 = inv_T(kf.T_wc) @ prev.T_wc
+        X0, ok = triangulate(self.K, np.eye(4), T_10, prev.kp[pf[m[:, 0]]], kf.kp[cf[m[:, 1]]],
+                             cfg.pnp_threshold, cfg.min_parallax_deg)
+        if not ok.any():
+            return
+        Xw = X0[ok] @ prev.T_wc[:3, :3].T + prev.T_wc[:3, 3]
+        self._new_landmarks(kf, cf[m[ok, 1]], Xw)
+        prev.lm[pf[m[ok, 0]]] = kf.lm[cf[m[ok, 1]]]
+
+    def _cull(self) -> None:
+        """Keep the landmarks some window keyframe observes (and at most max_landmarks)."""
+        alive = set()
+        for kf in self.keyframes:
+            alive.update(int(v) for v in kf.lm[kf.lm >= 0])
+        for lid in [k for k in self.points if k not in alive]:
+            del self.points[lid], self.descs[lid]
+        if len(self.points) > self.config.max_landmarks:
+            for lid in sorted(self.points)[:len(self.points) - self.config.max_landmarks]:
+                del self.points[lid], self.descs[lid]
+            for kf in self.keyframes:
+                kf.lm[[int(v) not in self.points if v >= 0 else False for v in kf.lm]] = -1
+
+    def _bundle_adjust(self):
+        """BA over the window; updates poses, points, drops outlier observations."""
+        cfg = self.config
+        kfs = list(self.keyframes)
+        lm_ids = sorted(self.points)
+        if len(kfs) < 2 or not lm_ids:
+            return None, 0.0
+        row = {lid: r for r, lid in enumerate(lm_ids)}
+        ok, okf, opt, uv, ur = [], [], [], [], []
+        for k, kf in enumerate(kfs):
+            has = np.nonzero(kf.lm >= 0)[0]
+            for i in has:
+                okf.append(k)
+                opt.append(row[int(kf.lm[i])])
+                ok.append((k, i))
+            uv.append(kf.kp[has])
+            ur.append(kf.ur[has])
+        if not okf:
+            return None, 0.0
+        fixed = np.zeros(len(kfs), bool)
+        fixed[0] = True
+        if cfg.mode == "mono":
+            fixed[:2] = True
+        problem = bundle.BAProblem(np.stack([kf.T_wc for kf in kfs]), fixed,
+                                   np.stack([self.points[lid] for lid in lm_ids]),
+                                   np.asarray(okf), np.asarray(opt), np.concatenate(uv),
+                                   np.concatenate(ur), self.camera.fx, self.camera.fy,
+                                   self.camera.cx, self.camera.cy, self.baseline)
+        try:
+            res = bundle.solve(problem, cfg.solver, cfg.pixel_sigma, cfg.huber, cfg.ba_iterations,
+                               want_covariance=True)
+        except (RuntimeError, ValueError) as exc:     # solver refused the window: keep PnP poses
+            log.debug("bundle adjustment failed: %s", exc)
+            return None, 0.0
+        for k, kf in enumerate(kfs):
+            kf.T_wc = res.poses[k]
+        for lid, P in zip(lm_ids, res.points):
+            self.points[lid] = P
+        bad = res.errors > 3.0 * cfg.pnp_threshold
+        for (k, i), b in zip(ok, bad):
+            if b:
+                kfs[k].lm[i] = -1
+        return res.covariance, res.ms
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    a = np.asarray(img)
+    if a.ndim == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)
+    return a.astype(np.float32)
+
+
+def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, xr: np.ndarray,
+                     half: int = 5, reach: int = 2) -> np.ndarray:
+    """Sub-pixel right-image x [M] by SAD patch matching along the row + a parabola.
+
+    A (2·half+1)² patch around each left keypoint (rounded) is compared with
+    the right image at shifts −reach..reach around the matched x; a match whose
+    best shift is at the edge of the search keeps its descriptor position.
+    """
+    H, W = left.shape
+    xl = np.rint(kp_left[:, 0]).astype(int)
+    y = np.rint(kp_left[:, 1]).astype(int)
+    x0 = np.rint(xr).astype(int)
+    ok = (y - half >= 0) & (y + half < H) & (xl - half >= 0) & (xl + half < W) & \
+         (x0 - half - reach - 1 >= 0) & (x0 + half + reach + 1 < W)
+    out = xr.astype(np.float64).copy()
+    if not ok.any():
+        return out
+    idx = np.nonzero(ok)[0]
+    off = np.arange(-half, half + 1)
+    rows = y[idx, None, None] + off[None, :, None]
+    pl = left[rows, xl[idx, None, None] + off[None, None, :]]
+    pl = pl - pl.mean(axis=(1, 2), keepdims=True)
+    shifts = np.arange(-reach - 1, reach + 2)
+    cost = np.empty((len(idx), len(shifts)))
+    for s, sh in enumerate(shifts):
+        pr = right[rows, (x0[idx] + sh)[:, None, None] + off[None, None, :]]
+        pr = pr - pr.mean(axis=(1, 2), keepdims=True)
+        cost[:, s] = np.abs(pl - pr).sum(axis=(1, 2))
+    inner = cost[:, 1:-1]
+    b = inner.argmin(axis=1) + 1
+    c0 = cost[np.arange(len(idx)), b - 1]
+    c1 = cost[np.arange(len(idx)), b]
+    c2 = cost[np.arange(len(idx)), b + 1]
+    denom = c0 - 2 * c1 + c2
+    delta = np.where(denom > 0, 0.5 * (c0 - c2) / np.where(denom > 0, denom, 1), 0.0)
+    at_edge = (b == 1) | (b == len(shifts) - 2)
+    good = ~at_edge & (np.abs(delta) <= 1.0)
+    out[idx[good]] = x0[idx[good]] + shifts[b[good]] + delta[good]
+    return out
+
+
+def _usac_pnp(X, uv, K, threshold):
+    """PnP with OpenCV's USAC (MAGSAC scoring)."""
+    params = cv2.UsacParams()
+    params.confidence = 0.999
+    params.maxIterations = 1000
+    params.threshold = float(threshold)
+    params.score = cv2.SCORE_METHOD_MAGSAC
+    params.sampler = cv2.SAMPLING_UNIFORM
+    params.loMethod = cv2.LOCAL_OPTIM_SIGMA
+    ok, _, rvec, tvec, idx = cv2.solvePnPRansac(
+        X.reshape(-1, 1, 3).astype(np.float64), uv.reshape(-1, 1, 2).astype(np.float64),
+        K, np.zeros(0), params=params)
+    if ok and idx is not None:
+        idx = np.asarray(idx).ravel()
+        if idx.dtype == np.uint8 or (len(idx) == len(X) and set(np.unique(idx)) <= {0, 1}):
+            idx = np.nonzero(idx)[0]
+    return ok, rvec, tvec, idx
+
+
+def _reproj(K, T_cw, X, uv) -> np.ndarray:
+    Xc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    z = np.where(Xc[:, 2] > 1e-6, Xc[:, 2], np.nan)
+    u = K[0, 0] * Xc[:, 0] / z + K[0, 2]
+    v = K[1, 1] * Xc[:, 1] / z + K[1, 2]
+    return np.nan_to_num(np.hypot(u - uv[:, 0], v - uv[:, 1]), nan=1e9)
+
+
+def pnp_covariance(cam: PinholeCamera, T_cw, X, uv, sigma: float) -> np.ndarray:
+    """Gauss–Newton covariance of a PnP pose: σ̂²(JᵀJ)⁻¹, body frame (rotation, translation).
+
+    J is the reprojection Jacobian w.r.t. a left perturbation of T_cam_world,
+    which is minus a right (body) perturbation of T_world_cam; σ̂ is the larger
+    of ``sigma`` and the inliers' RMS residual per coordinate.
+    """
+    Xc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    x, y, z = Xc[:, 0], Xc[:, 1], np.maximum(Xc[:, 2], 1e-6)
+    Jp = np.zeros((len(X), 2, 3))
+    Jp[:, 0, 0] = cam.fx / z
+    Jp[:, 0, 2] = -cam.fx * x / z ** 2
+    Jp[:, 1, 1] = cam.fy / z
+    Jp[:, 1, 2] = -cam.fy * y / z ** 2
+    dX = np.zeros((len(X), 3, 6))
+    for i in range(len(X)):
+        dX[i, :, :3] = -skew(Xc[i])
+    dX[:, :, 3:] = np.eye(3)
+    J = np.einsum("nij,njk->nik", Jp, dX).reshape(-1, 6)
+    r = _reproj(cam.K, T_cw, X, uv)
+    s2 = max(sigma ** 2, float(np.mean(r ** 2)) / 2.0 if len(r) else sigma ** 2)
+    try:
+        return np.linalg.inv(J.T @ J) * s2
+    except np.linalg.LinAlgError:
+        return np.eye(6) * 1e4
+
+
+def triangulate(K, T_0, T_1, uv0, uv1, max_error: float, min_parallax_deg: float):
+    """Two-view triangulation. T_i: camera-i from frame-0 (4×4); uv [M,2] →
+    (points in frame 0 [M,3], ok [M]: in front of both, reprojection ≤ max_error,
+    ray angle ≥ min_parallax_deg)."""
+    P0 = K @ T_0[:3]
+    P1 = K @ T_1[:3]
+    Xh = cv2.triangulatePoints(P0, P1, uv0.T.astype(np.float64), uv1.T.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        X = (Xh[:3] / Xh[3]).T
+    ok = np.all(np.isfinite(X), axis=1)
+    X = np.where(ok[:, None], X, 0.0)
+    e0 = _reproj(K, T_0, X, uv0)
+    e1 = _reproj(K, T_1, X, uv1)
+    c0 = inv_T(T_0)[:3, 3]
+    c1 = inv_T(T_1)[:3, 3]
+    r0, r1 = X - c0, X - c1
+    cosang = np.sum(r0 * r1, 1) / np.maximum(np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1),
+                                             1e-12)
+    ok &= (e0 <= max_error) & (e1 <= max_error)
+    ok &= cosang <= np.cos(np.radians(min_parallax_deg))
+    return X, ok
+
+
+__all__ = ["VisualOdometry", "OdometryResult", "TrackingState", "Keyframe", "triangulate",
+           "refine_disparity", "pnp_covariance", "default_T_base_camera"]

@@ -1,0 +1,152 @@
+"""Odometry building blocks: calibration, depth decoding, frames, matching, degenerate rejection."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import require_shared
+from goodpoint_ros.odometry.camera import (
+    CalibrationError,
+    PinholeCamera,
+    StereoRig,
+    depth_to_metres,
+    sample_depth,
+)
+from goodpoint_ros.odometry.config import VOConfig
+from goodpoint_ros.odometry.filtering import (
+    band_pairs,
+    distinct_mask,
+    pair_distances,
+    radius_pairs,
+    ratio_match,
+    sparse_ratio_match,
+    spread_cells,
+)
+from goodpoint_ros.odometry.geometry import (
+    R_BASE_OPTICAL,
+    adjoint,
+    inv_T,
+    make_T,
+    quat_to_R,
+    quaternion_xyzw,
+    twist,
+)
+
+
+def test_stereo_rig_from_kitti_projection_matrices():
+    from goodpoint_ros.evaluation.vo.datasets import read_kitti_calib
+    P0, P1 = read_kitti_calib(require_shared("vo/kitti06_000000-000050") / "calib.txt")
+    rig = StereoRig.from_projections(P0, P1, (1226, 370))
+    assert rig.baseline == pytest.approx(0.5372, abs=1e-4)       # README: −P1[0,3]/fx
+    assert rig.left.fx == pytest.approx(707.0912)
+    half = rig.scaled((613, 185))
+    assert half.left.fx == pytest.approx(353.5456)
+    assert half.left.cx == pytest.approx((601.8873 + 0.5) * 0.5 - 0.5)
+    assert half.baseline == rig.baseline
+
+
+def test_missing_or_bad_calibration_is_a_clear_error(tmp_path):
+    from goodpoint_ros.evaluation.vo.datasets import read_kitti_calib
+    with pytest.raises(CalibrationError, match="missing calibration"):
+        read_kitti_calib(tmp_path / "calib.txt")
+    P = np.hstack([np.diag([500.0, 500, 1]), np.zeros((3, 1))])
+    with pytest.raises(CalibrationError, match="baseline"):
+        StereoRig.from_projections(P, P, (640, 480))                 # no Tx: not a stereo pair
+    with pytest.raises(CalibrationError, match="not calibrated"):
+        PinholeCamera.from_K(np.zeros((3, 3)), (640, 480))           # CameraInfo with K = 0
+
+
+def test_depth_encodings_and_invalid_values():
+    mm = np.array([[0, 1500], [65535, 250]], np.uint16)
+    m = depth_to_metres(mm, "16UC1")
+    assert np.isnan(m[0, 0]) and m[0, 1] == pytest.approx(1.5) and m[1, 1] == pytest.approx(0.25)
+    f = np.array([[np.nan, 2.0], [np.inf, -1.0]], np.float32)
+    m = depth_to_metres(f, "32FC1")
+    assert m[0, 1] == 2.0 and np.isnan(m[0, 0]) and np.isnan(m[1, 0]) and np.isnan(m[1, 1])
+    assert np.all(np.isnan(sample_depth(m, np.array([[-3.0, 0.0], [0.0, 9.0]]))))
+    with pytest.raises(ValueError, match="unsupported depth"):
+        depth_to_metres(np.zeros((2, 2), np.int32), "32SC1")
+
+
+def test_rep103_base_axes_and_quaternions():
+    # camera looking forward: optical z is base x, optical x (right) is base −y
+    assert R_BASE_OPTICAL @ np.array([0, 0, 1.0]) == pytest.approx([1, 0, 0])
+    assert R_BASE_OPTICAL @ np.array([1.0, 0, 0]) == pytest.approx([0, -1, 0])
+    assert R_BASE_OPTICAL @ np.array([0, 1.0, 0]) == pytest.approx([0, 0, -1])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        q = rng.standard_normal(4)
+        q /= np.linalg.norm(q)
+        R = quat_to_R(q)
+        assert quat_to_R(quaternion_xyzw(R)) == pytest.approx(R, abs=1e-9)
+
+
+def test_twist_and_adjoint():
+    T0 = np.eye(4)
+    T1 = make_T(np.eye(3), [0.5, 0, 0])
+    assert twist(T0, T1, 0.5) == pytest.approx([1, 0, 0, 0, 0, 0])
+    assert np.all(twist(T0, T1, 0.0) == 0)               # no rate without time
+    T = make_T(quat_to_R([0.1, 0.2, 0.3, 0.9]), [1, 2, 3])
+    # Ad(T) Ad(T⁻¹) = I
+    assert adjoint(T) @ adjoint(inv_T(T)) == pytest.approx(np.eye(6), abs=1e-9)
+
+
+def test_sparse_ratio_match_equals_dense_on_the_same_candidates():
+    rng = np.random.default_rng(1)
+    d = rng.random((40, 50))
+    allowed = rng.random((40, 50)) < 0.3
+    dense, dd = ratio_match(np.where(allowed, d, np.inf), 0.9, 0.8)
+    i, j = np.nonzero(allowed)
+    sparse, sd = sparse_ratio_match(i, j, d[i, j], 0.9, 0.8)
+    assert len(dense) > 5
+    assert sorted(map(tuple, dense)) == sorted(map(tuple, sparse))
+
+
+def test_candidate_pairs():
+    q = np.array([[10.0, 10], [50, 50]])
+    p = np.array([[12.0, 10], [80, 50], [10, 30]])
+    i, j = radius_pairs(q, p, 5.0)
+    assert list(zip(i, j)) == [(0, 0)]
+    left = np.array([[100.0, 20], [100, 40]])
+    right = np.array([[90.0, 20.5], [101, 20], [40, 40], [95, 42]])
+    li, ri = band_pairs(left, right, 1.0, 0.0, 50.0)
+    assert sorted(zip(li.tolist(), ri.tolist())) == [(0, 0)]   # 101: negative disparity; 40: too far
+
+
+def test_pair_distances_match_the_evaluator_distances():
+    from goodpoint_ros.evaluation.methods import hamming_distances, l2_distances
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, 256, (30, 32), dtype=np.uint8)
+    b = rng.integers(0, 256, (30, 32), dtype=np.uint8)
+    assert pair_distances(a, b) == pytest.approx(np.diag(hamming_distances(a, b)))
+    fa, fb = rng.standard_normal((30, 128)), rng.standard_normal((30, 128))
+    assert pair_distances(fa, fb) == pytest.approx(np.diag(l2_distances(fa, fb)), rel=1e-4)
+
+
+def test_distinctiveness_drops_copies_of_one_flat_cell():
+    """Flat sky: many keypoints with (nearly) the same descriptor — they go, the rest stay."""
+    rng = np.random.default_rng(3)
+    unique = rng.standard_normal((200, 256))
+    sky = np.tile(rng.standard_normal((1, 256)), (60, 1)) + 0.01 * rng.standard_normal((60, 256))
+    desc = np.vstack([unique, sky])
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    kp = np.random.default_rng(4).random((260, 2)) * 600
+    keep = distinct_mask(desc.astype(np.float32), kp, 0.25)
+    assert keep[:200].mean() > 0.95
+    assert not keep[200:].any()
+    assert distinct_mask(desc, kp, 0.0).all()              # 0 disables
+
+
+def test_spread_cells():
+    pts = np.array([[1.0, 1], [2, 2], [3, 3]])
+    assert spread_cells(pts, (100, 100), (4, 3)) == 1
+    pts = np.array([[1.0, 1], [99, 99], [50, 50], [99, 1]])
+    assert spread_cells(pts, (100, 100), (4, 3)) == 4
+
+
+def test_config_validation():
+    VOConfig().validate()
+    for bad in ({"mode": "lidar"}, {"solver": "ceres"}, {"window": 1}, {"ratio": 0},
+                {"min_inliers": 2}, {"distinct_fraction": 1.0}):
+        with pytest.raises(ValueError):
+            VOConfig(**bad).validate()
