@@ -185,6 +185,8 @@ def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation
     if skipped:
         for reason in result.get("skipped_reasons", [])[:5]:
             lines.append(f"  skipped: {reason}")
+    for warning in result.get("settings", {}).get("warnings", []):
+        lines.append(f"  warning: {warning}")
     print("\n".join(lines))
     return 0
 

@@ -161,6 +161,36 @@ def test_tf_static_as_the_pose_topic_says_it_is_static(bags, capsys):
     assert "only static transforms" in err and "no messages" not in err
 
 
+def test_damaged_middle_is_reported_and_pairs_keep_their_frames(tmp_path, capsys):
+    # issue 12 case 10: random bytes in the middle of an .mcap (end magic intact) lose an
+    # image; the run must say so, and pair "i-(i+shift)" must still span `shift` frames
+    bag = sb.write_sample_bag(tmp_path / "ok", sb.SampleBagSpec(frames=12))
+    bad = tmp_path / "bad"
+    shutil.copytree(bag, bad)
+    f = next(bad.glob("*.mcap"))
+    data = bytearray(f.read_bytes())
+    at = int(len(data) * 0.2)
+    data[at:at + 200_000] = np.random.default_rng(1).integers(0, 256, 200_000, np.uint8).tobytes()
+    f.write_bytes(bytes(data))
+    r = read_bag(bad, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+    assert len(r.frames) == 11                            # one image is lost in the damage
+    period = 0.1                                          # SampleBagSpec.fps = 10
+    for fr in r.frames:                                   # a frame keeps its own number
+        assert fr.stamp - r.frames[0].stamp == pytest.approx(fr.index * period, abs=1e-6)
+    assert any("11 of 12" in w for w in r.warnings), r.warnings
+    js = tmp_path / "d.json"
+    code, out, err = run_eval([str(bad), "--methods", "orb", "--shift", "2", "--json", str(js),
+                               "--no-gt-check"], capsys)
+    assert code == 0, err
+    res = json.loads(js.read_text())
+    assert res["settings"]["warnings"]
+    for p in res["per_pair"]:
+        assert p["frame_b"] - p["frame_a"] == 2
+        assert p["stamp_b"] - p["stamp_a"] == pytest.approx(2 * period, abs=1e-6)
+    assert any("missing" in why for why in res["skipped_reasons"])
+    assert "warning" in out
+
+
 def test_unknown_encoding_is_named(tmp_path):
     bag = write_bag(tmp_path / "yuv", frames=2, encoding="yuv422")
     with pytest.raises(BagError, match="yuv422"):

@@ -315,6 +315,7 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
 
     bar = tqdm(desc="eval bag", unit="pair", disable=not opts.progress, leave=False)
     n_pairs = 0
+    prev_j = -1
     while True:
         try:
             fb = next(it_a) if same else next(it_b)
@@ -325,6 +326,11 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
             break
         buf_b[fb.index] = fb
         j = fb.index
+        # frames lost in a damaged bag keep their numbers (BagStream): their pairs are skipped
+        for m in range(prev_j + 1, j):
+            if m - opts.shift >= 0 and (m - opts.shift) % opts.stride == 0:
+                skipped.append((f"{m - opts.shift}-{m}", "frame b is missing from the bag"))
+        prev_j = j
         if trackers and j >= 1 and (j - 1) in buf_a:
             for name, method in methods.items():       # consecutive frames of the first bag
                 f0, f1 = buf_a[j - 1], buf_a[j]
@@ -334,6 +340,8 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
                 trackers[name].update(len(d0), len(d1), _inlier_links(method, d0, d1, f0, f1))
                 timing.tracks += time.perf_counter() - t0
         i = j - opts.shift
+        if i >= 0 and i % opts.stride == 0 and i not in buf_a:
+            skipped.append((f"{i}-{j}", "frame a is missing from the bag"))
         if i >= 0 and i % opts.stride == 0 and i in buf_a:
             fa = buf_a[i]
             reason = _unusable(fa, fb, opts)

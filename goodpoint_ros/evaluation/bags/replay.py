@@ -508,6 +508,8 @@ class BagStream:
         reader = self.reader
         self.frames_read = 0                   # a second pass starts over
         self.complete = 0
+        self._last_frame: Optional[Tuple[int, float]] = None   # (number, stamp) of the last frame
+        self._steps: List[float] = []          # stamp steps between consecutive frames
         self.incomplete.clear()
         pending: Deque[Tuple[float, np.ndarray]] = deque()      # images waiting for depth
         depths: Deque[Tuple[float, np.ndarray]] = deque()
@@ -551,6 +553,7 @@ class BagStream:
                                  f"({_one_line(exc)}); evaluated what was read")
             self.warnings.append("the frames after the damage are missing")
         yield from self._finalise(pending, depths, last_image_t, final=True)
+        self._check_counts(seen)
         if self.frames_read == 0 or (self.depth_c and self.complete == 0):
             raise self._why_nothing(seen)
         if self.track is not None and self.complete == 0:
@@ -597,9 +600,45 @@ class BagStream:
             self.incomplete[missing] += 1
         elif self.depth_c or self.track is not None:
             self.complete += 1
-        frame = Frame(self.frames_read, t, img, self.K.copy(), self.dist, depth, T)
+        frame = Frame(self._frame_number(t), t, img, self.K.copy(), self.dist, depth, T)
         self.frames_read += 1
         return frame
+
+    def _frame_number(self, t: float) -> int:
+        """The frame's number in the recording, from its stamp: one more than the last,
+        or more when the stamps jump by whole frame periods (images lost in a damaged
+        bag), so that pair i-(i+shift) always spans ``shift`` recorded frames.  The
+        period is the median of the earlier stamp steps (at least two of them)."""
+        last, steps = self._last_frame, self._steps
+        if last is None:
+            number = 0
+        else:
+            dt = t - last[1]
+            skip = 1
+            if len(steps) >= 2 and dt > 0:
+                period = float(np.median(steps))
+                skip = max(1, int(round(dt / period))) if period > 0 else 1
+            if skip > 1:
+                self.warnings.append(f"{self.image_topic}: stamps jump by {dt:.3f} s after frame "
+                                     f"{last[0]} ({skip - 1} frame(s) missing); frames keep their "
+                                     "numbers, pairs with a missing frame are skipped")
+            else:
+                steps.append(dt)
+            number = last[0] + skip
+        self._last_frame = (number, t)
+        return number
+
+    def _check_counts(self, seen) -> None:
+        """Warn when fewer images / depth maps were read than the bag's summary lists
+        (damaged chunks the reader passed over without an error)."""
+        if self.max_frames:
+            return
+        for what, conns, n in (("image", self.img_c, seen["images"]),
+                               ("depth", self.depth_c, seen["depths"])):
+            listed = sum(c.msgcount for c in conns)
+            if conns and n < listed:
+                self.warnings.append(f"{what} topic {conns[0].topic}: read {n} of {listed} messages "
+                                     "the bag's index lists (the bag is damaged)")
 
     def _why_nothing(self, seen) -> BagError:
         """The one-line reason no frame could be completed."""
