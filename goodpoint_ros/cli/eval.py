@@ -89,6 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_homography_arguments(h)
     add_common_arguments(h)
     h.set_defaults(_eval_run=run_homography)
+    from goodpoint_ros.cli.eval_vo import add_vo_parser   # `eval vo` (issue 14): its own module
+    add_vo_parser(sub)
     # later definitions win on a clash so a duplicate option name can never break
     # `goodpoint --help`
     b = sub.add_parser("bag", help="rosbag2 replay with depth + poses, or --no-depth",
