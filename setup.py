@@ -40,6 +40,9 @@ setup(
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
         "train": ["torch>=2.1,<=2.13.0", "tensorboard>=2.12", "scikit-image>=0.21"],
         "tensorrt": ["tensorrt>=8.6", "cuda-python>=12"],
+        # visual odometry (goodpoint_ros/odometry): gtsam for the sliding-window BA
+        # (docs/odometry.md: measured against scipy); scipy for KD-trees and the fallback BA
+        "odometry": ["gtsam>=4.2,<5", "scipy>=1.8"],
         "test": ["pytest>=7", "catkin_pkg>=0.5", "scikit-image>=0.21"],
     },
     entry_points={"console_scripts": [

@@ -1,0 +1,129 @@
+"""VO metrics: ATE / RPE cross-checked against evo (test-only, GPL: never imported by the
+package) on a real VO trajectory of KITTI 06; Umeyama and the TUM round trip; eval vo CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import require_shared
+from goodpoint_ros.evaluation.vo.metrics import (
+    align,
+    ate,
+    endpoint_drift,
+    kitti_segments,
+    read_tum,
+    rpe,
+    umeyama,
+    write_tum,
+)
+from goodpoint_ros.odometry.geometry import make_T, quat_to_R
+
+KITTI = "vo/kitti06_000000-000050"
+
+
+@pytest.fixture(scope="module")
+def vo_trajectory(tmp_path_factory):
+    """A real estimate: ORB stereo VO on 16 frames of KITTI 06 at half resolution."""
+    from goodpoint_ros.evaluation.vo.datasets import load_sequence
+    from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
+    from goodpoint_ros.odometry import VOConfig
+    seq = load_sequence(require_shared(KITTI), scale=0.5)
+    r = run_sequence(seq, method_source("orb", 1000), VOConfig(), limit=16)
+    out = tmp_path_factory.mktemp("evo")
+    write_tum(out / "est.tum", r.stamps, r.poses)
+    gt = np.stack(seq.gt[:16])
+    write_tum(out / "gt.tum", r.stamps, gt)
+    return out, r.poses, gt
+
+
+def test_ate_and_rpe_agree_with_evo(vo_trajectory):
+    evo_sync = pytest.importorskip("evo.core.sync")
+    from evo.core import metrics as evo_metrics
+    from evo.tools import file_interface
+    out, est, gt = vo_trajectory
+    ref = file_interface.read_tum_trajectory_file(str(out / "gt.tum"))
+    e = file_interface.read_tum_trajectory_file(str(out / "est.tum"))
+    ref, e = evo_sync.associate_trajectories(ref, e)
+    for sim3 in (False, True):                                   # evo_ape -a / -as
+        e_al = file_interface.read_tum_trajectory_file(str(out / "est.tum"))
+        e_al.align(ref, correct_scale=sim3)
+        ape = evo_metrics.APE(evo_metrics.PoseRelation.translation_part)
+        ape.process_data((ref, e_al))
+        ours = ate(est, gt, with_scale=sim3)["rmse"]
+        assert ours == pytest.approx(ape.get_statistic(evo_metrics.StatisticsType.rmse), rel=0.01)
+    ours = rpe(est, gt)
+    for relation, key in ((evo_metrics.PoseRelation.translation_part, "trans_rmse"),
+                          (evo_metrics.PoseRelation.rotation_angle_deg, "rot_rmse_deg")):
+        m = evo_metrics.RPE(relation, delta=1, delta_unit=evo_metrics.Unit.frames, all_pairs=False)
+        m.process_data((ref, e))
+        assert ours[key] == pytest.approx(m.get_statistic(evo_metrics.StatisticsType.rmse), rel=0.01)
+    assert ours["trans_rmse"] > 0.005                           # a real estimate, not the identity
+
+
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.standard_normal((50, 3))
+    R = quat_to_R([0.2, -0.1, 0.4, 0.9])
+    dst = 2.5 * src @ R.T + [1, 2, 3]
+    R2, t2, s2 = umeyama(src, dst, True)
+    assert R2 == pytest.approx(R, abs=1e-9) and s2 == pytest.approx(2.5) and t2 == pytest.approx([1, 2, 3])
+    _, _, s = umeyama(src, dst, False)
+    assert s == 1.0
+
+
+def test_aligned_copy_has_zero_error_and_drift_and_segments():
+    gt = np.stack([make_T(quat_to_R([0, 0.01 * i, 0, 1]), [0, 0, 1.2 * i]) for i in range(120)])
+    moved = np.stack([make_T(quat_to_R([0, 0, 0.3, 0.95]), [5, 1, 0]) @ T for T in gt])
+    assert ate(moved, gt)["rmse"] < 1e-9
+    assert rpe(moved, gt)["trans_rmse"] < 1e-9
+    assert endpoint_drift(gt, gt) == 0.0
+    k = kitti_segments(gt, gt)
+    assert k is not None and k["t_err_pct"] < 1e-9        # 143 m: long enough for 100 m segments
+    assert kitti_segments(gt[:50], gt[:50]) is None         # 59 m: too short
+    scaled = gt.copy()
+    scaled[:, :3, 3] *= 0.5                                 # mono: half the scale
+    assert ate(scaled, gt, with_scale=True)["rmse"] < 1e-9
+    assert align(scaled, gt, True)[1] == pytest.approx(2.0)
+
+
+def test_tum_round_trip(tmp_path):
+    T = np.stack([make_T(quat_to_R([0.1, 0.2, 0.3, 0.9]), [1, 2, 3]), np.eye(4)])
+    write_tum(tmp_path / "t.tum", [0.5, 1.5], T, header="test")
+    stamps, back = read_tum(tmp_path / "t.tum")
+    assert stamps == pytest.approx([0.5, 1.5]) and back == pytest.approx(T, abs=1e-8)
+
+
+def test_eval_vo_cli_writes_trajectories_report_and_json(tmp_path):
+    from goodpoint_ros.cli import main
+    data = require_shared(KITTI)
+    out, js = tmp_path / "out", tmp_path / "m.json"
+    code = main(["eval", "vo", str(data), "--methods", "orb,akaze", "--scale", "0.5", "--frames", "6",
+                 "--out", str(out), "--json", str(js), "--no-progress"])
+    assert code == 0
+    for name in ("trajectory_orb.tum", "trajectory_akaze.tum", "report.md", "trajectory.png",
+                 "errors.png"):
+        assert (out / name).is_file(), name
+    stamps, poses = read_tum(out / "trajectory_orb.tum")
+    assert len(stamps) == 6 and stamps[1] == pytest.approx(0.1044989)     # input stamps
+    result = json.loads(js.read_text())
+    m = result["methods"]["orb"]
+    assert m["ate"]["rmse"] < 0.15 and m["lost_count"] == 0 and m["alignment"] == "SE(3)"
+    assert "| orb |" in (out / "report.md").read_text()
+
+
+def test_eval_vo_cli_bad_inputs(tmp_path, capsys):
+    from goodpoint_ros.cli import main
+    assert main(["eval", "vo", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "not a KITTI" in capsys.readouterr().err
+    (tmp_path / "image_0").mkdir()
+    (tmp_path / "image_1").mkdir()
+    src = require_shared(KITTI)
+    import shutil
+    for side in ("image_0", "image_1"):
+        shutil.copy(src / side / "000000.png", tmp_path / side / "000000.png")
+    assert main(["eval", "vo", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "missing calibration" in capsys.readouterr().err
+    assert main(["eval", "vo", str(src), "--mode", "rgbd", "--out", str(tmp_path / "o")]) == 2
+    assert "supports --mode stereo, mono" in capsys.readouterr().err
