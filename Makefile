@@ -35,8 +35,8 @@ bench: $(STAMP)
 
 # Regenerate the shipped ONNX files after new weights land (docs/deployment.md).
 models: $(STAMP)
-	$(BIN)/goodpoint export onnx
-	$(BIN)/goodpoint export int8
+	$(BIN)/goodpoint export onnx --into-package
+	$(BIN)/goodpoint export int8 --into-package
 
 # ---------------------------------------------------------------- real ROS 2 tier
 # ROS 2 Jazzy from PyPI wheels (requirements-ros.txt) in a second, torch-free

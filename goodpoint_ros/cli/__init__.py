@@ -51,15 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM as an exception, so ``finally`` / ``except BaseException`` clean-ups run
+    (a half-written bag is removed, temp files are unlinked) as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    import signal
+    import threading
+
     from goodpoint_ros.cli.common import os_error_line, user_errors
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    else:  # pragma: no cover - signals can only be set from the main thread
+        previous = None
     try:
         return int(args._run(args) or 0)
+    except Terminated:
+        print(f"goodpoint {args.command}: terminated", file=sys.stderr)
+        return 143
     except user_errors() as exc:
         print(f"goodpoint {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -69,6 +88,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"goodpoint {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

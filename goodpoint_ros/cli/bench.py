@@ -14,7 +14,7 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 """
 from __future__ import annotations
 
-from goodpoint_ros.cli.common import parse_size, write_json
+from goodpoint_ros.cli.common import check_outputs, parse_size, write_json
 
 
 def add_arguments(p):
@@ -38,6 +38,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from goodpoint_ros.deploy.benchmark import format_table, run_benchmark
+    check_outputs([args.weights], [args.json])
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
                            precisions=[p for p in args.precision.split(",") if p],

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Dict
 
-from goodpoint_ros.cli.common import UserError, add_model_args, parse_size, write_json
+from goodpoint_ros.cli.common import UserError, add_model_args, check_outputs, parse_size, write_json
 from goodpoint_ros.evaluation.aggregate import aggregate
 from goodpoint_ros.evaluation.report import fmt
 
@@ -113,6 +113,10 @@ def run(args) -> int:
     if fn is None:
         raise UserError("choose what to evaluate: `goodpoint eval homography DIR` or "
                         "`goodpoint eval bag BAG` (see goodpoint eval -h)")
+    # before the (long) evaluation: never an input clobbered, never a result lost to an
+    # unwritable folder at the end
+    inputs = [getattr(args, k, None) for k in ("dir", "bag", "bag_b", "weights")]
+    check_outputs(inputs, [getattr(args, "json", None), getattr(args, "report", None)])
     return fn(args)
 
 

@@ -11,7 +11,7 @@ body's odometry in NED (50 Hz) and /tf_static body → camera.  The same
 """
 from __future__ import annotations
 
-from goodpoint_ros.cli.common import UserError, parse_size
+from goodpoint_ros.cli.common import UserError, check_writable, parse_size
 
 
 def add_arguments(p):
@@ -36,9 +36,10 @@ def run(args) -> int:
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
     from pathlib import Path
-    if Path(args.out).exists():
+    if Path(args.out).exists() or Path(args.out).is_symlink():   # a dangling link too
         raise UserError(f"{args.out} exists already; rosbag2 writers never overwrite "
                         "(remove it or pick another name)")
+    check_writable(args.out)       # before minutes of rendering
     if args.fps <= 0 or args.speed < 0:
         raise UserError("--fps must be positive and --speed non-negative")
     spec = SampleBagSpec(frames=args.frames, size=args.size, lighting=args.lighting,

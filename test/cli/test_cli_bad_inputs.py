@@ -1,0 +1,245 @@
+"""Bad inputs through the real `goodpoint` console script (docs/bad-inputs.md).
+
+Each case is one the reliability review (issue 12) found misbehaving: an input
+clobbered by an output, a traceback instead of one line, a result lost to an
+unwritable folder at the end of a run.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SAMPLE
+
+GOODPOINT = Path(sys.executable).parent / "goodpoint"
+FAST = ("--backend", "onnxruntime", "--threads", "1")
+
+
+def run(*args, check=False, timeout=300):
+    if not GOODPOINT.exists():
+        pytest.skip("goodpoint console script not installed in this environment")
+    return subprocess.run([str(GOODPOINT), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line_error(p, code=2):
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    return p.stderr
+
+
+def digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def photo(tmp_path):
+    dst = tmp_path / "in" / "victim.png"
+    dst.parent.mkdir()
+    shutil.copy(SAMPLE / "1.png", dst)
+    return dst
+
+
+# --------------------------------------------------------------------------- case 1: clobbering
+
+@pytest.mark.parametrize("flag", ["--out", "--json"])
+def test_detect_refuses_to_overwrite_its_input(photo, flag):
+    before = digest(photo)
+    err = one_line_error(run("detect", photo, flag, photo, *FAST))
+    assert "refusing to write" in err and "input" in err
+    assert digest(photo) == before
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_match_refuses_an_output_that_is_an_input_through_a_link(photo, tmp_path, link):
+    other = tmp_path / "in" / "b.png"
+    shutil.copy(SAMPLE / "2.png", other)
+    alias = tmp_path / "alias.png"
+    (os.symlink if link == "symlink" else os.link)(other, alias)
+    before = digest(other)
+    err = one_line_error(run("match", photo, other, "--out", alias, *FAST))
+    assert "refusing to write" in err
+    assert digest(other) == before
+
+
+def test_two_outputs_may_not_be_one_file(photo, tmp_path):
+    out = tmp_path / "same.png"
+    err = one_line_error(run("detect", photo, "--out", out, "--json", out, *FAST))
+    assert "same file" in err and not out.exists()
+
+
+def test_eval_refuses_a_json_inside_its_data_folder(tmp_path):
+    data = tmp_path / "seq"
+    shutil.copytree(SAMPLE, data)
+    before = digest(data / "1.png")
+    err = one_line_error(run("eval", "homography", data, "--json", data / "1.png",
+                             "--methods", "orb"))
+    assert "refusing to write" in err and digest(data / "1.png") == before
+    # a report folder that holds the data would be replaced as a whole: refused too
+    err = one_line_error(run("eval", "homography", data, "--report", tmp_path, "--methods", "orb"))
+    assert "holds the input" in err and (data / "1.png").is_file()
+
+
+def test_export_and_bench_refuse_to_overwrite_the_weights(tmp_path):
+    from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
+    w = tmp_path / "w.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, w)
+    before = digest(w)
+    assert "refusing to write" in one_line_error(run("export", "onnx", "--weights", w, "--out", w))
+    assert "refusing to write" in one_line_error(run("bench", "--weights", w, "--json", w))
+    assert digest(w) == before
+
+
+# --------------------------------------------------------------------------- case 5: the package
+
+def test_export_onnx_never_writes_inside_the_package_unless_asked(tmp_path):
+    from goodpoint_ros.core.weights import DEFAULT_ONNX, DEFAULT_WEIGHTS
+    pytest.importorskip("torch")
+    shipped = digest(DEFAULT_ONNX)
+    err = one_line_error(run("export", "onnx"))
+    assert "inside the installed package" in err and "--into-package" in err
+    assert "inside the installed package" in one_line_error(
+        run("export", "onnx", "--out", DEFAULT_ONNX))
+    other = tmp_path / "other.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, other)
+    p = run("export", "onnx", "--weights", other)            # default: beside the weights
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "other.onnx").is_file()
+    assert digest(DEFAULT_ONNX) == shipped
+
+
+# --------------------------------------------------------------------------- case 8: --resize
+
+def test_resize_makes_an_oversized_image_usable(tmp_path):
+    big = tmp_path / "big.png"
+    img = cv2.resize(cv2.imread(str(SAMPLE / "1.png"), cv2.IMREAD_GRAYSCALE), (9000, 600))
+    cv2.imwrite(str(big), img)
+    p = run("detect", big, "--resize", "640x480", *FAST)
+    assert p.returncode == 0, p.stderr
+    assert "9000x600" in p.stdout
+
+
+# --------------------------------------------------------------------------- case 7: memory budget
+
+def test_budget_refuses_before_allocating_and_names_the_way_out(tmp_path):
+    img = tmp_path / "img.png"
+    shutil.copy(SAMPLE / "1.png", img)
+    err = one_line_error(run("detect", img, "--memory-budget", "100", *FAST))
+    assert "memory budget" in err and "--resize" in err and "--memory-budget" in err
+    assert run("detect", img, *FAST).returncode == 0              # the default budget fits it
+
+
+def test_8000px_square_is_refused_in_one_line_not_killed(tmp_path):
+    img = tmp_path / "8k.png"
+    cv2.imwrite(str(img), np.zeros((8000, 8000), np.uint8))
+    err = one_line_error(run("detect", img, *FAST))
+    assert "memory budget" in err and "8000x8000" in err
+
+
+# --------------------------------------------------------------------------- case 14: paths, device
+
+def test_unknown_picture_extension_is_one_line_before_the_network(photo, tmp_path):
+    err = one_line_error(run("detect", photo, "--out", tmp_path / "vis.txt", *FAST))
+    assert "image extension" in err and not (tmp_path / "vis.txt").exists()
+
+
+def test_output_under_a_file_is_one_line(photo, tmp_path):
+    (tmp_path / "file.png").write_bytes(b"x")
+    err = one_line_error(run("detect", photo, "--out", tmp_path / "file.png" / "x.png", *FAST))
+    assert "not a folder" in err
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_unknown_device_is_one_line(photo, backend):
+    err = one_line_error(run("detect", photo, "--device", "gpu", "--backend", backend))
+    assert "gpu" in err
+
+
+# --------------------------------------------------------------------------- case 13: file systems
+
+@pytest.fixture
+def mounted(tmp_path):
+    """mount(options) → a fresh tmpfs folder; skipped where mounting is not allowed."""
+    points = []
+
+    def make(options):
+        point = tmp_path / f"mnt{len(points)}"
+        point.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                           capture_output=True)
+        if r.returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        points.append(point)
+        return point
+    yield make
+    for point in points:
+        subprocess.run(["umount", str(point)], capture_output=True)
+
+
+def fill(folder: Path):
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("cmd", ["detect", "match"])
+@pytest.mark.parametrize("fs", ["ro", "full"])
+def test_unwritable_output_folder_is_one_line(photo, mounted, cmd, fs):
+    folder = mounted("ro,size=1m" if fs == "ro" else "size=64k")
+    if fs == "full":
+        fill(folder)
+    images = [photo] if cmd == "detect" else [photo, SAMPLE / "2.png"]
+    for flag, name in (("--json", "k.json"), ("--out", "k.png")):
+        err = one_line_error(run(cmd, *images, flag, folder / name, *FAST))
+        assert "cannot write" in err or "No space" in err or "Read-only" in err
+
+
+def test_eval_bag_checks_writability_before_evaluating(mounted, tmp_path):
+    folder = mounted("ro,size=1m")
+    # the check comes before the bag is even opened: a bag path that does not exist
+    # would be reported otherwise
+    err = one_line_error(run("eval", "bag", tmp_path / "no-such-bag", "--json", folder / "r.json",
+                             "--methods", "orb"))
+    assert "cannot write" in err and "Read-only" in err
+    err = one_line_error(run("eval", "bag", tmp_path / "no-such-bag", "--report", folder / "rep",
+                             "--methods", "orb"))
+    assert "cannot write" in err
+
+
+# --------------------------------------------------------------------------- case 20: SIGTERM
+
+def test_sigterm_during_make_sample_bag_removes_the_half_bag(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "bag"
+    if not GOODPOINT.exists():
+        pytest.skip("goodpoint console script not installed")
+    proc = subprocess.Popen([str(GOODPOINT), "make-sample-bag", str(out), "--frames", "2000",
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not out.exists():                      # the writer has started
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_make_sample_bag_refuses_a_dangling_symlink(tmp_path):
+    link = tmp_path / "bag"
+    link.symlink_to(tmp_path / "elsewhere")
+    err = one_line_error(run("make-sample-bag", link, "--frames", "2"))
+    assert "exists already" in err and not (tmp_path / "elsewhere").exists()
