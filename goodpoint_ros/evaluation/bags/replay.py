@@ -31,6 +31,9 @@ from typing import Deque, Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from goodpoint_ros.core import image_msgs
+from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed
+
 #: AirSim's camera mount: p_body(FRD) = R · p_optical, i.e. p_body = (z, x, y)_optical.
 R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
@@ -42,10 +45,6 @@ POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",
 TF = "tf2_msgs/msg/TFMessage"
 TRANSFORM = "geometry_msgs/msg/TransformStamped"
 
-#: Image encodings understood: name → (numpy dtype, channels).
-ENCODINGS = {"mono8": ("u1", 1), "8UC1": ("u1", 1), "bgr8": ("u1", 3), "rgb8": ("u1", 3),
-             "8UC3": ("u1", 3), "bgra8": ("u1", 4), "rgba8": ("u1", 4), "8UC4": ("u1", 4),
-             "mono16": ("u2", 1), "16UC1": ("u2", 1), "32FC1": ("f4", 1)}
 DEPTH_ENCODINGS = ("32FC1", "16UC1")
 
 
@@ -159,29 +158,19 @@ def _stamp(msg, fallback_ns: int) -> float:
 
 
 def decode_image(msg, topic: str) -> np.ndarray:
-    """sensor_msgs Image/CompressedImage → numpy ([H,W] or [H,W,C]), honouring ``step``."""
-    if hasattr(msg, "format"):                         # CompressedImage
-        img = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise BagError(f"{topic}: cannot decode a CompressedImage (format {msg.format!r})")
-        return img
-    enc = msg.encoding
-    if enc not in ENCODINGS:
-        raise BagError(f"{topic}: unsupported image encoding {enc!r} "
-                       f"(supported: {', '.join(ENCODINGS)}, or CompressedImage)")
-    kind, ch = ENCODINGS[enc]
-    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    row = msg.width * ch * dtype.itemsize
-    data = np.asarray(msg.data, np.uint8)
-    if msg.height == 0 or msg.width == 0 or msg.step < row or data.size < msg.step * msg.height:
-        raise BagError(f"{topic}: image buffer does not match its header "
-                       f"({msg.width}x{msg.height} {enc}, step {msg.step}, {data.size} bytes)")
-    rows = data[:msg.step * msg.height].reshape(msg.height, msg.step)[:, :row]
-    img = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="))
-    img = img.reshape(msg.height, msg.width, ch) if ch > 1 else img.reshape(msg.height, msg.width)
-    if enc.startswith("rgb"):
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if ch == 3 else cv2.COLOR_RGBA2BGRA)
-    return img
+    """sensor_msgs Image/CompressedImage (a rosbags message) → numpy ([H,W] or [H,W,C]).
+
+    The node's decoder (:mod:`goodpoint_ros.core.image_msgs`: ~30 encodings incl.
+    Bayer and YUV, ``step`` padding, big-endian): a bag the node reads, the replay
+    reads.  Its one-line reason becomes a :class:`BagError` naming the topic.
+    """
+    try:
+        if hasattr(msg, "format"):                     # CompressedImage
+            return decode_compressed(msg.format, msg.data)
+        return image_msgs.decode_image(msg.encoding, msg.height, msg.width, msg.step,
+                                       bool(msg.is_bigendian), msg.data)
+    except UnsupportedEncoding as exc:
+        raise BagError(f"{topic}: {exc}") from None
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
