@@ -31,8 +31,13 @@ if ! $MAKE --no-print-directory -s ros-env; then
     loud "FAILED: installing requirements-ros.txt into $VENV_ROS failed (registry reachable)"
     exit 1
 fi
+before=$(stat -c %Y "$ROS_WS/.built" 2>/dev/null || echo none)
 $MAKE --no-print-directory -s ros-build || exit 1
-built=$(cat "$ROS_WS/.built")
+if [ "$before" = "$(stat -c %Y "$ROS_WS/.built")" ]; then
+    built="cached (last build $(cat "$ROS_WS/.built") s)"
+else
+    built="built in $(cat "$ROS_WS/.built") s"
+fi
 
 . tools/ros/env.sh run || exit 1
 # The test-only message_filters stand-in, after the install (a real one wins).
@@ -54,6 +59,6 @@ start=$(date +%s)
     test/ros/test_node_wiring.py test/ros/test_dds_*.py "$@"
 rc=$?
 took=$(( $(date +%s) - start ))
-echo "ROS tier (Jazzy wheels, Fast DDS${GOODPOINT_NETNS:+, private netns}): built in ${built} s," \
+echo "ROS tier (Jazzy wheels, Fast DDS${GOODPOINT_NETNS:+, private netns}): ${built}," \
      "$(cat "$GOODPOINT_TIER_SUMMARY" 2>/dev/null || echo 'no summary') in ${took} s"
 exit $rc
