@@ -89,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_homography_arguments(h)
     add_common_arguments(h)
     h.set_defaults(_eval_run=run_homography)
-    from goodpoint_ros.cli.eval_vo import add_vo_parser   # `eval vo` (issue 14): its own module
+    from goodpoint_ros.cli.eval_vo import add_vo_parser  # `eval vo` (issue 14): its own module
     add_vo_parser(sub)
     # later definitions win on a clash so a duplicate option name can never break
     # `goodpoint --help`
@@ -117,6 +117,9 @@ def run(args) -> int:
     # unwritable folder at the end
     inputs = [getattr(args, k, None) for k in ("dir", "bag", "bag_b", "weights")]
     check_outputs(inputs, [getattr(args, "json", None), getattr(args, "report", None)])
+    if getattr(args, "report", None):
+        from goodpoint_ros.evaluation.report import check_report_folder
+        check_report_folder(args.report)
     return fn(args)
 
 
@@ -176,13 +179,19 @@ def common_settings(args, methods) -> dict:
 
 def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation") -> int:
     """Write --json / --report and print the table; shared by both modes."""
+    import uuid
+
     from goodpoint_ros.evaluation.aggregate import json_safe
     from goodpoint_ros.evaluation.report import paper_table, slam_table, write_report
+    # One id in both outputs; the report folder is replaced whole first, the JSON after
+    # it: a run killed between the two leaves a report and a JSON whose ids differ.
+    result = dict(result, run_id=f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
+                                 f"{uuid.uuid4().hex[:8]}")
     safe = json_safe(result)
-    if args.json:
-        write_json(args.json, safe)
     if args.report:
         write_report(safe, args.report, examples, title=title)
+    if args.json:
+        write_json(args.json, safe)
     eps = list(args.eps)
     lines = [title, ""] + paper_table(safe, eps) + [""] + slam_table(safe)
     skipped = result.get("skipped", 0)

@@ -119,6 +119,8 @@ def markdown_report(result: Dict, title: str = "GoodPoint evaluation",
     settings = result.get("settings", {})
     eps_list = settings.get("eps") or [3, 5]
     lines = [f"# {title}", ""]
+    if result.get("run_id"):      # the same id is in the --json file of this run
+        lines += [f"Run `{result['run_id']}`.", ""]
     src = settings.get("source") or settings.get("bag") or ""
     lines.append(f"{result.get('pairs', 0)} pairs evaluated"
                  + (f", {result.get('skipped', 0)} skipped" if result.get("skipped") else "")
@@ -255,13 +257,84 @@ def write_match_pictures(examples: Sequence[Dict], out_dir: Path) -> List[str]:
     return names
 
 
-def write_report(result: Dict, out_dir, examples: Optional[Sequence[Dict]] = None,
-                 title: str = "GoodPoint evaluation") -> List[Path]:
-    """Write report.md, the plots and match pictures into ``out_dir`` → paths written."""
+#: A folder ``--report`` may replace: one this module wrote (it holds report.md) or an
+#: empty one.  Anything else is refused rather than deleted.
+REPORT_MARKER = "report.md"
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system cannot, and the caller falls back to two renames."""
+    import ctypes
+    import os
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    return fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
+
+
+def replace_folder(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out`` as a whole: a reader sees the old
+    folder or the new one, never a mixture (no stale file of an earlier run stays)."""
+    import shutil
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+    if _exchange(tmp, out):              # tmp now holds the old folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    out.rename(old)                      # the two-rename fallback: a moment with no folder
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_report_folder(out_dir) -> Path:
+    """``out_dir`` as a Path, or ``ValueError`` when it may not be replaced by a report
+    (a file, or a folder with other things in it): the CLI checks before evaluating."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARKER).is_file():
+        raise ValueError(f"{out} is a folder that is not a report (no {REPORT_MARKER}); "
+                         "--report replaces its folder as a whole: pick a new or report folder")
+    return out
+
+
+def write_report(result: Dict, out_dir, examples: Optional[Sequence[Dict]] = None,
+                 title: str = "GoodPoint evaluation") -> List[Path]:
+    """Write report.md, the plots and match pictures as the folder ``out_dir`` → paths.
+
+    Everything is made in a temporary folder beside it, which then replaces
+    ``out_dir`` whole (:func:`replace_folder`): a run killed midway leaves the
+    previous report as it was, and a re-run with fewer methods leaves no stale
+    picture of the old one.  An existing ``out_dir`` that is not a report
+    folder (no report.md, not empty) is refused, never deleted.
+    """
+    import os
+    import shutil
+    import tempfile
+    out = check_report_folder(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):   # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        paths = _write_report_files(result, tmp, examples, title)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)         # mkdtemp makes 0700; the usual folder mode
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / p.relative_to(tmp) for p in paths]
+
+
+def _write_report_files(result: Dict, out: Path, examples, title: str) -> List[Path]:
     pictures = []
     if result.get("methods"):
         plot_metric_bars(result, out / "metrics.png")
