@@ -9,7 +9,7 @@ SLAM back end needs to associate landmarks.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -62,3 +62,38 @@ class TrackIdAssigner:
         ids[~inherited] = self.fresh(int((~inherited).sum()))
         self._prev_ids = ids.copy()
         return ids
+
+
+class TrackLengths:
+    """How long tracks live, on top of :class:`TrackIdAssigner` (the node's own ids).
+
+    ``update(n_prev, n_cur, links)`` per consecutive frame pair, links [K,2]
+    (index in the previous frame, index in the current one), e.g. the
+    essential-matrix inliers.  A track is one id; its length is the number of
+    frames the id is seen in.  :meth:`summary` counts tracks seen in ≥ 2 frames.
+    """
+
+    def __init__(self):
+        self.ids = TrackIdAssigner()
+        self.frames_per_id = np.zeros(0, np.int64)
+
+    def _count(self, ids: np.ndarray) -> None:
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if top > len(self.frames_per_id):
+            self.frames_per_id = np.concatenate(
+                [self.frames_per_id, np.zeros(top - len(self.frames_per_id), np.int64)])
+        np.add.at(self.frames_per_id, ids.astype(np.int64), 1)
+
+    def update(self, n_prev: int, n_cur: int, links: np.ndarray) -> None:
+        prev = self.ids.previous_ids
+        if prev is None or len(prev) != n_prev:        # first pair, or a gap: start afresh
+            self.ids.reset()
+            self._count(self.ids.assign(n_prev))
+        self._count(self.ids.assign(n_cur, links))
+
+    def summary(self) -> Dict[str, float]:
+        """Mean and median length (frames) of tracks seen in ≥ 2 frames."""
+        arr = self.frames_per_id[self.frames_per_id > 1].astype(np.float64)
+        if not len(arr):
+            return {"mean": float("nan"), "median": float("nan"), "tracks": 0}
+        return {"mean": float(arr.mean()), "median": float(np.median(arr)), "tracks": int(len(arr))}

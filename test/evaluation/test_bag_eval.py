@@ -15,9 +15,9 @@ from goodpoint_ros.evaluation.bags.evaluate import (
     DEFAULT_INFO,
     DEFAULT_POSE,
     BagOptions,
+    inlier_links,
     make_pairs,
     relative_pose_errors,
-    track_lengths,
 )
 from goodpoint_ros.evaluation.bags.replay import (
     BagError,
@@ -311,7 +311,13 @@ def test_track_length_counts_consecutive_inlier_matches():
         def __init__(self, k):
             self.image, self.K, self.dist = k, K, np.zeros(5)
 
-    out = track_lengths([Frame(k) for k in range(4)], Sideways())
+    from goodpoint_ros.frontend.tracking import TrackLengths
+    lengths, method = TrackLengths(), Sideways()
+    frames = [Frame(k) for k in range(4)]
+    for f0, f1 in zip(frames, frames[1:]):
+        d0, d1 = method.detect(f0.image), method.detect(f1.image)
+        lengths.update(len(d0), len(d1), inlier_links(method, d0, d1, f0, f1))
+    out = lengths.summary()
     # ids 10–19 live 2 frames, 20–29 three, 30–79 four; ids 0–9 (one frame) are not tracks
     assert out["tracks"] == 70
     assert out["mean"] == pytest.approx((10 * 2 + 10 * 3 + 50 * 4) / 70)

@@ -15,6 +15,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from goodpoint_ros.frontend.tracking import TrackLengths
+
 DEFAULT_IMAGE = "/airsim_node/drone_1/front_center/Scene"
 DEFAULT_DEPTH = "/airsim_node/drone_1/front_center/DepthPlanar"
 DEFAULT_INFO = "/airsim_node/drone_1/front_center/Scene/camera_info"
@@ -207,56 +209,12 @@ def make_pairs(n_a: int, n_b: int, opts: BagOptions) -> List[Tuple[int, int]]:
     return pairs[:opts.max_pairs] if opts.max_pairs else pairs
 
 
-class TrackCounter:
-    """Feature tracks through consecutive frames (robot-bag mode).
-
-    ``update(n_prev, n_cur, links)`` with ``links`` [K,2] (index in the previous
-    frame, index in the current one) — essential-matrix inlier matches.  A track
-    ends when its keypoint has no link into the next frame.
-    """
-
-    def __init__(self):
-        self.length: Optional[np.ndarray] = None
-        self.finished: List[int] = []
-
-    def update(self, n_prev: int, n_cur: int, links: np.ndarray) -> None:
-        if self.length is None or len(self.length) != n_prev:
-            self.length = np.ones(n_prev, np.int64)
-        new = np.ones(n_cur, np.int64)
-        continued = np.zeros(n_prev, bool)
-        if len(links):
-            new[links[:, 1]] = self.length[links[:, 0]] + 1
-            continued[links[:, 0]] = True
-        self.finished += self.length[~continued].tolist()
-        self.length = new
-
-    def summary(self) -> Dict[str, float]:
-        """Mean and median length (frames) of tracks seen in ≥ 2 frames."""
-        arr = np.asarray(self.finished + ([] if self.length is None else self.length.tolist()),
-                         np.float64)
-        arr = arr[arr > 1]
-        if not len(arr):
-            return {"mean": float("nan"), "median": float("nan"), "tracks": 0}
-        return {"mean": float(arr.mean()), "median": float(np.median(arr)), "tracks": int(len(arr))}
-
-
-def _inlier_links(method, f0, f1, frame0, frame1) -> np.ndarray:
+def inlier_links(method, f0, f1, frame0, frame1) -> np.ndarray:
+    """The essential-matrix inlier matches [K,2] of ``method`` between consecutive frames."""
     matches = method.match(f0, f1)
     _, _, inl = estimate_pose(f0.keypoints, f1.keypoints, matches, frame0.K, frame1.K,
                               frame0.dist, frame1.dist)
     return matches[inl] if len(matches) else matches
-
-
-def track_lengths(frames, method) -> Dict[str, float]:
-    """Track-length summary of one method over a list of frames (see :class:`TrackCounter`)."""
-    counter = TrackCounter()
-    prev = prev_frame = None
-    for frame in frames:
-        cur = method.detect(frame.image)
-        if prev is not None:
-            counter.update(len(prev), len(cur), _inlier_links(method, prev, cur, prev_frame, frame))
-        prev, prev_frame = cur, frame
-    return counter.summary()
 
 
 def _timed(frames: Iterable, timing: Timing) -> Iterator:
@@ -299,7 +257,7 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
     skipped: List[Tuple[str, str]] = []
     examples: List[Dict] = []
     cache: Dict[Tuple, Tuple] = {}
-    trackers = {name: TrackCounter() for name in methods} if opts.no_depth else {}
+    trackers = {name: TrackLengths() for name in methods} if opts.no_depth else {}
     keep = {k * opts.shift for k in range(opts.keep_examples)}     # non-overlapping pairs
     bag_b = "a" if same else "b"
 
@@ -337,7 +295,7 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
                 d0, _ = detect(name, method, "a", f0, False, f0.image)
                 d1, _ = detect(name, method, "a", f1, False, f1.image)
                 t0 = time.perf_counter()
-                trackers[name].update(len(d0), len(d1), _inlier_links(method, d0, d1, f0, f1))
+                trackers[name].update(len(d0), len(d1), inlier_links(method, d0, d1, f0, f1))
                 timing.tracks += time.perf_counter() - t0
         i = j - opts.shift
         if i >= 0 and i % opts.stride == 0 and i not in buf_a:
