@@ -53,7 +53,7 @@ rm -f "$GOODPOINT_TIER_SUMMARY"
 # test_main_spins...[real] is deselected: its real variant skips by design
 # (signals need the main thread); test_dds_node.py covers SIGINT for real.
 start=$(date +%s)
-"${GP_NETNS[@]}" "$VENV_ROS/bin/pytest" -p no:cacheprovider -p ros_tier_plugin -q \
+"${GP_NETNS[@]}" "$VENV_ROS/bin/pytest" -p no:cacheprovider -p ros_tier_plugin -q --durations=5 \
     -k "real or test_dds" -W "ignore::DeprecationWarning:lark.utils" \
     --deselect "test/ros/test_node_wiring.py::test_main_spins_until_shutdown_and_exits_cleanly[real]" \
     test/ros/test_node_wiring.py test/ros/test_dds_*.py "$@"

@@ -37,6 +37,8 @@ def pytest_runtest_logreport(report):
 
 def pytest_sessionfinish(session, exitstatus):
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        tr.ensure_newline()          # after the progress dots
     say = (tr.write_line if tr is not None else print)
     for nodeid, reason in _bad_skips:
         say(f"ROS TIER: a skip is a failure here: {nodeid}: {reason}")
