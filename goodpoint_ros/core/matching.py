@@ -24,9 +24,12 @@ ROBUST = getattr(cv2, "USAC_MAGSAC", cv2.RANSAC)
 class MatchResult:
     """matches [M,2] (index in 0, index in 1); distances [M]; inliers [M] bool.
 
-    ``model_type`` is ``none``, ``homography`` or ``essential``; ``model`` its
-    3×3 matrix (image0 → image1); for ``essential`` also ``rotation`` (3×3) and
-    unit ``translation`` (3,) of camera 1 relative to camera 0.
+    ``model_type`` is ``none``, ``homography``, ``essential`` or ``fundamental``;
+    ``model`` its 3×3 matrix (image0 → image1); for ``essential`` also ``rotation``
+    (3×3) and unit ``translation`` (3,) of camera 1 relative to camera 0.
+    ``verified``: geometric verification was asked for (then ``inliers`` are its
+    inliers, none when it failed), False when only descriptors matched.
+    ``disparities`` [M]: x_left − x_right of rectified stereo matches, else None.
     """
     matches: np.ndarray
     distances: np.ndarray
@@ -35,6 +38,8 @@ class MatchResult:
     model: Optional[np.ndarray] = None
     rotation: Optional[np.ndarray] = None
     translation: Optional[np.ndarray] = None
+    verified: bool = True
+    disparities: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.matches)
@@ -170,8 +175,9 @@ def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
                    ransac_threshold: float = 3.0) -> MatchResult:
     """Match two :class:`Features` and verify geometrically.
 
-    verify: ``none``, ``homography``, ``essential`` or ``auto`` (essential when
-    K0 is given, else homography).  A homography only fits a plane or a
+    verify: ``none``, ``homography``, ``essential``, ``fundamental`` (pixels,
+    no intrinsics; the frontend's fallback) or ``auto`` (essential when K0 is
+    given, else homography).  A homography only fits a plane or a
     rotating camera: for visual odometry / 3-D scenes pass the intrinsics
     ``K0=`` (and ``K1=`` for a second camera) so ``auto`` verifies with the
     essential matrix — KITTI 06 frames 0 → 5 (bundled weights): 94 of 256
@@ -196,6 +202,10 @@ def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
         if E is not None:
             result.model_type, result.model, result.inliers = "essential", E, inl
             result.rotation, result.translation = R, t
+    elif verify == "fundamental":
+        F, inl = verify_fundamental(feats0.keypoints, feats1.keypoints, matches, ransac_threshold)
+        if F is not None:
+            result.model_type, result.model, result.inliers = "fundamental", F, inl
     elif verify != "none":
         raise ValueError(f"unknown verification {verify!r}")
     return result

@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from goodpoint_ros.core.keypoints import Features
-from goodpoint_ros.core.matching import MatchResult, match_features, verify_fundamental
+from goodpoint_ros.core.matching import MatchResult, match_features
 from goodpoint_ros.frontend.stereo import match_stereo
 from goodpoint_ros.frontend.tracking import TrackIdAssigner
 from goodpoint_ros.ros.params import config_from_params, stereo_params_from
@@ -203,13 +203,7 @@ class Frontend:
             verify = "essential" if have_k else "fundamental"
         if verify == "essential" and not have_k:
             verify = "fundamental"        # documented fallback: no intrinsics yet
-        if verify == "fundamental":
-            result = match_features(prev, feats, cfg, verify="none")
-            F, inliers = verify_fundamental(prev.keypoints, feats.keypoints, result.matches,
-                                            p["ransac_threshold"])
-            if F is not None:
-                result.model_type, result.model, result.inliers = "fundamental", F, inliers
-        elif verify == "essential":
+        if verify == "essential":
             result = match_features(prev, feats, cfg, verify="essential", K0=camera.K, K1=camera.K,
                                     dist0=camera.D, dist1=camera.D,
                                     ransac_threshold=p["ransac_threshold"])

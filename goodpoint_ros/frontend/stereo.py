@@ -27,7 +27,6 @@ from goodpoint_ros.core.matching import (
     descriptor_distances,
     match_features,
     mutual_nn_match,
-    verify_fundamental,
 )
 
 
@@ -98,9 +97,4 @@ def match_stereo(left: Features, right: Features, config: Optional[GoodPointConf
     if K_left is not None:
         return match_features(left, right, config, verify="essential", K0=K_left, K1=K_right,
                               dist0=dist_left, dist1=dist_right, ransac_threshold=ransac_threshold)
-    result = match_features(left, right, config, verify="none")
-    F, inliers = verify_fundamental(left.keypoints, right.keypoints, result.matches,
-                                    ransac_threshold)
-    if F is not None:
-        result.model_type, result.model, result.inliers = "fundamental", F, inliers
-    return result
+    return match_features(left, right, config, verify="fundamental", ransac_threshold=ransac_threshold)

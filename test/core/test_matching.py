@@ -119,3 +119,26 @@ def test_match_features_end_to_end_shapes():
     np.testing.assert_allclose(res.model[:2, 2], [5, 5], atol=1e-3)
     with pytest.raises(ValueError):
         match_features(f0, f1, verify="essential")
+
+
+def test_match_features_verifies_with_the_fundamental_matrix_without_intrinsics():
+    # a 3-D scene seen from two poses, no K: F keeps the consistent matches, drops outliers
+    rng = np.random.default_rng(5)
+    K = np.array([[300.0, 0, 160], [0, 300, 120], [0, 0, 1]])
+    X = np.c_[rng.uniform(-2, 2, 150), rng.uniform(-1.5, 1.5, 150), rng.uniform(3, 9, 150)]
+    R = cv2.Rodrigues(np.array([0.02, np.deg2rad(4), 0]))[0]
+    x0, x1 = (K @ X.T).T, (K @ ((R @ X.T).T + [0.4, 0.05, 0.1]).T).T
+    p0, p1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
+    p1[:15] = rng.uniform((0, 0), (320, 240), (15, 2))      # 10% matches to anywhere
+    d = unit(rng.standard_normal((150, 256)))
+    f0 = Features(p0.astype(np.float32), np.ones(150, np.float32), d, (320, 240))
+    f1 = Features(p1.astype(np.float32), np.ones(150, np.float32), d, (320, 240))
+    res = match_features(f0, f1, GoodPointConfig(), verify="fundamental", ransac_threshold=1.0)
+    assert res.model_type == "fundamental" and res.model.shape == (3, 3) and res.verified
+    assert len(res) == 150
+    inl = np.zeros(150, bool)
+    inl[res.matches[res.inliers, 0]] = True                   # by point, not by match order
+    assert inl[15:].mean() > 0.9 and inl[:15].mean() < 0.3
+    h0 = np.c_[p0[15:], np.ones(135)]
+    h1 = np.c_[p1[15:], np.ones(135)]
+    assert np.median(np.abs(np.sum(h1 @ res.model * h0, axis=1))) < 1e-2   # x1ᵀ F x0 ≈ 0
