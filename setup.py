@@ -48,6 +48,7 @@ setup(
     entry_points={"console_scripts": [
         "goodpoint = goodpoint_ros.cli:main",
         "detector_node = goodpoint_ros.ros.node:main",
+        "vo_node = goodpoint_ros.ros.vo_node:main",
     ]},
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License",
                  "Topic :: Scientific/Engineering :: Image Recognition"],

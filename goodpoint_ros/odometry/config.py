@@ -93,7 +93,7 @@ class VOConfig:
     virtual_baseline: float = 0.08
     max_depth: float = 20.0
     lost_covariance: float = 1e4
-    max_landmarks: int = 4000
+    max_landmarks: int = 8000
 
     def validate(self) -> "VOConfig":
         """Raise ``ValueError`` with a readable line on a bad setting."""

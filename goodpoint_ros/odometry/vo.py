@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 #: sub-pixel); nothing nearer than 0.5 m bounds the disparity search.
 STEREO_ROW_TOLERANCE = 1.0
 MIN_STEREO_DEPTH = 0.5
+#: A window keyframe with fewer shared observations than this is held fixed in BA.
+BA_MIN_OBSERVATIONS = 10
 
 
 class TrackingState(str, enum.Enum):
@@ -576,45 +578,55 @@ class VisualOdometry:
         prev.lm[pf[m[ok, 0]]] = kf.lm[cf[m[ok, 1]]]
 
     def _cull(self) -> None:
-        """Keep the landmarks some window keyframe observes (and at most max_landmarks)."""
-        alive = set()
-        for kf in self.keyframes:
-            alive.update(int(v) for v in kf.lm[kf.lm >= 0])
-        for lid in [k for k in self.points if k not in alive]:
+        """Keep the landmarks some window keyframe observes; over ``max_landmarks``, drop
+        those last seen longest ago (never by id alone: that would strip the fixed,
+        oldest keyframe of its landmarks and leave the window's gauge free)."""
+        newest: Dict[int, int] = {}
+        for k, kf in enumerate(self.keyframes):
+            for v in kf.lm[kf.lm >= 0]:
+                newest[int(v)] = k
+        for lid in [lid for lid in self.points if lid not in newest]:
             del self.points[lid], self.descs[lid]
-        if len(self.points) > self.config.max_landmarks:
-            for lid in sorted(self.points)[:len(self.points) - self.config.max_landmarks]:
+        excess = len(self.points) - self.config.max_landmarks
+        if excess > 0:
+            for lid in sorted(self.points, key=lambda i: newest[i])[:excess]:
                 del self.points[lid], self.descs[lid]
             for kf in self.keyframes:
-                kf.lm[[int(v) not in self.points if v >= 0 else False for v in kf.lm]] = -1
+                gone = np.array([v >= 0 and int(v) not in self.points for v in kf.lm], bool)
+                kf.lm[gone] = -1
 
     def _bundle_adjust(self):
-        """BA over the window; updates poses, points, drops outlier observations."""
+        """BA over the window; updates poses, points, drops outlier observations.
+
+        Only landmarks seen by two or more window keyframes enter (one observation says
+        nothing about the poses); a keyframe left with fewer than ``BA_MIN_OBSERVATIONS``
+        of them is held fixed with the oldest, so no part of the window floats free.
+        """
         cfg = self.config
         kfs = list(self.keyframes)
-        lm_ids = sorted(self.points)
-        if len(kfs) < 2 or not lm_ids:
+        if len(kfs) < 2 or not self.points:
             return None, 0.0
-        row = {lid: r for r, lid in enumerate(lm_ids)}
-        ok, okf, opt, uv, ur = [], [], [], [], []
-        for k, kf in enumerate(kfs):
-            has = np.nonzero(kf.lm >= 0)[0]
-            for i in has:
-                okf.append(k)
-                opt.append(row[int(kf.lm[i])])
-                ok.append((k, i))
-            uv.append(kf.kp[has])
-            ur.append(kf.ur[has])
-        if not okf:
+        obs_k = np.concatenate([np.full(int((kf.lm >= 0).sum()), k) for k, kf in enumerate(kfs)])
+        obs_i = np.concatenate([np.nonzero(kf.lm >= 0)[0] for kf in kfs])
+        obs_l = np.concatenate([kf.lm[kf.lm >= 0] for kf in kfs])
+        ids, inverse, counts = np.unique(obs_l, return_inverse=True, return_counts=True)
+        keep = counts[inverse] >= 2
+        if not keep.any():
             return None, 0.0
-        fixed = np.zeros(len(kfs), bool)
+        obs_k, obs_i, obs_l = obs_k[keep], obs_i[keep], obs_l[keep]
+        lm_ids, obs_row = np.unique(obs_l, return_inverse=True)
+        per_kf = np.bincount(obs_k, minlength=len(kfs))
+        fixed = per_kf < BA_MIN_OBSERVATIONS
         fixed[0] = True
         if cfg.mode == "mono":
             fixed[:2] = True
+        if fixed.all():
+            return None, 0.0
+        uv = np.stack([kfs[k].kp[i] for k, i in zip(obs_k, obs_i)])
+        ur = np.array([kfs[k].ur[i] for k, i in zip(obs_k, obs_i)])
         problem = bundle.BAProblem(np.stack([kf.T_wc for kf in kfs]), fixed,
-                                   np.stack([self.points[lid] for lid in lm_ids]),
-                                   np.asarray(okf), np.asarray(opt), np.concatenate(uv),
-                                   np.concatenate(ur), self.camera.fx, self.camera.fy,
+                                   np.stack([self.points[int(lid)] for lid in lm_ids]),
+                                   obs_k, obs_row, uv, ur, self.camera.fx, self.camera.fy,
                                    self.camera.cx, self.camera.cy, self.baseline)
         try:
             res = bundle.solve(problem, cfg.solver, cfg.pixel_sigma, cfg.huber, cfg.ba_iterations,
@@ -625,12 +637,12 @@ class VisualOdometry:
         for k, kf in enumerate(kfs):
             kf.T_wc = res.poses[k]
         for lid, P in zip(lm_ids, res.points):
-            self.points[lid] = P
+            self.points[int(lid)] = P
         bad = res.errors > 3.0 * cfg.pnp_threshold
-        for (k, i), b in zip(ok, bad):
-            if b:
-                kfs[k].lm[i] = -1
-        return res.covariance, res.ms
+        for k, i in zip(obs_k[bad], obs_i[bad]):
+            kfs[k].lm[i] = -1
+        # the newest keyframe's marginal, unless it was held fixed (then PnP's stands)
+        return (res.covariance if not fixed[-1] else None), res.ms
 
 
 # --------------------------------------------------------------------------- helpers
@@ -648,7 +660,9 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, x
 
     A (2·half+1)² patch around each left keypoint (rounded) is compared with
     the right image at shifts −reach..reach around the matched x; a match whose
-    best shift is at the edge of the search keeps its descriptor position.
+    best shift is at the edge of the search keeps its descriptor position.  The
+    result is for the keypoint's own (sub-pixel) x: the disparity is
+    ``x_left − result``.
     """
     H, W = left.shape
     xl = np.rint(kp_left[:, 0]).astype(int)
@@ -679,7 +693,9 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, x
     delta = np.where(denom > 0, 0.5 * (c0 - c2) / np.where(denom > 0, denom, 1), 0.0)
     at_edge = (b == 1) | (b == len(shifts) - 2)
     good = ~at_edge & (np.abs(delta) <= 1.0)
-    out[idx[good]] = x0[idx[good]] + shifts[b[good]] + delta[good]
+    # the patch was centred on the rounded left x: carry the keypoint's own fraction over
+    frac = kp_left[idx[good], 0] - xl[idx[good]]
+    out[idx[good]] = x0[idx[good]] + shifts[b[good]] + delta[good] + frac
     return out
 
 

@@ -24,7 +24,9 @@ MODULE_NAMES = ("rclpy", "rclpy.node", "rclpy.qos", "rclpy.parameter", "rclpy.ex
                 "rcl_interfaces", "rcl_interfaces.msg", "message_filters", "sensor_msgs",
                 "sensor_msgs.msg", "std_msgs", "std_msgs.msg", "builtin_interfaces",
                 "builtin_interfaces.msg", "diagnostic_msgs", "diagnostic_msgs.msg",
-                "goodpoint_ros.msg", "goodpoint_ros.ros.node", "cv_bridge")
+                "goodpoint_ros.msg", "goodpoint_ros.ros.node", "cv_bridge",
+                "geometry_msgs", "geometry_msgs.msg", "nav_msgs", "nav_msgs.msg", "std_srvs",
+                "std_srvs.srv", "tf2_ros", "goodpoint_ros.ros.vo_node")
 
 
 def _module(name, **attrs):
@@ -61,6 +63,8 @@ def build_modules():
         if pkg != "goodpoint_ros":
             mods[pkg] = _module(pkg, msg=mods[f"{pkg}.msg"])
     mods["rcl_interfaces"] = _module("rcl_interfaces", msg=mods["rcl_interfaces.msg"])
+    mods["std_srvs.srv"] = _module("std_srvs.srv", Trigger=c.Trigger)
+    mods["std_srvs"] = _module("std_srvs", srv=mods["std_srvs.srv"])
     for name in ("node", "qos", "parameter", "executors"):
         setattr(mods["rclpy"], name, mods[f"rclpy.{name}"])
     return mods
@@ -76,6 +80,7 @@ def install():
     mods = build_modules()
     sys.modules.update(mods)
     sys.modules["cv_bridge"] = None           # "not installed": the built-in decoder is used
+    sys.modules["tf2_ros"] = None             # no wheel: the VO node says so and goes on
     goodpoint_ros.msg = mods["goodpoint_ros.msg"]
 
     def restore():

@@ -200,6 +200,27 @@ class Subscription:
         self.callback, self.qos = callback, qos
 
 
+class Trigger:
+    """std_srvs/srv/Trigger: an empty request; a response with success and message."""
+
+    class Request:
+        pass
+
+    class Response:
+        def __init__(self, success=False, message=""):
+            self.success, self.message = success, message
+
+
+class Service:
+    """A service server; tests call it directly: ``service.call(Request())``."""
+
+    def __init__(self, srv_type, name, callback):
+        self.srv_type, self.name, self.callback = srv_type, name, callback
+
+    def call(self, request=None):
+        return self.callback(request or self.srv_type.Request(), self.srv_type.Response())
+
+
 class Timer:
     def __init__(self, period, callback):
         self.period, self.callback = period, callback
@@ -217,6 +238,7 @@ class Node:
         self._overrides = {p.name: p.value for p in (parameter_overrides or [])}
         self._params, self._descriptors, self._callbacks = {}, {}, []
         self._publishers, self._subs, self._timers = [], [], []
+        self._services = []
         self._queue = deque()
         self._logger = Logger(node_name)
         self._clock = Clock()
@@ -306,6 +328,11 @@ class Node:
             _subscriptions.append(sub)
         self._subs.append(sub)
         return sub
+
+    def create_service(self, srv_type, name, callback, **kwargs):
+        srv = Service(srv_type, self.resolve_topic_name(name), callback)
+        self._services.append(srv)
+        return srv
 
     def create_timer(self, timer_period_sec, callback, **kwargs):
         t = Timer(timer_period_sec, callback)

@@ -144,6 +144,25 @@ ROS_MESSAGES = {
                       "string distortion_model\nfloat64[] d\nfloat64[9] k\nfloat64[9] r\n"
                       "float64[12] p\nuint32 binning_x\nuint32 binning_y",
     },
+    # visual odometry (goodpoint_ros.ros.vo_node)
+    "geometry_msgs": {
+        "Point": "float64 x\nfloat64 y\nfloat64 z",
+        "Vector3": "float64 x\nfloat64 y\nfloat64 z",
+        "Quaternion": "float64 x\nfloat64 y\nfloat64 z\nfloat64 w",
+        "Pose": "geometry_msgs/Point position\ngeometry_msgs/Quaternion orientation",
+        "Twist": "geometry_msgs/Vector3 linear\ngeometry_msgs/Vector3 angular",
+        "PoseWithCovariance": "geometry_msgs/Pose pose\nfloat64[36] covariance",
+        "TwistWithCovariance": "geometry_msgs/Twist twist\nfloat64[36] covariance",
+        "PoseStamped": "std_msgs/Header header\ngeometry_msgs/Pose pose",
+        "Transform": "geometry_msgs/Vector3 translation\ngeometry_msgs/Quaternion rotation",
+        "TransformStamped": "std_msgs/Header header\nstring child_frame_id\n"
+                            "geometry_msgs/Transform transform",
+    },
+    "nav_msgs": {
+        "Odometry": "std_msgs/Header header\nstring child_frame_id\n"
+                    "geometry_msgs/PoseWithCovariance pose\ngeometry_msgs/TwistWithCovariance twist",
+        "Path": "std_msgs/Header header\ngeometry_msgs/PoseStamped[] poses",
+    },
     "diagnostic_msgs": {
         "KeyValue": "string key\nstring value",
         "DiagnosticStatus": "byte OK=0\nbyte WARN=1\nbyte ERROR=2\nbyte STALE=3\nbyte level\n"

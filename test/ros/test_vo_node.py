@@ -1,0 +1,173 @@
+"""vo_node wiring with the rclpy test double: stereo KITTI frames in, nav_msgs/Odometry out
+(stamps, frames, covariance), waiting for CameraInfo, ~/reset, ~/path, no tf2_ros."""
+import array
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import rclpy_double  # noqa: E402
+
+from conftest import require_shared  # noqa: E402
+
+KITTI = "vo/kitti06_000000-000050"
+
+
+class Env:
+    def __init__(self):
+        self.rclpy = importlib.import_module("rclpy")
+        self.mod = importlib.import_module("goodpoint_ros.ros.vo_node")
+        self.Parameter = importlib.import_module("rclpy.parameter").Parameter
+        sm = importlib.import_module("sensor_msgs.msg")
+        self.Image, self.CameraInfo = sm.Image, sm.CameraInfo
+        nm = importlib.import_module("nav_msgs.msg")
+        self.Odometry, self.Path = nm.Odometry, nm.Path
+        self.qos = importlib.import_module("rclpy.qos").qos_profile_sensor_data
+        self.Node = importlib.import_module("rclpy.node").Node
+        self.nodes = []
+
+    def vo(self, **params):
+        from goodpoint_ros.evaluation.vo.run import method_source
+        node = self.mod.VONode(source=method_source("orb", 1000),
+                               parameter_overrides=[self.Parameter(k, value=v)
+                                                    for k, v in params.items()])
+        self.nodes.append(node)
+        return node
+
+    def probe(self):
+        n = self.Node("probe")
+        self.nodes.append(n)
+        return n
+
+    def spin_until(self, cond, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for n in self.nodes:
+                self.rclpy.spin_once(n, timeout_sec=0.005)
+            if cond():
+                return True
+        return False
+
+    def image(self, img, stamp):
+        m = self.Image()
+        m.header.stamp.sec, m.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
+        m.header.frame_id = "camera_optical"
+        m.height, m.width, m.encoding = img.shape[0], img.shape[1], "mono8"
+        m.is_bigendian, m.step = 0, img.shape[1]
+        m.data = array.array("B", img.tobytes())
+        return m
+
+    def info(self, P, size):
+        m = self.CameraInfo()
+        m.width, m.height = size
+        m.k = [float(v) for v in P[:, :3].ravel()]
+        m.p = [float(v) for v in P.ravel()]
+        return m
+
+
+@pytest.fixture
+def env():
+    restore = rclpy_double.install()
+    e = Env()
+    e.rclpy.init()
+    try:
+        yield e
+    finally:
+        for n in e.nodes:
+            n.destroy_node()
+        e.rclpy.try_shutdown()
+        restore()
+
+
+@pytest.fixture(scope="module")
+def kitti():
+    from goodpoint_ros.evaluation.vo.datasets import load_sequence
+    seq = load_sequence(require_shared(KITTI), scale=0.5)
+    c = seq.rig.left
+    P0 = np.array([[c.fx, 0, c.cx, 0], [0, c.fy, c.cy, 0], [0, 0, 1, 0]])
+    P1 = P0.copy()
+    P1[0, 3] = -c.fx * seq.rig.baseline
+    return seq, P0, P1, list(seq.frames(5))
+
+
+def _feed(env, node, probe, kitti, frames, inbox, with_info=True, t0=100.0):
+    seq, P0, P1, _ = kitti
+    pl = probe.create_publisher(env.Image, "left/image_rect", env.qos)
+    pr = probe.create_publisher(env.Image, "right/image_rect", env.qos)
+    il = probe.create_publisher(env.CameraInfo, "left/camera_info", env.qos)
+    ir = probe.create_publisher(env.CameraInfo, "right/camera_info", env.qos)
+    assert env.spin_until(lambda: pl.get_subscription_count() > 0)
+    for f in frames:
+        if with_info:
+            il.publish(env.info(P0, seq.size))
+            ir.publish(env.info(P1, seq.size))
+            env.spin_until(lambda: node._infos[1] is not None, 2)
+        n = len(inbox)
+        pl.publish(env.image(f.image, t0 + f.stamp))
+        pr.publish(env.image(f.right, t0 + f.stamp))
+        if with_info:
+            assert env.spin_until(lambda: len(inbox) == n + 1), "no odometry"
+        else:
+            env.spin_until(lambda: node.worker.wait_idle(0) and node.worker.stats().processed >= 1, 5)
+
+
+def test_stereo_odometry_messages(env, kitti):
+    node = env.vo(publish_path=True)
+    probe = env.probe()
+    odom, paths = [], []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    probe.create_subscription(env.Path, "/goodpoint_vo/path", paths.append, 10)
+    frames = kitti[3]
+    _feed(env, node, probe, kitti, frames, odom)
+    assert [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in odom] == \
+        pytest.approx([100.0 + f.stamp for f in frames], abs=1e-6)        # the input stamps
+    assert all(m.header.frame_id == "odom" and m.child_frame_id == "base_link" for m in odom)
+    last = odom[-1]
+    # KITTI drives forward ~1.2 m per frame: base x (REP-103)
+    assert last.pose.pose.position.x == pytest.approx(4.8, abs=0.4)
+    assert abs(last.pose.pose.position.y) < 0.3
+    assert last.twist.twist.linear.x == pytest.approx(11.5, abs=1.5)
+    cov = np.array(last.pose.covariance).reshape(6, 6)
+    assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0) and cov[0, 0] < 0.25
+    first = np.array(odom[0].pose.covariance).reshape(6, 6)
+    assert first[0, 0] >= 1e3                    # nothing measured on the first frame
+    assert env.spin_until(lambda: len(paths) == len(frames))
+    assert len(paths[-1].poses) == len(frames) and paths[-1].header.frame_id == "odom"
+
+
+def test_waits_for_camera_info_and_says_so_once(env, kitti):
+    node = env.vo()
+    probe = env.probe()
+    odom = []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    _feed(env, node, probe, kitti, kitti[3][:2], odom, with_info=False)
+    assert env.spin_until(lambda: node.worker.stats().processed >= 2, 10)
+    assert odom == [] and node.vo is None
+    waiting = [t for t in node._said if "waiting for camera_info" in t]
+    assert len(waiting) == 1
+    assert any("tf2_ros is not available" in t for t in node._said)   # the double has no tf2_ros
+
+
+def test_reset_service_returns_to_the_origin(env, kitti):
+    node = env.vo()
+    probe = env.probe()
+    odom = []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    frames = kitti[3]
+    _feed(env, node, probe, kitti, frames[:3], odom)
+    assert odom[-1].pose.pose.position.x > 2.0
+    resp = node.reset_service.call()
+    assert resp.success
+    _feed(env, node, probe, kitti, frames[3:4], odom, t0=200.0)
+    assert odom[-1].pose.pose.position.x == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bad_parameter_is_refused(env):
+    with pytest.raises(ValueError, match="mode"):
+        env.vo(mode="lidar")
+    with pytest.raises(ValueError, match="camera_xyz"):
+        env.vo(camera_xyz=[1.0, 2.0])

@@ -1,0 +1,111 @@
+"""VO benchmark (issue 14's measured goals): not a test — figures for docs/odometry.md.
+
+  .venv/bin/python tools/vo/benchmark.py --out /tmp/vo_bench [--quick]
+
+* KITTI 06 slice, stereo: GoodPoint / ORB / SIFT / AKAZE through the same back end,
+  full and half resolution (ATE, RPE, drift, lost, time split, Hz);
+* BA solver comparison on the same slice (gtsam vs scipy): ATE and BA ms;
+* EuRoC static slice: estimated motion and rotation over all 95 frames, LOST count;
+* a generated bag (make-sample-bag, 60 frames): RGB-D ATE as % of the path, per method.
+
+Writes OUT/benchmark.json and prints one line per run.  Evaluation data only: the
+settings are the defaults, nothing here is tuned on these sequences.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vo"
+
+
+def one(seq, method, config, limit=0, extractor=None):
+    from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
+    src = method_source(method, 2000, extractor=extractor)
+    r = run_sequence(seq, src, config, limit=limit)
+    m = r.metrics()
+    for k in ("ate", "rpe"):
+        m[k].pop("errors", None)
+        m[k].pop("trans_errors", None)
+    m["wall_s"] = r.wall_s
+    return m
+
+
+def line(tag, m):
+    t = m["time_ms_median"]
+    print(f"{tag:40s} ATE {m['ate']['rmse']:.3f} m  RPE {m['rpe']['trans_rmse']:.4f} m "
+          f"{m['rpe']['rot_rmse_deg']:.3f}°  drift {m['endpoint_drift_pct']:.2f}%  "
+          f"lost {m['lost_count']}  inl {m['median_inliers']:.0f}  "
+          f"ms {t['total']:.0f} (net {t['network']:.0f} fe {t['frontend']:.0f} "
+          f"trk {t['tracking']:.0f} ba {t['ba']:.0f})  motion {m['estimated_motion_m']:.3f} m "
+          f"{m['estimated_rotation_deg']:.3f}°", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="half resolution only")
+    ap.add_argument("--parts", default="kitti,solvers,euroc,bag")
+    args = ap.parse_args()
+    from goodpoint_ros.evaluation.vo.datasets import load_sequence
+    from goodpoint_ros.odometry import VOConfig
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = args.parts.split(",")
+    res = {"machine": {"cpus": os.cpu_count(), "load": os.getloadavg(),
+                       "python": platform.python_version()}, "runs": {}}
+
+    def save():
+        (out / "benchmark.json").write_text(json.dumps(res, indent=1, default=float))
+
+    methods = ("goodpoint", "orb", "sift", "akaze")
+    if "kitti" in parts:
+        for scale in ((0.5,) if args.quick else (0.5, 1.0)):
+            seq = load_sequence(SHARED / "kitti06_000000-000050", scale=scale)
+            for name in methods:
+                m = one(seq, name, VOConfig())
+                res["runs"][f"kitti/{scale}/{name}"] = m
+                line(f"kitti06 stereo x{scale} {name}", m)
+                save()
+    if "solvers" in parts:
+        seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
+        for solver in ("gtsam", "scipy"):
+            for name in ("goodpoint", "orb"):
+                m = one(seq, name, VOConfig(solver=solver))
+                res["runs"][f"solver/{solver}/{name}"] = m
+                line(f"kitti06 x0.5 {name} BA={solver}", m)
+                save()
+    if "euroc" in parts:
+        seq = load_sequence(SHARED / "euroc_V1_01_first95_static", scale=0.5)
+        for name in methods:
+            m = one(seq, name, VOConfig())
+            res["runs"][f"euroc/0.5/{name}"] = m
+            line(f"euroc static x0.5 {name}", m)
+            save()
+    if "bag" in parts:
+        from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
+        bag = out / "bag60"
+        if not bag.exists():
+            write_sample_bag(bag, SampleBagSpec(frames=60))
+        seq = load_sequence(bag)
+        for mode in ("rgbd", "mono"):
+            for name in methods:
+                m = one(seq, name, VOConfig(mode=mode))
+                m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
+                res["runs"][f"bag/{mode}/{name}"] = m
+                line(f"bag60 {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
+                save()
+    res["machine"]["load_end"] = os.getloadavg()
+    save()
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    main()
+    print(f"done in {time.time() - t0:.0f} s")
