@@ -26,8 +26,7 @@ ROS_ONLY = ("rclpy", "message_filters", "tf2_ros")
 #: of deploy/ (the gate, the metadata reader and export_onnx belong below the
 #: backends); imageio takes MAX_SIDE from the pipeline (the constant belongs in
 #: config); the gate reads export's metadata key (export's int8 study runs the
-#: gate); the frontend converts the node's parameter dict (a typed FrontendConfig
-#: replaces it).  Those files were being rewritten for issues 11-13 at the same time.
+#: gate).  Those files were being rewritten for issues 11-13 at the same time.
 KNOWN_DEBT = {
     ("goodpoint_ros.backends.auto", "goodpoint_ros.deploy.export"),
     ("goodpoint_ros.backends.auto", "goodpoint_ros.deploy.gate"),
@@ -36,7 +35,6 @@ KNOWN_DEBT = {
     ("goodpoint_ros.backends.tensorrt_backend", "goodpoint_ros.deploy.gate"),
     ("goodpoint_ros.core.imageio", "goodpoint_ros.core.pipeline"),
     ("goodpoint_ros.deploy.gate", "goodpoint_ros.deploy.export"),
-    ("goodpoint_ros.frontend.frontend", "goodpoint_ros.ros.params"),
 }
 
 

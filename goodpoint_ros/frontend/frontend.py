@@ -1,6 +1,6 @@
 """What the detector node does per frame, without ROS.
 
-    frontend = Frontend(FeatureExtractor(...), params)
+    frontend = Frontend(FeatureExtractor(...), GoodPointConfig(), FrontendConfig())
     out = frontend.mono(image, camera)                 # MonoOutput
     out = frontend.stereo(left, right, cam_l, cam_r)   # StereoOutput
 
@@ -14,16 +14,49 @@ here is testable with plain arrays.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 
+from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import MatchResult, match_features
-from goodpoint_ros.frontend.stereo import match_stereo
+from goodpoint_ros.frontend.stereo import StereoParams, match_stereo
 from goodpoint_ros.frontend.tracking import TrackIdAssigner
-from goodpoint_ros.ros.params import config_from_params, stereo_params_from
+
+VERIFICATIONS = ("auto", "none", "homography", "essential", "fundamental")
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """What the frontend does after extraction (the node's matching parameters, typed).
+
+    match: match each frame to the previous one (track ids need it).
+    verification: previous → current: ``auto`` = essential with intrinsics,
+        else fundamental (pixels); ``none``, ``homography``, ``essential``
+        (falls back to fundamental while no intrinsics are known), ``fundamental``.
+    ransac_threshold: USAC/MAGSAC inlier threshold in pixels (1 px: the
+        node's matches are between consecutive video frames).
+    rectified: stereo pair is rectified (row-constrained matching, disparities).
+    use_camera_info: verify with the essential matrix when intrinsics are given.
+    stereo: the rectified matcher's band (:class:`~.stereo.StereoParams`).
+    """
+    match: bool = True
+    verification: str = "auto"
+    ransac_threshold: float = 1.0
+    rectified: bool = True
+    use_camera_info: bool = True
+    stereo: StereoParams = field(default_factory=StereoParams)
+
+    def validate(self) -> "FrontendConfig":
+        if self.verification not in VERIFICATIONS:
+            raise ValueError(f"verification must be one of {', '.join(VERIFICATIONS)}, "
+                             f"got {self.verification!r}")
+        if not self.ransac_threshold > 0:
+            raise ValueError(f"ransac_threshold must be > 0, got {self.ransac_threshold}")
+        self.stereo.validate()
+        return self
 
 
 @dataclass(frozen=True)
@@ -96,38 +129,39 @@ def _add_times(a, b):
 class Frontend:
     """Extract, match to the previous frame, assign track ids (and stereo-match).
 
-    ``params`` is the node's parameter dict (:mod:`.node_params`); call
-    :meth:`update` with a new, validated dict to change thresholds at run
-    time — it takes effect from the next frame.
+    ``config``: detection and descriptor matching (:class:`GoodPointConfig`);
+    ``settings``: what happens after extraction (:class:`FrontendConfig`).  Call
+    :meth:`update` to change either at run time — it takes effect from the
+    next frame.  (The node builds both from its parameters, ``ros/params.py``.)
     """
 
-    def __init__(self, extractor, params: Dict[str, Any]):
+    def __init__(self, extractor, config: Optional[GoodPointConfig] = None,
+                 settings: Optional[FrontendConfig] = None):
         self.extractor = extractor
         self._lock = threading.Lock()          # one frame at a time
         self._pending_lock = threading.Lock()  # update() comes from another thread
         self._pending = None
-        self.update(params)
+        self.update(config or extractor.config, settings or FrontendConfig())
         self._apply_pending()
         self.tracker = TrackIdAssigner()
         self._previous: Optional[Features] = None
 
-    def update(self, params: Dict[str, Any]) -> None:
+    def update(self, config: GoodPointConfig, settings: FrontendConfig) -> None:
         """Validate and queue new settings (raises ValueError, changing nothing).
 
         Never waits for a frame in progress: the settings are swapped in
         when the next frame starts, so a frame never mixes old and new ones.
         """
-        config = config_from_params(params)
-        stereo = stereo_params_from(params)
         config.resolved(self.extractor.metadata)
+        settings.validate()
         with self._pending_lock:
-            self._pending = (dict(params), config, stereo)
+            self._pending = (settings, config)
 
     def _apply_pending(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, None
         if pending is not None:
-            self.params, config, self.stereo_params = pending
+            self.settings, config = pending
             self.extractor.set_config(config)
 
     def reset(self) -> None:
@@ -157,17 +191,17 @@ class Frontend:
             t_left = self.extractor.times
             right = self.extractor(right_image)
             times = _add_times(t_left, self.extractor.times)
-            p = self.params
-            use_k = p["use_camera_info"] and left_camera is not None
+            s = self.settings
+            use_k = s.use_camera_info and left_camera is not None
             stereo = match_stereo(
-                left, right, self.extractor.config, rectified=p["rectified"],
-                params=self.stereo_params, verify=p["verification"] != "none",
+                left, right, self.extractor.config, rectified=s.rectified,
+                params=s.stereo, verify=s.verification != "none",
                 K_left=left_camera.K if use_k else None,
                 K_right=right_camera.K if use_k and right_camera is not None else None,
                 dist_left=left_camera.D if use_k else None,
                 dist_right=right_camera.D if use_k and right_camera is not None else None,
-                ransac_threshold=p["ransac_threshold"])
-            stereo.verified = p["rectified"] or p["verification"] != "none"
+                ransac_threshold=s.ransac_threshold)
+            stereo.verified = s.rectified or s.verification != "none"
             matches = self._temporal(left, left_camera)
             left_ids = self.tracker.assign(len(left), None if matches is None else matches.matches,
                                            None if matches is None else self._track_mask(matches))
@@ -191,13 +225,13 @@ class Frontend:
 
     def _temporal(self, feats: Features, camera: Optional[Camera]) -> Optional[MatchResult]:
         """Previous → current matches, verified as the ``verification`` parameter says."""
-        p = self.params
-        if not p["match"] or self._previous is None:
+        s = self.settings
+        if not s.match or self._previous is None:
             return None
         prev, cfg = self._previous, self.extractor.config
-        verify = p["verification"]
+        verify = s.verification
         # a Camera built by hand with a NaN / non-positive K is no camera either
-        have_k = p["use_camera_info"] and camera is not None and Camera.problem(
+        have_k = s.use_camera_info and camera is not None and Camera.problem(
             camera.K, () if camera.D is None else camera.D) is None
         if verify == "auto":
             verify = "essential" if have_k else "fundamental"
@@ -206,10 +240,10 @@ class Frontend:
         if verify == "essential":
             result = match_features(prev, feats, cfg, verify="essential", K0=camera.K, K1=camera.K,
                                     dist0=camera.D, dist1=camera.D,
-                                    ransac_threshold=p["ransac_threshold"])
+                                    ransac_threshold=s.ransac_threshold)
         else:
             result = match_features(prev, feats, cfg, verify=verify,
-                                    ransac_threshold=p["ransac_threshold"])
+                                    ransac_threshold=s.ransac_threshold)
         result.verified = verify != "none"
         return result
 

@@ -49,7 +49,14 @@ from goodpoint_ros.frontend.frontend import Camera, Frontend, StereoOutput, debu
 from goodpoint_ros.frontend.scheduler import LatestFrameWorker
 from goodpoint_ros.msg import Keypoints, Matches, Status
 from goodpoint_ros.ros import messages
-from goodpoint_ros.ros.params import PARAMETERS, check_value, config_from_params, resize_from, validate_update
+from goodpoint_ros.ros.params import (
+    PARAMETERS,
+    check_value,
+    config_from_params,
+    frontend_config_from_params,
+    resize_from,
+    validate_update,
+)
 
 try:  # Humble and later; older rclpy raised only KeyboardInterrupt
     from rclpy.executors import ExternalShutdownException
@@ -94,7 +101,8 @@ class DetectorNode(Node):
         self.stereo_mode = values["mode"] == "stereo"
         if extractor is None:
             extractor = self._load_extractor(values, resize)
-        self.frontend = Frontend(extractor, values)
+        self.frontend = Frontend(extractor, config_from_params(values),
+                                 frontend_config_from_params(values))
         self.get_logger().info(
             "GoodPoint %s mode, backend %s (%s, %s), θ_keypoint %.4f"
             % (values["mode"], *self.backend_info, extractor.config.keypoint_threshold))
@@ -243,7 +251,7 @@ class DetectorNode(Node):
         """Validate the whole new set first: a bad value changes nothing."""
         try:
             new = validate_update(self.values, [(p.name, p.value) for p in params])
-            self.frontend.update(new)
+            self.frontend.update(config_from_params(new), frontend_config_from_params(new))
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.values = new

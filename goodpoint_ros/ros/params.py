@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.frontend.frontend import VERIFICATIONS, FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
 MODES = ("mono", "stereo")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-VERIFICATIONS = ("auto", "none", "homography", "essential", "fundamental")
 DESCRIPTOR_ENCODINGS = ("float32", "uint8")
 RELIABILITIES = ("best_effort", "reliable")
 
@@ -162,6 +162,15 @@ def stereo_params_from(values: Dict[str, Any]) -> StereoParams:
                         float(values["max_disparity"]) or None).validate()
 
 
+def frontend_config_from_params(values: Dict[str, Any]) -> FrontendConfig:
+    """Parameter values → the frontend's typed settings (matching, verification, stereo)."""
+    return FrontendConfig(match=bool(values["match"]), verification=str(values["verification"]),
+                          ransac_threshold=float(values["ransac_threshold"]),
+                          rectified=bool(values["rectified"]),
+                          use_camera_info=bool(values["use_camera_info"]),
+                          stereo=stereo_params_from(values)).validate()
+
+
 def validate_update(current: Dict[str, Any], changes: Iterable[Tuple[str, Any]]) -> Dict[str, Any]:
     """The full parameter set after ``changes``, or ``ValueError`` saying why not.
 
@@ -179,7 +188,7 @@ def validate_update(current: Dict[str, Any], changes: Iterable[Tuple[str, Any]])
     if new["bucket_cols"] > 0 and new["bucket_rows"] > 0 and new["max_per_bucket"] < 1:
         raise ValueError("bucketing (bucket_cols, bucket_rows > 0) needs max_per_bucket >= 1")
     config_from_params(new)
-    stereo_params_from(new)
+    frontend_config_from_params(new)
     return new
 
 

@@ -119,11 +119,11 @@ def test_node_pipeline_without_torch(torch_free_python):
 import sys, cv2
 from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.frontend.frontend import Frontend
-from goodpoint_ros.ros.params import defaults
+from goodpoint_ros.ros.params import config_from_params, defaults, frontend_config_from_params
 params = defaults()
 params["keypoint_threshold"] = 0.0158
 ex = FeatureExtractor("auto", resize=(320, 240))
-fe = Frontend(ex, params)
+fe = Frontend(ex, config_from_params(params), frontend_config_from_params(params))
 for name in ("1.png", "2.png"):
     out = fe.mono(cv2.imread("{SAMPLE}/" + name, cv2.IMREAD_GRAYSCALE))
 assert ex.backend.name == "onnxruntime", ex.backend.name

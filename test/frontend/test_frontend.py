@@ -6,7 +6,7 @@ import pytest
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.pipeline import StageTimes
 from goodpoint_ros.frontend.frontend import Camera, Frontend, debug_picture
-from goodpoint_ros.ros.params import defaults
+from goodpoint_ros.ros.params import config_from_params, defaults, frontend_config_from_params
 
 RNG = np.random.default_rng(21)
 K = np.array([[450.0, 0, 320], [0, 450.0, 240], [0, 0, 1]])
@@ -45,15 +45,16 @@ def scene_frames(n=120, dist=D):
 
 
 def params(**kw):
+    """(GoodPointConfig, FrontendConfig) from the node's defaults with ``kw`` changed."""
     p = defaults()
     p.update({"keypoint_threshold": 0.5, **kw})
-    return p
+    return config_from_params(p), frontend_config_from_params(p)
 
 
 def test_camera_info_gives_essential_verification_after_undistortion():
     frames, R_true, t_true = scene_frames()
     (f0, o0), (f1, o1) = frames
-    fe = Frontend(ScriptedExtractor([f0, f1]), params())
+    fe = Frontend(ScriptedExtractor([f0, f1]), *params())
     cam = Camera.from_camera_info(K.ravel(), D)
     first = fe.mono(None, cam)
     assert first.matches is None
@@ -71,7 +72,7 @@ def test_camera_info_gives_essential_verification_after_undistortion():
 
 def test_without_camera_info_auto_verification_uses_the_fundamental_matrix():
     frames, _, _ = scene_frames(dist=np.zeros(5))
-    fe = Frontend(ScriptedExtractor([f for f, _ in frames]), params())
+    fe = Frontend(ScriptedExtractor([f for f, _ in frames]), *params())
     fe.mono(None)
     out = fe.mono(None)
     assert out.matches.model_type == "fundamental" and out.matches.inliers.mean() > 0.95
@@ -80,15 +81,15 @@ def test_without_camera_info_auto_verification_uses_the_fundamental_matrix():
 def test_verification_off_lets_every_match_carry_its_id_and_updates_apply_next_frame():
     frames, _, _ = scene_frames(dist=np.zeros(5))
     (f0, o0), (f1, o1) = frames
-    fe = Frontend(ScriptedExtractor([f0, f1, f1]), params(verification="none"))
+    fe = Frontend(ScriptedExtractor([f0, f1, f1]), *params(verification="none"))
     a = fe.mono(None)
     b = fe.mono(None)
     assert b.matches.model_type == "none" and not b.matches.inliers.any()
     assert len(set(b.track_ids) & set(a.track_ids)) == len(b.matches)
-    fe.update(params(verification="none", match=False))
+    fe.update(*params(verification="none", match=False))
     assert fe.mono(None).matches is None
     with pytest.raises(ValueError):
-        fe.update(params(keypoint_threshold=0.001))
+        fe.update(*params(keypoint_threshold=0.001))
     fe.reset()
 
 
@@ -100,7 +101,7 @@ def test_uncalibrated_camera_info_is_ignored():
 
 def test_debug_picture_draws_on_a_copy():
     frames, _, _ = scene_frames(dist=np.zeros(5))
-    fe = Frontend(ScriptedExtractor([f for f, _ in frames]), params())
+    fe = Frontend(ScriptedExtractor([f for f, _ in frames]), *params())
     img = np.zeros((480, 640), np.uint8)
     fe.mono(img)
     out = fe.mono(img)

@@ -23,7 +23,7 @@ def test_unusable_intrinsics_are_rejected_with_a_reason(k, d, why):
 
 def test_nan_camera_falls_back_to_the_fundamental_matrix_not_zero_inliers():
     frames, _, _ = scene_frames(dist=np.zeros(5))
-    fe = Frontend(ScriptedExtractor([f for f, _ in frames]), params())
+    fe = Frontend(ScriptedExtractor([f for f, _ in frames]), *params())
     bad = Camera(np.array(NAN_K, float).reshape(3, 3))       # built by hand, bypassing the check
     fe.mono(None, bad)
     m = fe.mono(None, bad).matches
