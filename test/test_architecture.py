@@ -24,8 +24,7 @@ ROS_ONLY = ("rclpy", "message_filters", "tf2_ros")
 #: the checks until it is fixed; a test fails once an edge is gone so the list shrinks
 #: with the code.  The backends run the accuracy gate and the on-the-fly ONNX export
 #: of deploy/ (the gate, the metadata reader and export_onnx belong below the
-#: backends); imageio takes MAX_SIDE from the pipeline (the constant belongs in
-#: config); the gate reads export's metadata key (export's int8 study runs the
+#: backends); the gate reads export's metadata key (export's int8 study runs the
 #: gate).  Those files were being rewritten for issues 11-13 at the same time.
 KNOWN_DEBT = {
     ("goodpoint_ros.backends.auto", "goodpoint_ros.deploy.export"),
@@ -33,7 +32,6 @@ KNOWN_DEBT = {
     ("goodpoint_ros.backends.onnxruntime_backend", "goodpoint_ros.deploy.export"),
     ("goodpoint_ros.backends.tensorrt_backend", "goodpoint_ros.deploy.export"),
     ("goodpoint_ros.backends.tensorrt_backend", "goodpoint_ros.deploy.gate"),
-    ("goodpoint_ros.core.imageio", "goodpoint_ros.core.pipeline"),
     ("goodpoint_ros.deploy.gate", "goodpoint_ros.deploy.export"),
 }
 

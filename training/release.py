@@ -47,7 +47,7 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
         keypoint_threshold = float(state.get("threshold", GoodPointConfig.DEFAULT_KEYPOINT_THRESHOLD))
     if not (FLAT_CELL_SCORE < float(keypoint_threshold) < 1.0):
         raise ValueError(f"keypoint_threshold must be in (1/64, 1), got {keypoint_threshold}")
-    nms = int(nms_radius if nms_radius is not None else GoodPointConfig().nms_radius)
+    nms = int(nms_radius if nms_radius is not None else GoodPointConfig.DEFAULT_NMS_RADIUS)
     tensors = {}
     for k, v in state["model"].items():
         arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)

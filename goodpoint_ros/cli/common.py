@@ -148,17 +148,29 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
 
 
+#: GoodPointConfig fields offered as options; flag, help, default and range come from the
+#: dataclass field's metadata (core/config.py), the one source of the settings.
+CONFIG_OPTIONS = ("keypoint_threshold", "nms_radius", "border", "max_keypoints",
+                  "descriptor_threshold", "ratio_test")
+
+
+def add_config_options(g, names=CONFIG_OPTIONS, **defaults) -> None:
+    """``--threshold``, ``--nms``... generated from :class:`GoodPointConfig`'s field metadata;
+    ``defaults`` overrides a field's default (e.g. ``max_keypoints=0``)."""
+    from goodpoint_ros.core.config import field_info
+    for name in names:
+        info = field_info(name)
+        default = defaults.get(name, info["default"])
+        kind = float if isinstance(info["range"][0], float) else int
+        shown = "unset" if default is None else f"{default:g}" if kind is float else default
+        g.add_argument(info["flag"], dest=name, type=kind, default=default,
+                       help=f"{info['help']} (default {shown}; range {info['range'][0]}–"
+                            f"{info['range'][1]})")
+
+
 def add_feature_args(p: argparse.ArgumentParser, max_keypoints: int = 1000) -> None:
     g = p.add_argument_group("keypoints and matching")
-    g.add_argument("--threshold", type=float, default=None,
-                   help="θ_keypoint (must exceed 1/64); default: value in the weights' metadata")
-    g.add_argument("--nms", type=int, default=8, help="NMS radius in pixels (default 8)")
-    g.add_argument("--border", type=int, default=4, help="drop keypoints this close to the edge (4)")
-    g.add_argument("--max-keypoints", type=int, default=max_keypoints,
-                   help=f"keep the strongest k, 0 = all (default {max_keypoints})")
-    g.add_argument("--desc-threshold", type=float, default=0.8,
-                   help="θ_desc: max L2 distance between unit descriptors (default 0.8)")
-    g.add_argument("--ratio", type=float, default=None, help="optional Lowe ratio test, e.g. 0.9")
+    add_config_options(g, max_keypoints=max_keypoints)
     g.add_argument("--resize", type=parse_size, default=None,
                    help="run the network at WxH; keypoints are mapped back to the original pixels")
     g.add_argument("--memory-budget", type=float, default=4000.0, metavar="MB",
@@ -170,12 +182,16 @@ def add_feature_args(p: argparse.ArgumentParser, max_keypoints: int = 1000) -> N
 
 
 def config_from_args(args):
+    """GoodPointConfig from the options of :func:`add_config_options` (any subset; unset
+    θ_keypoint / NMS radius resolve from the weights when the extractor is built)."""
     from goodpoint_ros.core.config import GoodPointConfig
-    return GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
-                           border=args.border, max_keypoints=args.max_keypoints or None,
-                           descriptor_threshold=args.desc_threshold, ratio_test=args.ratio,
-                           memory_budget_mb=args.memory_budget,
-                           input_max=args.input_max).validate()
+    kw = {name: getattr(args, name) for name in CONFIG_OPTIONS if hasattr(args, name)}
+    if "max_keypoints" in kw:
+        kw["max_keypoints"] = kw["max_keypoints"] or None
+    for name, opt in (("memory_budget_mb", "memory_budget"), ("input_max", "input_max")):
+        if hasattr(args, opt):
+            kw[name] = getattr(args, opt)
+    return GoodPointConfig(**kw).validate()
 
 
 def extractor_from_args(args):

@@ -19,7 +19,15 @@ import sys
 import time
 from typing import Dict
 
-from goodpoint_ros.cli.common import UserError, add_model_args, check_outputs, parse_size, write_json
+from goodpoint_ros.cli.common import (
+    UserError,
+    add_config_options,
+    add_model_args,
+    check_outputs,
+    config_from_args,
+    parse_size,
+    write_json,
+)
 from goodpoint_ros.evaluation.aggregate import aggregate
 from goodpoint_ros.evaluation.report import fmt
 
@@ -43,15 +51,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated subset of {DEFAULT_METHODS} (default: all)")
     g.add_argument("--max-keypoints", type=int, default=1000,
                    help="each method keeps its strongest k keypoints, 0 = all (default 1000)")
-    g.add_argument("--threshold", type=float, default=None,
-                   help="GoodPoint θ_keypoint (default: the weights' metadata)")
-    g.add_argument("--nms", type=int, default=None,
-                   help="GoodPoint NMS radius (default: the weights' metadata, else 8)")
-    g.add_argument("--border", type=int, default=4, help="GoodPoint border in pixels (default 4)")
-    g.add_argument("--desc-threshold", type=float, default=0.8,
-                   help="GoodPoint θ_desc, L2 between unit descriptors (default 0.8)")
-    g.add_argument("--ratio", type=float, default=None,
-                   help="optional Lowe ratio for GoodPoint's matcher (default off, as the paper)")
+    # GoodPoint's θ_keypoint, NMS radius, border, θ_desc and ratio: from GoodPointConfig
+    add_config_options(g, ("keypoint_threshold", "nms_radius", "border", "descriptor_threshold",
+                           "ratio_test"))
     g.add_argument("--eps", type=_eps_list, default=(3.0, 5.0),
                    help="correctness tolerances in pixels; the first is the headline (default 3,5)")
     o = p.add_argument_group("output")
@@ -125,17 +127,6 @@ def run(args) -> int:
 
 # --------------------------------------------------------------------------- shared by both modes
 
-def config_from_args(args):
-    """GoodPoint's config from the eval options (None fields resolve from the weights)."""
-    from goodpoint_ros.core.config import GoodPointConfig
-    kw = dict(keypoint_threshold=args.threshold, border=args.border,
-              max_keypoints=args.max_keypoints or None, descriptor_threshold=args.desc_threshold,
-              ratio_test=args.ratio)
-    if args.nms is not None:
-        kw["nms_radius"] = args.nms
-    return GoodPointConfig(**kw)
-
-
 def methods_from_args(args):
     """{name: Method} for ``--methods`` (the GoodPoint network is loaded only when asked)."""
     from goodpoint_ros.evaluation.methods import make_method, parse_methods
@@ -150,12 +141,7 @@ def methods_from_args(args):
             kw = {"threads": args.threads} if getattr(args, "threads", None) else {}
             extractor = FeatureExtractor(args.backend, None, weights=args.weights,
                                          device=args.device, precision=args.precision, **kw)
-            config = config_from_args(args)
-            if args.nms is None:     # the NMS radius recorded with the weights, as θ_keypoint
-                det = extractor.metadata.get("detection", {})
-                if "nms_radius" in det:
-                    config.nms_radius = int(det["nms_radius"])
-            config = config.resolved(extractor.metadata)
+            config = config_from_args(args).resolved(extractor.metadata)
         out[name] = make_method(name, args.max_keypoints, extractor=extractor, config=config)
     return out
 

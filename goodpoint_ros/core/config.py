@@ -16,6 +16,22 @@ from typing import Any, Dict, Optional
 #: so any useful keypoint threshold must be above it.
 FLAT_CELL_SCORE = 1.0 / 64.0
 
+#: Files larger than this are not decoded at all (a decompression bomb); the real
+#: limit for the network is the memory budget (``memory_budget_mb``).
+MAX_SIDE = 65500
+
+
+def _opt(help_: str, range_=None, flag: str = "", **kw):
+    """Field metadata: the one help text / range the CLI options and the node's
+    parameter table are generated from (``cli/common.py``, ``ros/params.py``)."""
+    return {"help": help_, "range": range_, "flag": flag, **kw}
+
+
+def field_info(name: str) -> Dict[str, Any]:
+    """{help, range, flag, default} of a :class:`GoodPointConfig` field."""
+    f = {f.name: f for f in dataclasses.fields(GoodPointConfig)}[name]
+    return {**f.metadata, "default": f.default}
+
 
 @dataclass
 class GoodPointConfig:
@@ -27,6 +43,7 @@ class GoodPointConfig:
             ``None`` means "use the value recorded in the weights' metadata".
         nms_radius: non-maximum suppression radius in pixels; the authors
             evaluate with 8 px.  Survivors are > ``nms_radius`` apart.
+            ``None``: the value recorded in the weights' metadata, else 8.
         border: keypoints closer than this to the image edge are removed (4 px,
             as SuperPoint / the authors' code).
         max_keypoints: keep the strongest k (``0`` or ``None``: all).
@@ -53,15 +70,24 @@ class GoodPointConfig:
             camera publishing mono16, 1023 for 10-bit, 255 for floats in 0..255.
     """
 
-    keypoint_threshold: Optional[float] = None
-    nms_radius: int = 8
-    border: int = 4
-    max_keypoints: Optional[int] = 1000
+    keypoint_threshold: Optional[float] = field(default=None, metadata=_opt(
+        "θ_keypoint on the confidence map, in (1/64, 1); unset: the value in the weights' "
+        "metadata (paper: 0.021)", (0.0, 1.0), "--threshold"))
+    nms_radius: Optional[int] = field(default=None, metadata=_opt(
+        "non-maximum suppression radius in pixels; unset: the value in the weights' metadata, "
+        "else 8", (0, 64), "--nms"))
+    border: int = field(default=4, metadata=_opt(
+        "drop keypoints closer than this to the image edge (pixels)", (0, 256), "--border"))
+    max_keypoints: Optional[int] = field(default=1000, metadata=_opt(
+        "keep the strongest N keypoints; 0: all", (0, 100000), "--max-keypoints"))
     bucket_cells: Optional[tuple] = None
     max_per_bucket: int = 0
-    descriptor_threshold: float = 0.8
-    ratio_test: Optional[float] = None
-    mutual: bool = True
+    descriptor_threshold: float = field(default=0.8, metadata=_opt(
+        "θ_desc: max L2 distance between unit descriptors (paper: 0.8)", (0.0, 2.0),
+        "--desc-threshold"))
+    ratio_test: Optional[float] = field(default=None, metadata=_opt(
+        "Lowe ratio test on distances, e.g. 0.9; unset: off (as the paper)", (0.0, 1.0), "--ratio"))
+    mutual: bool = field(default=True, metadata=_opt("mutual nearest neighbours only"))
     subpixel: str = "softargmax"
     subpixel_radius: int = 2
     memory_budget_mb: float = field(default=4000.0, metadata={
@@ -71,8 +97,9 @@ class GoodPointConfig:
         "help": "pixel value meaning white; 0: the type's full range (4095 for a 12-bit "
                 "mono16 camera, 255 for floats in 0..255)"})
 
-    #: Used when neither the user nor the weights' metadata gives θ_keypoint.
+    #: Used when neither the user nor the weights' metadata gives θ_keypoint / the radius.
     DEFAULT_KEYPOINT_THRESHOLD = 0.021
+    DEFAULT_NMS_RADIUS = 8
 
     def validate(self) -> "GoodPointConfig":
         """Raise ``ValueError`` with a readable message on a bad setting."""
@@ -81,7 +108,7 @@ class GoodPointConfig:
             raise ValueError(
                 f"keypoint_threshold must be in (1/64={FLAT_CELL_SCORE:.4f}, 1): got {t} "
                 "(with no dustbin a featureless 8x8 cell scores exactly 1/64)")
-        if self.nms_radius < 0:
+        if self.nms_radius is not None and self.nms_radius < 0:
             raise ValueError(f"nms_radius must be >= 0, got {self.nms_radius}")
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
@@ -108,12 +135,16 @@ class GoodPointConfig:
         return self
 
     def resolved(self, metadata: Optional[Dict[str, Any]] = None) -> "GoodPointConfig":
-        """A copy with ``keypoint_threshold`` filled from weights metadata if unset."""
+        """A copy with every field the weights record (``metadata["detection"]``:
+        θ_keypoint and the NMS radius) filled in where unset; then validated.
+        The CLI, the node and the evaluator all resolve through here."""
         out = dataclasses.replace(self)
+        det = (metadata or {}).get("detection", {})
         if out.keypoint_threshold is None:
-            det = (metadata or {}).get("detection", {})
             out.keypoint_threshold = float(det.get("keypoint_threshold",
                                                    self.DEFAULT_KEYPOINT_THRESHOLD))
+        if out.nms_radius is None:
+            out.nms_radius = int(det.get("nms_radius", self.DEFAULT_NMS_RADIUS))
         return out.validate()
 
     def to_dict(self) -> Dict[str, Any]:

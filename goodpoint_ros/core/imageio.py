@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.pipeline import MAX_SIDE
+from goodpoint_ros.core.config import MAX_SIDE
 
 
 class ImageError(ValueError):

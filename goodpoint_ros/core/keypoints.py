@@ -139,7 +139,8 @@ def select_keypoints(prob: np.ndarray, image_size: Tuple[int, int],
     w, h = image_size
     prob = np.ascontiguousarray(prob[:h, :w], dtype=np.float32)
     masked = np.where(prob > config.keypoint_threshold, prob, 0).astype(np.float32)
-    keep = nms(masked, config.nms_radius)
+    radius = config.nms_radius if config.nms_radius is not None else config.DEFAULT_NMS_RADIUS
+    keep = nms(masked, radius)
     b = config.border
     if b > 0:
         keep[:b, :] = False

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.backends import create_backend
-from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.config import MAX_SIDE, GoodPointConfig
 from goodpoint_ros.core.keypoints import (
     Features,
     pad_to_multiple,
@@ -29,10 +29,6 @@ from goodpoint_ros.core.keypoints import (
 )
 
 LOG = logging.getLogger("goodpoint_ros.pipeline")
-
-#: Files larger than this are not decoded at all (a decompression bomb); the real
-#: limit for the network is the memory budget below.
-MAX_SIDE = 65500
 
 #: Peak memory of one frame per network pixel (bytes) and of the loaded runtime
 #: (MB), measured as ru_maxrss of a fresh process (docs/bad-inputs.md).  Network

@@ -8,7 +8,7 @@ Defaults are the paper's (GoodPointConfig, Belikov & Potapov 2020 §6.1) and
 REP-2003's sensor-data QoS.
 
 Conventions for "off" values, because ROS parameters have no null:
-``keypoint_threshold = 0`` → θ from the weights' metadata; ``max_keypoints = 0``
+``keypoint_threshold = 0`` and ``nms_radius = -1`` → the weights' metadata; ``max_keypoints = 0``
 → all; ``ratio_test = 0`` → off; ``bucket_cols/rows = 0`` → no bucketing;
 ``resize_width/height = 0`` → native size; ``max_disparity = 0`` → unbounded;
 empty ``weights`` / ``engine`` → bundled files.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple
 
-from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.config import GoodPointConfig, field_info
 from goodpoint_ros.frontend.frontend import VERIFICATIONS, FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
@@ -41,6 +41,20 @@ class ParamSpec:
 
 
 P = ParamSpec
+
+
+def _detection(name: str, default, off: str = "") -> ParamSpec:
+    """A parameter that is a GoodPointConfig field: description and range come from the
+    dataclass's field metadata (the one source, core/config.py); ``off`` says which ROS
+    value stands for the field's None (ROS parameters have no null)."""
+    info = field_info(name)
+    lo, hi = info["range"]
+    if off.startswith("-1"):
+        lo = -1
+    return ParamSpec(name, default, info["help"] + (f"; ROS: {off}" if off else ""),
+                     range=(type(default)(lo), type(default)(hi)))
+
+
 PARAMETERS = (
     # ---- what to run
     P("mode", "mono", "mono: one camera; stereo: a synchronised left/right pair",
@@ -83,19 +97,17 @@ PARAMETERS = (
     P("sync_slop", 0.01, "stereo ApproximateTimeSynchronizer slop in seconds", True,
       range=(0.0, 1.0)),
     # ---- detection (run-time changeable)
-    P("keypoint_threshold", 0.0, "θ_keypoint on the confidence map, in (1/64, 1); "
-      "0: the value in the weights' metadata (paper: 0.021)", range=(0.0, 1.0)),
-    P("nms_radius", 8, "non-maximum suppression radius in pixels", range=(0, 64)),
-    P("border", 4, "drop keypoints closer than this to the image edge (pixels)", range=(0, 256)),
-    P("max_keypoints", 1000, "keep the strongest N keypoints; 0: all", range=(0, 100000)),
+    _detection("keypoint_threshold", 0.0, "0 = unset"),
+    _detection("nms_radius", -1, "-1 = unset"),
+    _detection("border", 4),
+    _detection("max_keypoints", 1000),
     P("bucket_cols", 0, "grid bucketing columns for an even spread; 0: off", range=(0, 256)),
     P("bucket_rows", 0, "grid bucketing rows; 0: off", range=(0, 256)),
     P("max_per_bucket", 0, "max keypoints per grid cell when bucketing", range=(0, 100000)),
     # ---- matching and verification (run-time changeable)
-    P("descriptor_threshold", 0.8, "θ_desc: max L2 distance between unit descriptors "
-      "(paper: 0.8)", range=(0.0, 2.0)),
-    P("ratio_test", 0.0, "Lowe ratio test on distances; 0: off", range=(0.0, 1.0)),
-    P("mutual", True, "mutual nearest neighbours only"),
+    _detection("descriptor_threshold", 0.8),
+    _detection("ratio_test", 0.0, "0 = off"),
+    P("mutual", True, field_info("mutual")["help"]),
     P("match", True, "match each frame to the previous one (~/matches, track ids)"),
     P("verification", "auto", "geometric verification of previous→current matches; "
       "auto: essential with camera_info, else fundamental", choices=VERIFICATIONS),
@@ -143,7 +155,7 @@ def config_from_params(values: Dict[str, Any]) -> GoodPointConfig:
     bucketing = cols > 0 and rows > 0
     cfg = GoodPointConfig(
         keypoint_threshold=float(values["keypoint_threshold"]) or None,
-        nms_radius=int(values["nms_radius"]),
+        nms_radius=int(values["nms_radius"]) if int(values["nms_radius"]) >= 0 else None,
         border=int(values["border"]),
         max_keypoints=int(values["max_keypoints"]) or None,
         bucket_cells=(cols, rows) if bucketing else None,

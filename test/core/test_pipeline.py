@@ -114,3 +114,30 @@ def test_set_config_validates_and_keeps_old_on_error():
     assert ex.config.keypoint_threshold == 0.5
     ex.set_config(GoodPointConfig())            # unset → from the backend's metadata
     assert ex.config.keypoint_threshold == 0.05
+
+
+def test_the_nms_radius_recorded_in_the_weights_is_honoured_by_detect():
+    """`goodpoint detect` without --nms, like eval and the node, uses the weights' radius
+    (issue 10): two peaks 6 px apart survive a radius of 4, not one of 8."""
+    import argparse
+
+    from goodpoint_ros.cli.common import add_feature_args, config_from_args
+
+    def two_peaks(h, w):
+        prob = np.full((h, w), 1 / 64, np.float32)
+        prob[30, 30], prob[30, 36] = 0.9, 0.8
+        return prob
+    p = argparse.ArgumentParser()
+    add_feature_args(p)
+    cfg = config_from_args(p.parse_args([]))
+    assert cfg.nms_radius is None                              # unset: the weights decide
+    counts = {}
+    for radius in (4, 8):
+        meta = {"detection": {"keypoint_threshold": 0.5, "nms_radius": radius}}
+        ex = FeatureExtractor(FakeBackend(two_peaks, meta), cfg)
+        assert ex.config.nms_radius == radius
+        counts[radius] = len(ex(np.zeros((64, 64), np.uint8)))
+    assert counts == {4: 2, 8: 1}
+    explicit = config_from_args(p.parse_args(["--nms", "4"]))
+    meta8 = {"detection": {"keypoint_threshold": 0.5, "nms_radius": 8}}
+    assert FeatureExtractor(FakeBackend(two_peaks, meta8), explicit).config.nms_radius == 4

@@ -31,11 +31,32 @@ def test_yaml_lists_every_parameter_with_its_default_and_they_validate():
             assert p.default in p.choices, p.name
 
 
+def test_yaml_matches_the_dataclass_defaults():
+    """config/detector.yaml, read as the node reads it, gives GoodPointConfig() exactly:
+    the dataclass is the one source of the detection and matching defaults."""
+    from goodpoint_ros.core.config import GoodPointConfig, field_info
+    from goodpoint_ros.frontend.frontend import FrontendConfig
+    from goodpoint_ros.ros.params import SPECS, frontend_config_from_params
+    yaml_values = load_yaml(ROOT / "config" / "detector.yaml")
+    assert config_from_params(yaml_values) == GoodPointConfig()
+    assert frontend_config_from_params(yaml_values) == FrontendConfig()
+    for name in ("keypoint_threshold", "nms_radius", "border", "max_keypoints",
+                 "descriptor_threshold", "ratio_test"):
+        assert SPECS[name].description.startswith(field_info(name)["help"]), name
+
+
+def test_the_node_honours_the_nms_radius_of_the_weights():
+    meta = {"detection": {"keypoint_threshold": 0.1, "nms_radius": 5}}
+    assert config_from_params(defaults()).resolved(meta).nms_radius == 5
+    assert config_from_params(dict(defaults(), nms_radius=3)).resolved(meta).nms_radius == 3
+    assert config_from_params(defaults()).resolved({}).nms_radius == 8
+
+
 def test_off_values_map_to_the_config_nones():
     cfg = config_from_params(defaults())
     assert cfg.keypoint_threshold is None            # from the weights' metadata
     assert cfg.bucket_cells is None and cfg.ratio_test is None
-    assert cfg.max_keypoints == 1000 and cfg.nms_radius == 8 and cfg.descriptor_threshold == 0.8
+    assert cfg.max_keypoints == 1000 and cfg.nms_radius is None and cfg.descriptor_threshold == 0.8
     p = dict(defaults(), max_keypoints=0, bucket_cols=4, bucket_rows=3, max_per_bucket=2,
              ratio_test=0.9, keypoint_threshold=0.03)
     cfg = config_from_params(p)
@@ -52,7 +73,7 @@ def test_off_values_map_to_the_config_nones():
     ("keypoint_threshold", 0.01, "1/64"),
     ("keypoint_threshold", "0.1", "float"),
     ("nms_radius", 8.0, "int"),
-    ("nms_radius", -1, "range|in \\["),
+    ("nms_radius", -2, "range|in \\["),
     ("verification", "magic", "one of"),
     ("backend", "onnxruntime", "fixed at start-up"),
     ("mode", "stereo", "fixed at start-up"),
