@@ -31,10 +31,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from goodpoint_ros.core.imageio import ImageError, read_image
 from goodpoint_ros.core.matching import verify_homography
 from goodpoint_ros.evaluation.metrics import corner_error, homography_warp, pair_metrics
+from goodpoint_ros.evaluation.scoring import FeatureCache, correct_matches, example_entry
 
 #: Image file extensions recognised in a data set.
 IMAGE_EXTS = (".ppm", ".png", ".jpg", ".jpeg", ".pgm", ".bmp", ".tif", ".tiff", ".webp")
@@ -307,12 +309,11 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
     timing = timing if timing is not None else {}
     for k in ("read", "extraction", "matching", "metrics", "verification"):
         timing.setdefault(k, 0.0)
-    from tqdm import tqdm
 
     per_pair: List[Dict] = []
     skipped: List[Tuple[str, str]] = []
     examples: List[Dict] = []
-    cache: Dict[Tuple[str, str, Tuple], Tuple] = {}      # (method, path, size) → (feats, ms)
+    cache = FeatureCache(lambda dt: timing.__setitem__("extraction", timing["extraction"] + dt))
     bad_images: Dict[str, str] = {}
     # picture pairs spread along the run, not just the first few
     keep = set(np.linspace(0, len(pairs) - 1, keep_matches).round().astype(int).tolist()) \
@@ -332,14 +333,7 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
             timing["read"] += time.perf_counter() - t0
 
     def detect(name, method, path, img):
-        key = (name, str(path), _size(img))
-        if key not in cache:
-            t0 = time.perf_counter()
-            feats = method.detect(img)
-            dt = time.perf_counter() - t0
-            timing["extraction"] += dt
-            cache[key] = (feats, dt * 1e3)
-        return cache[key]
+        return cache.get((name, str(path), _size(img)), method, img)   # (method, path, size)
 
     bar = tqdm(pairs, desc="eval homography", unit="pair", disable=not progress, leave=False)
     for index, pair in enumerate(bar):
@@ -369,12 +363,8 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
                 record["methods"][name] = rec
                 if index in keep:
                     warped, valid = homography_warp(H, size_b)(fa.keypoints)
-                    ok = np.zeros(len(matches), bool)
-                    if len(matches):
-                        d = np.linalg.norm(warped[matches[:, 0]] - fb.keypoints[matches[:, 1]], axis=1)
-                        ok = valid[matches[:, 0]] & (d <= eps_list[0])
-                    example["methods"][name] = {"kpts_a": fa.keypoints, "kpts_b": fb.keypoints,
-                                                "matches": matches, "correct": ok}
+                    ok = correct_matches(warped, valid, fb.keypoints, matches, eps_list[0])
+                    example["methods"][name] = example_entry(fa.keypoints, fb.keypoints, matches, ok)
         except (ValueError, cv2.error) as exc:   # e.g. an image a detector rejects
             skipped.append((pair.name, (str(exc).strip().splitlines() or ["error"])[-1]))
             continue

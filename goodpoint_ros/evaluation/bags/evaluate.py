@@ -13,8 +13,21 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
+from goodpoint_ros.core.matching import verify_essential
+from goodpoint_ros.evaluation.bags.depth_warp import (
+    apply_affine,
+    pair_warps,
+    relative_pose,
+    roll_image,
+    roll_matrix,
+)
+from goodpoint_ros.evaluation.bags.replay import BagError
+from goodpoint_ros.evaluation.metrics import pair_metrics, rotation_error_deg, translation_error_deg
+from goodpoint_ros.evaluation.scoring import FeatureCache, correct_matches, example_entry
 from goodpoint_ros.frontend.tracking import TrackLengths
 
 DEFAULT_IMAGE = "/airsim_node/drone_1/front_center/Scene"
@@ -69,7 +82,6 @@ def relative_pose_errors(R_est, t_est, T_b_a: np.ndarray) -> Tuple[float, float,
     Failed estimation (None) → inf.  With a ground-truth baseline under 1 cm
     the translation direction is meaningless and only the rotation counts.
     """
-    from goodpoint_ros.evaluation.metrics import rotation_error_deg, translation_error_deg
     if R_est is None or t_est is None:
         return math.inf, math.inf, math.inf
     r = rotation_error_deg(R_est, T_b_a[:3, :3])
@@ -81,7 +93,6 @@ def relative_pose_errors(R_est, t_est, T_b_a: np.ndarray) -> Tuple[float, float,
 
 def estimate_pose(kpts_a, kpts_b, matches, K_a, K_b, dist_a=None, dist_b=None):
     """Essential matrix (USAC/MAGSAC, core matcher's verify_essential) → (R, t, inliers [K])."""
-    from goodpoint_ros.core.matching import verify_essential
     d_a = dist_a if dist_a is not None and len(dist_a) and np.any(dist_a) else None
     d_b = dist_b if dist_b is not None and len(dist_b) and np.any(dist_b) else None
     E, R, t, inl = verify_essential(np.asarray(kpts_a, np.float64), np.asarray(kpts_b, np.float64),
@@ -97,9 +108,7 @@ def gt_agreement(frame_a, frame_b, roll: float = 0.0, rel_tolerance: float = 0.0
     A correct ground truth confirms most of them; a wrong extrinsic or pose
     topic confirms almost none.  Independent of the methods under test.
     """
-    import cv2
 
-    from goodpoint_ros.evaluation.bags.depth_warp import pair_warps, roll_image
     sift = cv2.SIFT_create(800)
     gray = lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY) if im.ndim == 3 else im
     img_b = roll_image(frame_b.image, roll) if roll else frame_b.image
@@ -152,7 +161,6 @@ class GroundTruthCheck:
 
     def decide(self) -> Optional[float]:
         """Median agreement (None: nothing to judge); raises BagError when it is too low."""
-        from goodpoint_ros.evaluation.bags.replay import BagError
         self.done = True
         if not self.scores:
             return None
@@ -244,7 +252,6 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
     mode scores P, R, C at each ε plus relative-pose error; no-depth mode
     scores matches, essential inliers, pose error when poses exist, and tracks.
     """
-    from tqdm import tqdm
 
     opts.validate()
     timing = timing or Timing()
@@ -256,20 +263,16 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
     per_pair: List[Dict] = []
     skipped: List[Tuple[str, str]] = []
     examples: List[Dict] = []
-    cache: Dict[Tuple, Tuple] = {}
     trackers = {name: TrackLengths() for name in methods} if opts.no_depth else {}
     keep = {k * opts.shift for k in range(opts.keep_examples)}     # non-overlapping pairs
     bag_b = "a" if same else "b"
 
+    def add_extraction(dt: float) -> None:
+        timing.extraction += dt
+    cache = FeatureCache(add_extraction)
+
     def detect(name, method, bag, frame, rolled, image):
-        key = (name, bag, frame.index, rolled)
-        if key not in cache:
-            t0 = time.perf_counter()
-            feats = method.detect(image)
-            dt = time.perf_counter() - t0
-            timing.extraction += dt
-            cache[key] = (feats, dt * 1e3)
-        return cache[key]
+        return cache.get((name, bag, frame.index, rolled), method, image)
 
     bar = tqdm(desc="eval bag", unit="pair", disable=not opts.progress, leave=False)
     n_pairs = 0
@@ -325,9 +328,7 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
         for buf, low in ((buf_a, low_a), (buf_b, j if not same else low_a)):
             for k in [k for k in buf if k < low]:
                 del buf[k]
-        for key in [k for k in cache
-                    if (k[1] == "a" and k[2] < low_a) or (k[1] == "b" and k[2] < j)]:
-            del cache[key]
+        cache.evict(lambda k: (k[1] == "a" and k[2] < low_a) or (k[1] == "b" and k[2] < j))
     bar.close()
     if gt_check is not None and not gt_check.done:
         gt_check.decide()
@@ -338,14 +339,6 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
 def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b: str,
                 index: int, keep_example: bool):
     """One pair, every method → (per-pair record, example for the report or None)."""
-    from goodpoint_ros.evaluation.bags.depth_warp import (
-        apply_affine,
-        pair_warps,
-        relative_pose,
-        roll_image,
-        roll_matrix,
-    )
-    from goodpoint_ros.evaluation.metrics import pair_metrics
 
     name = f"{fa.index}-{fb.index}"
     t0 = time.perf_counter()
@@ -395,16 +388,11 @@ def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b
         if example is not None:
             if warps is not None:
                 warped, valid = warps[0].warp(feats_a.keypoints)
-                ok = np.zeros(len(matches), bool)
-                if len(matches):
-                    d = np.linalg.norm(warped[matches[:, 0]] - feats_b.keypoints[matches[:, 1]],
-                                       axis=1)
-                    with np.errstate(invalid="ignore"):
-                        ok = valid[matches[:, 0]] & (d <= opts.eps[0])
+                ok = correct_matches(warped, valid, feats_b.keypoints, matches, opts.eps[0])
             else:
                 ok = np.asarray(inl, bool)
-            example["methods"][mname] = {"kpts_a": feats_a.keypoints, "kpts_b": feats_b.keypoints,
-                                         "matches": matches, "correct": ok}
+            example["methods"][mname] = example_entry(feats_a.keypoints, feats_b.keypoints,
+                                                      matches, ok)
     return record, example
 
 
