@@ -28,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", help="folder of training images (searched recursively)")
     p.add_argument("--out", help="run directory for checkpoints, config.yaml and tb/ logs")
     p.add_argument("--config", help="YAML file with any TrainConfig fields")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/last.ckpt with its recorded settings (flags may "
+                        "change only run length, devices, logging and checkpoint cadence)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a RUN_DIR that holds one (its checkpoints are deleted)")
     p.add_argument("--init", metavar="WEIGHTS",
                    help="start from released weights (.safetensors) with a fresh optimizer")
     p.add_argument("--epochs", type=int, help="total epochs (split 8:10 constant:decay as §5)")
@@ -57,6 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_config(args):
     cfg = load_config(Path(args.config)) if args.config else TrainConfig()
+    if args.resume and args.out and not args.config:
+        # --resume starts from the checkpoint's own settings; only flags given now change
+        # them (and the trainer refuses those that cannot apply to a continued run)
+        from .checkpoint import run_config
+        cfg = run_config(Path(args.out)) or cfg
     over = {"images": args.images, "out": args.out, "crop": args.crop,
             "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
             "device": args.device, "threads": args.threads, "workers": args.workers,
@@ -91,7 +100,8 @@ def run_from_args(args) -> int:
     if not cfg.images or not cfg.out:
         raise ValueError("--images and --out are required (or set images/out in --config)")
     validation_dir = None if args.no_validation else (args.validation_dir or cfg.images)
-    result = trainer.run(cfg, resume=args.resume, init=args.init, validation_dir=validation_dir)
+    result = trainer.run(cfg, resume=args.resume, init=args.init, validation_dir=validation_dir,
+                         overwrite=args.overwrite)
     print(f"trained to step {result['step']}; best validation harmonic mean "
           f"{result['best']:.4f}; checkpoints in {cfg.out}")
     return 0

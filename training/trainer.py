@@ -30,7 +30,18 @@ import torch
 
 from goodpoint_ros.core.model import GoodPointNet
 
-from .checkpoint import BEST, LAST, load_checkpoint, model_state, save_checkpoint
+from .checkpoint import (
+    BEST,
+    LAST,
+    RunFolderError,
+    RunLock,
+    holds_run,
+    load_checkpoint,
+    model_state,
+    remove_orphan_temps,
+    resume_changes,
+    save_checkpoint,
+)
 from .config import TrainConfig, validate
 from .data import PairBatches, find_images, load_images, read_split
 from .losses import total_loss
@@ -156,7 +167,7 @@ class Trainer:
     """Owns model, optimizer, data and the run directory."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, init: Optional[str] = None,
-                 validation_dir: Optional[str] = None):
+                 validation_dir: Optional[str] = None, overwrite: bool = False):
         self.cfg = validate(cfg)
         self.out = Path(cfg.out)
         self.dist = init_distributed("cuda" if cfg.device.startswith("cuda") or (
@@ -166,13 +177,13 @@ class Trainer:
             torch.set_num_threads(int(cfg.threads))
         torch.manual_seed(cfg.seed + self.dist.rank)
 
-        state = None
-        if resume:
-            ckpt = self.out / LAST
-            if ckpt.is_file():
-                state = load_checkpoint(ckpt)
-            elif self.dist.main:
-                log.warning("--resume: no %s yet, starting fresh", ckpt)
+        # One run per folder: an exclusive lock first, then the folder's state.
+        self.lock = RunLock(self.out) if self.dist.main else None
+        try:
+            state = self._claim_folder(resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
         self.model = build_model(cfg, None if state else init, self.device, self.dist)
         if state:
             (self.model.module if hasattr(self.model, "module") else self.model).load_state_dict(
@@ -224,6 +235,44 @@ class Trainer:
                     self.writer = SummaryWriter(str(self.out / "tb"))
                 except ImportError:
                     log.warning("tensorboard is not installed: no TensorBoard logs")
+
+    def _claim_folder(self, resume: bool, overwrite: bool) -> Optional[Dict]:
+        """Refuse a folder holding a run unless resuming / overwriting it; clean the
+        temp files a killed checkpoint write left; → the checkpoint to resume, if any."""
+        present = holds_run(self.out)
+        if present and not resume and not overwrite:
+            raise RunFolderError(f"{self.out} holds a run already ({', '.join(present)}): pass "
+                                 "--resume to continue it, --overwrite to replace it, or a new --out")
+        if self.dist.main:
+            gone = remove_orphan_temps(self.out)
+            if gone:
+                log.info("removed %d temp file(s) left by an interrupted write: %s", len(gone),
+                         ", ".join(gone))
+            if overwrite and not resume:
+                for name in (LAST, BEST):   # no stale best.ckpt beside the new run's
+                    (self.out / name).unlink(missing_ok=True)
+        state = None
+        if resume:
+            ckpt = self.out / LAST
+            if ckpt.is_file():
+                state = load_checkpoint(ckpt)
+                refused, applied = resume_changes(state.get("config", ""), self.cfg)
+                if refused:
+                    raise RunFolderError(
+                        f"--resume continues {ckpt} with its own settings; these differ and "
+                        f"cannot apply to it: {'; '.join(refused)} (drop those flags, or start "
+                        "a new run with --out NEW or --overwrite)")
+                for line in applied if self.dist.main else ():
+                    log.info("--resume: applying %s (recorded in config.yaml)", line)
+            elif self.dist.main:
+                log.warning("--resume: no %s yet, starting fresh", ckpt)
+        return state
+
+    def close(self) -> None:
+        """Release the run folder's lock (also dropped by the kernel at exit)."""
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ data
     def _load_images(self):
@@ -382,11 +431,14 @@ class Trainer:
         return {"step": self.step, "best": self.best, "validation": metrics}
 
 
-def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None) -> Dict:
-    trainer = Trainer(cfg, resume=resume, init=init, validation_dir=validation_dir)
+def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None,
+        overwrite=False) -> Dict:
+    trainer = Trainer(cfg, resume=resume, init=init, validation_dir=validation_dir,
+                      overwrite=overwrite)
     try:
         return trainer.fit()
     finally:
+        trainer.close()
         if trainer.dist.world > 1:
             import torch.distributed as dist
             dist.barrier()
