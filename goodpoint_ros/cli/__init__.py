@@ -82,6 +82,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except user_errors() as exc:
         print(f"goodpoint {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:   # a budget raised past what the machine has
+        print(f"goodpoint {args.command}: error: out of memory: {exc}".rstrip(": "),
+              file=sys.stderr)
+        return 1
     except OSError as exc:   # the machine, not a bug: disk full, read-only file system...
         print(f"goodpoint {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
         return 1

@@ -209,7 +209,17 @@ class FeatureExtractor:
         t0 = time.perf_counter()
         x, size, scale = self.preprocess(image)
         t1 = time.perf_counter()
-        prob, desc = self.backend.infer(np.ascontiguousarray(x, dtype=np.float32))
+        try:
+            prob, desc = self.backend.infer(np.ascontiguousarray(x, dtype=np.float32))
+        except MemoryError:
+            raise
+        except Exception as exc:     # ONNX Runtime reports a failed allocation as its own type
+            if "alloc" not in str(exc).lower():
+                raise
+            raise MemoryError(f"{getattr(self.backend, 'name', 'the backend')} ran out of memory "
+                              f"for a {x.shape[3]}x{x.shape[2]} network input (memory budget "
+                              f"{self.config.memory_budget_mb:.0f} MB): lower the budget or "
+                              "resize") from None
         t2 = time.perf_counter()
         feats = postprocess(prob, desc, size, self.config)
         if scale != (1.0, 1.0):

@@ -181,3 +181,16 @@ def test_pipeline_logs_its_notes(caplog):
         ex(np.full((64, 64), 1000, np.uint16))
         ex(np.full((64, 64), 1000, np.uint16))
     assert len([r for r in caplog.records if "10-bit" in r.getMessage()]) == 1
+
+
+def test_a_failed_allocation_in_the_backend_is_a_memory_error_in_one_line():
+    class Starved(FakeBackend):
+        name = "onnxruntime"
+
+        def infer(self, image):     # what ONNX Runtime raises when a buffer cannot be had
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to "
+                               "allocate memory for requested buffer of size 2000000000")
+    ex = FeatureExtractor(Starved(flat), GoodPointConfig(keypoint_threshold=0.5))
+    with pytest.raises(MemoryError, match="ran out of memory for a 64x48") as err:
+        ex(np.zeros((48, 64), np.uint8))
+    assert "\n" not in str(err.value)
