@@ -101,8 +101,8 @@ def model_fingerprint(weights: Optional[os.PathLike]) -> str:
     A regenerated int8 file (same weights, new calibration) changes the
     verdict, so it changes the key too.
     """
+    from goodpoint_ros.backends.onnx_model import file_sha256
     from goodpoint_ros.core.weights import resolve_path
-    from goodpoint_ros.deploy.export import file_sha256
     src = Path(weights) if weights is not None and str(weights).endswith(".onnx") else resolve_path(weights)
     files = [src]
     if src.suffix != ".onnx":
@@ -211,8 +211,8 @@ def probe_frames(size: Tuple[int, int]) -> List[np.ndarray]:
     """The gate's real photos at ``size`` (W,H) as network inputs [1,1,H,W]."""
     import cv2
 
+    from goodpoint_ros.backends.gate import sample_images
     from goodpoint_ros.core.keypoints import to_gray_float
-    from goodpoint_ros.deploy.gate import sample_images
     out = []
     for img in sample_images():
         g = cv2.resize(to_gray_float(img), tuple(size), interpolation=cv2.INTER_AREA)
@@ -272,7 +272,7 @@ def run_probe(factory: Factory, candidates: Sequence[Tuple[str, str]] = CANDIDAT
     "ms", "reason", "gate"}], "line", "size"}``; with ``keep`` also
     ``"backend"``, the chosen backend object (saves loading it again).
     """
-    from goodpoint_ros.deploy.gate import accuracy_gate
+    from goodpoint_ros.backends.gate import accuracy_gate
     inputs = probe_frames(size)
     images = [x[0, 0] for x in inputs]
     results, loaded, reference = [], {}, None

@@ -60,8 +60,8 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     Raises :class:`BackendUnavailable` with the command that makes the missing
     file when there is none this runtime can use.
     """
+    from goodpoint_ros.backends.onnx_model import ExportError, file_sha256, read_onnx_metadata
     from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
-    from goodpoint_ros.deploy.export import ExportError, file_sha256, read_onnx_metadata
     if weights is not None and str(weights).endswith(".onnx"):
         p = Path(weights)
         if not p.is_file():
@@ -98,7 +98,7 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
         except ImportError:
             raise BackendUnavailable(f"no up-to-date ONNX file for {src} and no torch to export one; "
                                      f"run: {regen}") from None
-        from goodpoint_ros.deploy.export import export_onnx
+        from goodpoint_ros.backends.onnx_model import export_onnx
         LOG.warning("exporting %s to %s (one-off)", src, cached)
         export_onnx(src, cached)
         return cached, "exported to the user cache"
@@ -195,7 +195,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable("fp16 on onnxruntime needs the CUDA provider "
                                      "(on CPU use int8, or torch bf16)")
         path, how = resolve_model(weights, precision)
-        from goodpoint_ros.deploy.export import ExportError, metadata_from_map, onnx_precision
+        from goodpoint_ros.backends.onnx_model import ExportError, metadata_from_map, onnx_precision
         self.precision = precision
         if how == "given":   # the file says what it is; fp16 is made from an fp32 file
             made = onnx_precision(path)

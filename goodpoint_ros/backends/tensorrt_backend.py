@@ -290,7 +290,7 @@ def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profi
 
 
 def engine_key(onnx_path: os.PathLike, precision: str, profile: Profile) -> EngineKey:
-    from goodpoint_ros.deploy.export import file_sha256
+    from goodpoint_ros.backends.onnx_model import file_sha256
     name, cc = _Cuda().device_name()
     return EngineKey(file_sha256(onnx_path), trt.__version__, name, cc, precision, profile)
 
@@ -366,8 +366,8 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     if device == "cpu":
         raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
     _Cuda()   # raises BackendUnavailable without a GPU
+    from goodpoint_ros.backends.onnx_model import ExportError, read_onnx_metadata
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_model
-    from goodpoint_ros.deploy.export import ExportError, read_onnx_metadata
     if engine is None and weights is not None and str(weights).endswith((".engine", ".plan")):
         engine = weights
     if engine is not None:
@@ -420,7 +420,7 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     fallback = OnnxRuntimeBackend(weights=weights, device=device, precision="fp32", threads=threads)
 
     def accept(fast) -> Tuple[bool, str]:
-        from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
+        from goodpoint_ros.backends.gate import accuracy_gate, sample_images
         result = accuracy_gate(fallback, fast, sample_images())
         cache.annotate(key, gate=result.to_dict())
         LOG.info("engine accuracy gate: %s", result.summary())

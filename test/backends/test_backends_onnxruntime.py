@@ -217,7 +217,7 @@ def test_cli_gate_reports_and_exits_by_verdict(tmp_path, capsys):
 
 
 def test_gate_images_fall_back_to_the_copies_in_the_package(monkeypatch, tmp_path):
-    from goodpoint_ros.deploy import gate
+    from goodpoint_ros.backends import gate
     assert len(gate.sample_images()) == 6                       # the repository's sample
     monkeypatch.setattr(gate, "SAMPLE_DIR", tmp_path / "absent")
     imgs = gate.sample_images()                                 # an installed package
