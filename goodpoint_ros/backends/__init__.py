@@ -44,10 +44,6 @@ AUTO_ORDER = ["tensorrt", "onnxruntime", "torch"]
 LOG = logging.getLogger("goodpoint_ros.backends")
 
 
-def available_backends():
-    return list(REGISTRY)
-
-
 def _factory(name: str) -> Callable:
     if name not in REGISTRY:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(REGISTRY)} or auto")

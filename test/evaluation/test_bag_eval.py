@@ -512,3 +512,11 @@ def test_pose_messages_of_every_supported_type():
     T = _extrinsic(owner, "auto", {}, ("world", "body"), "cam_optical", True)
     assert owner.extrinsic == "airsim"
     np.testing.assert_allclose(T[:3, :3] @ [0, 0, 1.0], [1.0, 0, 0])   # optical z = body forward
+
+
+def test_frame_numbers_follow_the_stamps():
+    from goodpoint_ros.evaluation.bags.replay import FrameNumbers
+    numbers = FrameNumbers()
+    out = [numbers.number(t) for t in (0.0, 0.1, 0.2, 0.5, 0.6, 0.69)]
+    assert [n for n, _ in out] == [0, 1, 2, 5, 6, 7]                 # 0.3 and 0.4 are lost
+    assert [w is not None for _, w in out] == [False, False, False, True, False, False]

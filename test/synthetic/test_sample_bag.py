@@ -18,7 +18,7 @@ from goodpoint_ros.evaluation.bags.evaluate import (
     DEFAULT_IMAGE,
     DEFAULT_INFO,
     DEFAULT_POSE,
-    check_ground_truth,
+    GroundTruthCheck,
     gt_agreement,
 )
 from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
@@ -105,6 +105,16 @@ def test_poses_corrupted_by_a_few_degrees_make_precision_collapse(day_bag):
     bad_ab, bad_ba = pair_warps(fa, fb)
     m = pair_metrics(kpts_a, kpts_b, matches, bad_ab, bad_ba, fa.size, fb.size, (3, 5), 20)
     assert m["precision"] < 0.2
+
+
+def check_ground_truth(pairs, roll, rel_tolerance, extrinsic, samples=3):
+    """GroundTruthCheck offered every pair, as evaluate_bag offers them."""
+    check = GroundTruthCheck(roll, rel_tolerance, extrinsic, samples, spacing=1)
+    for fa, fb in pairs:
+        check.offer(fa, fb)
+        if check.done:
+            break
+    return check.agreement if check.done else check.decide()
 
 
 def test_wrong_extrinsic_preset_is_caught(day_bag):

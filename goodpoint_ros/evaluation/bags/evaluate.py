@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -172,17 +172,6 @@ class GroundTruthCheck:
                 f"{self.extrinsic}); check --extrinsic (tf_static | airsim | optical), "
                 "--pose-topic and the depth topic, or pass --no-gt-check")
         return self.agreement
-
-
-def check_ground_truth(pairs: Sequence[Tuple], roll: float, rel_tolerance: float,
-                       extrinsic: str, samples: int = 3) -> Optional[float]:
-    """:class:`GroundTruthCheck` on a list of (frame_a, frame_b), all of them offered."""
-    check = GroundTruthCheck(roll, rel_tolerance, extrinsic, samples, spacing=1)
-    for fa, fb in pairs:
-        check.offer(fa, fb)
-        if check.done:
-            break
-    return check.agreement if check.done else check.decide()
 
 
 @dataclass

@@ -303,6 +303,123 @@ def _connections(reader, topic: str, what: str, required: bool, types=None, hint
     return conns
 
 
+@dataclass
+class BagTopics:
+    """The connections a replay reads, checked: image, camera_info, depth (or none),
+    pose (or none), /tf_static; ``topics`` as echoed in the settings."""
+    image: list
+    info: list
+    depth: list
+    pose: list
+    tf_static: list
+    pose_topic: Optional[str]
+    topics: Dict[str, str]
+    warnings: List[str]
+
+
+def validate_topics(reader, image_topic: str, info_topic: str, depth_topic: Optional[str],
+                    pose_topic: Optional[str], require_pose: bool) -> BagTopics:
+    """Check the topics exist with usable types and messages (:class:`BagError` naming
+    the topic otherwise); a robot bag without the pose topic falls back to /tf."""
+    warnings: List[str] = []
+    img_c = _connections(reader, image_topic, "image", True,
+                         ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
+    info_c = _connections(reader, info_topic, "camera_info", True, ("sensor_msgs/msg/CameraInfo",))
+    depth_c = _connections(reader, depth_topic, "depth", True, ("sensor_msgs/msg/Image",),
+                           " (set --depth-topic, or --no-depth for a bag without depth)") \
+        if depth_topic else []
+    pose_c = _connections(reader, pose_topic, "pose", require_pose, POSE_TYPES,
+                          " (set --pose-topic, or --no-depth)") if pose_topic else []
+    if not pose_c and not require_pose:
+        # A robot bag: no odometry topic by that name, but maybe the /tf tree.
+        pose_c = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF]
+        if pose_c:
+            warnings.append(f"pose topic {pose_topic} not in the bag: using /tf")
+            pose_topic = "/tf"
+    tf_c = [c for c in reader.connections if c.topic == "/tf_static" and c.msgtype == TF]
+    topics = {"image": image_topic, "camera_info": info_topic}
+    if depth_c:
+        topics["depth"] = depth_topic
+    if pose_c:
+        topics["pose"] = pose_topic
+    if sum(c.msgcount for c in img_c) == 0:
+        raise BagError(f"image topic {image_topic} has no messages")
+    if depth_c and sum(c.msgcount for c in depth_c) == 0:
+        raise BagError(f"depth topic {depth_topic} has no messages")
+    return BagTopics(img_c, info_c, depth_c, pose_c, tf_c, pose_topic, topics, warnings)
+
+
+def read_pose_source(reader, t: BagTopics, path):
+    """The small topics, read once at opening: → (first camera_info or None, poses
+    [(stamp, position, quat)], their (frame_id, child_frame_id), dynamic /tf
+    transforms by (parent, child), static transforms T_parent_child, the first
+    image message)."""
+    info = None
+    poses: List[Tuple[float, tuple, tuple]] = []
+    pose_frames = ("", "")
+    dynamic: Dict[Tuple[str, str], List[Tuple[float, tuple, tuple]]] = {}
+    static: Dict[Tuple[str, str], np.ndarray] = {}
+    try:
+        for conn, ns, raw in reader.messages(connections=t.info + t.pose + t.tf_static):
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn in t.info:
+                info = info if info is not None else msg
+            elif conn in t.tf_static:
+                for tr in msg.transforms:
+                    pos, q, parent, child = _pose_from_msg(tr, TRANSFORM)
+                    static[(parent, child)] = make_pose(pos, q)
+            elif conn.msgtype == TF:
+                for tr in msg.transforms:
+                    pos, q, parent, child = _pose_from_msg(tr, TRANSFORM)
+                    dynamic.setdefault((parent, child), []).append((_stamp(tr, ns), pos, q))
+            else:
+                pos, q, parent, child = _pose_from_msg(msg, conn.msgtype)
+                poses.append((_stamp(msg, ns), pos, q))
+                pose_frames = (parent, child)
+        first = None
+        for conn, ns, raw in reader.messages(connections=t.image):
+            first = reader.deserialize(raw, conn.msgtype)
+            break
+    except BagError:
+        raise
+    except Exception as exc:
+        raise BagError(f"cannot read bag {path}: {_one_line(exc)} (corrupt or "
+                       "truncated?)") from None
+    return info, poses, pose_frames, dynamic, static, first
+
+
+class FrameNumbers:
+    """A frame's number in the recording, from its stamp.
+
+    One more than the last frame's, or more when the stamps jump by whole frame
+    periods (images lost in a damaged bag), so that pair i-(i+shift) always spans
+    ``shift`` recorded frames.  The period is the median of the earlier stamp
+    steps (at least two of them; a jump is not counted as a step).
+    """
+
+    def __init__(self):
+        self.last: Optional[Tuple[int, float]] = None     # (number, stamp) of the last frame
+        self.steps: List[float] = []
+
+    def number(self, t: float) -> Tuple[int, Optional[str]]:
+        """→ (number, warning or None) for the frame at stamp ``t``."""
+        if self.last is None:
+            self.last = (0, t)
+            return 0, None
+        dt, skip, warning = t - self.last[1], 1, None
+        if len(self.steps) >= 2 and dt > 0:
+            period = float(np.median(self.steps))
+            skip = max(1, int(round(dt / period))) if period > 0 else 1
+        if skip > 1:
+            warning = (f"stamps jump by {dt:.3f} s after frame {self.last[0]} ({skip - 1} "
+                       "frame(s) missing); frames keep their numbers, pairs with a missing "
+                       "frame are skipped")
+        else:
+            self.steps.append(dt)
+        self.last = (self.last[0] + skip, t)
+        return self.last[0], warning
+
+
 class BagStream:
     """A bag's frames, decoded lazily in stamp order: memory holds a few frames, not the bag.
 
@@ -383,64 +500,12 @@ class BagStream:
     def _scan(self, require_pose: bool) -> None:
         """Topics, intrinsics, poses and extrinsic: everything but the images themselves."""
         reader = self.reader
-        self.img_c = _connections(reader, self.image_topic, "image", True,
-                                  ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
-        info_c = _connections(reader, self.info_topic, "camera_info", True,
-                              ("sensor_msgs/msg/CameraInfo",))
-        self.depth_c = _connections(reader, self.depth_topic, "depth", True,
-                                    ("sensor_msgs/msg/Image",),
-                                    " (set --depth-topic, or --no-depth for a bag without depth)") \
-            if self.depth_topic else []
-        pose_c = _connections(reader, self.pose_topic, "pose", require_pose, POSE_TYPES,
-                              " (set --pose-topic, or --no-depth)") if self.pose_topic else []
-        if not pose_c and not require_pose:
-            # A robot bag: no odometry topic by that name, but maybe the /tf tree.
-            pose_c = [c for c in reader.connections if c.topic == "/tf" and c.msgtype == TF]
-            if pose_c:
-                self.warnings.append(f"pose topic {self.pose_topic} not in the bag: using /tf")
-                self.pose_topic = "/tf"
-        tf_c = [c for c in reader.connections if c.topic == "/tf_static" and c.msgtype == TF]
-        self.topics = {"image": self.image_topic, "camera_info": self.info_topic}
-        if self.depth_c:
-            self.topics["depth"] = self.depth_topic
-        if pose_c:
-            self.topics["pose"] = self.pose_topic
-        if sum(c.msgcount for c in self.img_c) == 0:
-            raise BagError(f"image topic {self.image_topic} has no messages")
-        if self.depth_c and sum(c.msgcount for c in self.depth_c) == 0:
-            raise BagError(f"depth topic {self.depth_topic} has no messages")
-
-        info = None
-        poses: List[Tuple[float, tuple, tuple]] = []
-        pose_frames = ("", "")
-        dynamic: Dict[Tuple[str, str], List[Tuple[float, tuple, tuple]]] = {}
-        static: Dict[Tuple[str, str], np.ndarray] = {}
-        try:
-            for conn, ns, raw in reader.messages(connections=info_c + pose_c + tf_c):
-                msg = reader.deserialize(raw, conn.msgtype)
-                if conn in info_c:
-                    info = info if info is not None else msg
-                elif conn in tf_c:
-                    for tr in msg.transforms:
-                        pos, q, parent, child = _pose_from_msg(tr, TRANSFORM)
-                        static[(parent, child)] = make_pose(pos, q)
-                elif conn.msgtype == TF:
-                    for tr in msg.transforms:
-                        pos, q, parent, child = _pose_from_msg(tr, TRANSFORM)
-                        dynamic.setdefault((parent, child), []).append((_stamp(tr, ns), pos, q))
-                else:
-                    pos, q, parent, child = _pose_from_msg(msg, conn.msgtype)
-                    poses.append((_stamp(msg, ns), pos, q))
-                    pose_frames = (parent, child)
-            first = None
-            for conn, ns, raw in reader.messages(connections=self.img_c):
-                first = reader.deserialize(raw, conn.msgtype)
-                break
-        except BagError:
-            raise
-        except Exception as exc:
-            raise BagError(f"cannot read bag {self.path}: {_one_line(exc)} (corrupt or "
-                           "truncated?)") from None
+        t = validate_topics(reader, self.image_topic, self.info_topic, self.depth_topic,
+                            self.pose_topic, require_pose)
+        self.img_c, self.depth_c, self.topics, self.pose_topic = t.image, t.depth, t.topics, t.pose_topic
+        pose_c, tf_c = t.pose, t.tf_static
+        self.warnings += t.warnings
+        info, poses, pose_frames, dynamic, static, first = read_pose_source(reader, t, self.path)
         if info is None:
             raise BagError(f"camera_info topic {self.info_topic} has no messages")
         img0 = decode_image(first, self.image_topic)
@@ -497,8 +562,7 @@ class BagStream:
         reader = self.reader
         self.frames_read = 0                   # a second pass starts over
         self.complete = 0
-        self._last_frame: Optional[Tuple[int, float]] = None   # (number, stamp) of the last frame
-        self._steps: List[float] = []          # stamp steps between consecutive frames
+        self._numbers = FrameNumbers()
         self.incomplete.clear()
         pending: Deque[Tuple[float, np.ndarray]] = deque()      # images waiting for depth
         depths: Deque[Tuple[float, np.ndarray]] = deque()
@@ -594,27 +658,9 @@ class BagStream:
         return frame
 
     def _frame_number(self, t: float) -> int:
-        """The frame's number in the recording, from its stamp: one more than the last,
-        or more when the stamps jump by whole frame periods (images lost in a damaged
-        bag), so that pair i-(i+shift) always spans ``shift`` recorded frames.  The
-        period is the median of the earlier stamp steps (at least two of them)."""
-        last, steps = self._last_frame, self._steps
-        if last is None:
-            number = 0
-        else:
-            dt = t - last[1]
-            skip = 1
-            if len(steps) >= 2 and dt > 0:
-                period = float(np.median(steps))
-                skip = max(1, int(round(dt / period))) if period > 0 else 1
-            if skip > 1:
-                self.warnings.append(f"{self.image_topic}: stamps jump by {dt:.3f} s after frame "
-                                     f"{last[0]} ({skip - 1} frame(s) missing); frames keep their "
-                                     "numbers, pairs with a missing frame are skipped")
-            else:
-                steps.append(dt)
-            number = last[0] + skip
-        self._last_frame = (number, t)
+        number, warning = self._numbers.number(t)
+        if warning:
+            self.warnings.append(f"{self.image_topic}: {warning}")
         return number
 
     def _check_counts(self, seen) -> None:
