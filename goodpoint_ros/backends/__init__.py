@@ -6,7 +6,13 @@ confidence map after softmax + depth-to-space, and L2-normalised descriptors.
 Everything after that is :func:`goodpoint_ros.core.keypoints.postprocess`, shared.
 
 Backends are imported lazily so that a machine without torch (or without
-TensorRT) can still use the others.
+TensorRT) can still use the others.  Also here: :mod:`.onnx_model` (the ONNX file
+and its GoodPoint metadata, export from torch), :mod:`.gate` (the accuracy gate
+``auto`` and the TensorRT builder run), :mod:`.engine_cache`, :mod:`.auto`.
+
+May import :mod:`goodpoint_ros.core` (the pipeline only inside the gate, lazily);
+torch, onnxruntime, onnx and tensorrt lazily.  Never ``deploy``, ``frontend``,
+``ros``, ``evaluation`` or ``cli`` (``test/test_architecture.py``).
 """
 from __future__ import annotations
 
