@@ -17,8 +17,12 @@ import argparse
 import importlib
 import sys
 import time
+import uuid
 from typing import Dict
 
+import cv2
+
+from goodpoint_ros import __version__
 from goodpoint_ros.cli.common import (
     UserError,
     add_config_options,
@@ -28,8 +32,12 @@ from goodpoint_ros.cli.common import (
     parse_size,
     write_json,
 )
-from goodpoint_ros.evaluation.aggregate import aggregate
-from goodpoint_ros.evaluation.report import fmt
+from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
+from goodpoint_ros.evaluation.aggregate import aggregate, json_safe
+from goodpoint_ros.evaluation.homography import discover_pairs, evaluate_pairs
+from goodpoint_ros.evaluation.methods import make_method, parse_methods
+from goodpoint_ros.evaluation.report import check_report_folder, fmt, paper_table, slam_table, write_report
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
 
@@ -120,7 +128,6 @@ def run(args) -> int:
     inputs = [getattr(args, k, None) for k in ("dir", "bag", "bag_b", "weights")]
     check_outputs(inputs, [getattr(args, "json", None), getattr(args, "report", None)])
     if getattr(args, "report", None):
-        from goodpoint_ros.evaluation.report import check_report_folder
         check_report_folder(args.report)
     return fn(args)
 
@@ -129,7 +136,6 @@ def run(args) -> int:
 
 def methods_from_args(args):
     """{name: Method} for ``--methods`` (the GoodPoint network is loaded only when asked)."""
-    from goodpoint_ros.evaluation.methods import make_method, parse_methods
     names = parse_methods(args.methods)
     if args.max_keypoints < 0:
         raise UserError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
@@ -137,7 +143,6 @@ def methods_from_args(args):
     for name in names:
         extractor, config = None, None
         if name == "goodpoint":
-            from goodpoint_ros.core.pipeline import FeatureExtractor
             kw = {"threads": args.threads} if getattr(args, "threads", None) else {}
             extractor = FeatureExtractor(args.backend, None, weights=args.weights,
                                          device=args.device, precision=args.precision, **kw)
@@ -148,14 +153,11 @@ def methods_from_args(args):
 
 def common_settings(args, methods) -> dict:
     """What every run echoes under ``settings``."""
-    import cv2
 
-    from goodpoint_ros import __version__
     s = {"methods": list(methods), "max_keypoints": args.max_keypoints,
          "eps": list(args.eps), "method_settings": {n: m.settings() for n, m in methods.items()},
          "opencv": cv2.__version__, "goodpoint_ros": __version__}
     if "goodpoint" in methods:
-        from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
         ex = methods["goodpoint"].extractor
         s["weights"] = str(args.weights or DEFAULT_WEIGHTS)
         s["weights_metadata"] = {k: ex.metadata.get(k) for k in ("detection", "training", "version")
@@ -165,10 +167,7 @@ def common_settings(args, methods) -> dict:
 
 def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation") -> int:
     """Write --json / --report and print the table; shared by both modes."""
-    import uuid
 
-    from goodpoint_ros.evaluation.aggregate import json_safe
-    from goodpoint_ros.evaluation.report import paper_table, slam_table, write_report
     # One id in both outputs; the report folder is replaced whole first, the JSON after
     # it: a run killed between the two leaves a report and a JSON whose ids differ.
     result = dict(result, run_id=f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
@@ -195,8 +194,6 @@ def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation
 # --------------------------------------------------------------------------- homography mode
 
 def run_homography(args) -> int:
-    from goodpoint_ros.evaluation.aggregate import aggregate
-    from goodpoint_ros.evaluation.homography import discover_pairs, evaluate_pairs
     if args.coverage_radius <= 0:
         raise UserError(f"--coverage-radius must be positive, got {args.coverage_radius}")
     pairs, problems = discover_pairs(args.dir)
