@@ -26,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--fps", type=float, default=10.0, help="frame rate in Hz (default 10)")
     p.add_argument("--speed", type=float, default=1.5, help="flight speed in m/s (default 1.5)")
     p.add_argument("--seed", type=int, default=0, help="scene layout seed (default 0)")
+    p.add_argument("--motion", choices=["cruise", "turns"], default="cruise",
+                   help="cruise: steady flight; turns: speed changes and ±25° turns (for VO)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -43,7 +45,8 @@ def run(args) -> int:
     if args.fps <= 0 or args.speed < 0:
         raise UserError("--fps must be positive and --speed non-negative")
     spec = SampleBagSpec(frames=args.frames, size=args.size, lighting=args.lighting,
-                         storage=args.storage, fps=args.fps, speed=args.speed, seed=args.seed)
+                         storage=args.storage, fps=args.fps, speed=args.speed, seed=args.seed,
+                         motion=args.motion)
     out = write_sample_bag(args.out, spec,
                            progress=not args.no_progress and sys.stderr.isatty())
     print(f"wrote {out} ({args.frames} frames, {args.size[0]}x{args.size[1]}, {args.lighting}, "

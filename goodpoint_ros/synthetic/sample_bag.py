@@ -49,6 +49,7 @@ class SampleBagSpec:
     pose_rate: float = 50.0
     speed: float = 1.5
     seed: int = 0
+    motion: str = "cruise"          # or "turns": speed changes and ±25° heading (scene.trajectory)
 
 
 def camera_extrinsic() -> np.ndarray:
@@ -59,9 +60,9 @@ def camera_extrinsic() -> np.ndarray:
     return T
 
 
-def body_pose(t: float, speed: float) -> np.ndarray:
+def body_pose(t: float, speed: float, motion: str = "cruise") -> np.ndarray:
     """4×4 T_world_body (NED, FRD) at time t seconds."""
-    R, p = sc.trajectory(np.array([t]), speed)
+    R, p = sc.trajectory(np.array([t]), speed, motion)
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R[0], p[0]
     return T
@@ -161,6 +162,8 @@ def write_sample_bag(out: Path, spec: Optional[SampleBagSpec] = None, progress: 
     spec = spec or SampleBagSpec()
     if spec.frames < 2:
         raise ValueError(f"--frames must be at least 2, got {spec.frames}")
+    if spec.motion not in sc.MOTIONS:
+        raise ValueError(f"--motion must be one of {', '.join(sc.MOTIONS)}, got {spec.motion!r}")
     if spec.storage not in ("mcap", "sqlite3"):
         raise ValueError(f"--storage must be mcap or sqlite3, got {spec.storage!r}")
     out = Path(out)
@@ -216,10 +219,10 @@ def _write(out, plugin, spec, world, K, T_bc, msgs, frames) -> None:
         frame_iter = iter(frames)
         for ns, kind, value in events:
             if kind == "pose":
-                put(c_odom, ns, msgs.odometry(ns, body_pose(value, spec.speed)))
+                put(c_odom, ns, msgs.odometry(ns, body_pose(value, spec.speed, spec.motion)))
                 continue
             next(frame_iter)
-            T_wc = body_pose(frame_times[value], spec.speed) @ T_bc
+            T_wc = body_pose(frame_times[value], spec.speed, spec.motion) @ T_bc
             bgr, depth = sc.render(world, K, T_wc, spec.size, spec.lighting, seed=spec.seed * 7919 + value)
             put(c_img, ns, msgs.image(ns, CAMERA_FRAME, bgr, "bgr8"))
             put(c_depth, ns, msgs.image(ns, CAMERA_FRAME, depth.astype("<f4"), "32FC1"))

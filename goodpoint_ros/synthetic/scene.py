@@ -322,17 +322,27 @@ def _shading(scene: Scene, quad: Quad, lighting: str, z: np.ndarray, rays: np.nd
 
 # --------------------------------------------------------------------------- trajectory
 
-def trajectory(t: np.ndarray, speed: float = 1.5) -> Tuple[np.ndarray, np.ndarray]:
+MOTIONS = ("cruise", "turns")
+
+
+def trajectory(t: np.ndarray, speed: float = 1.5,
+               motion: str = "cruise") -> Tuple[np.ndarray, np.ndarray]:
     """Smooth body poses in NED at times t [N] (s) → (R_world_body [N,3,3], p [N,3]).
 
-    Flies north down the street at ``speed`` m/s, swaying east-west, bobbing
-    in height, with gentle yaw and roll (AirSim body frame FRD).
+    ``cruise``: flies north down the street at ``speed`` m/s, swaying east-west,
+    bobbing in height, with gentle yaw and roll (AirSim body frame FRD).
+    ``turns`` (for odometry): the speed swings between 0.4× and 1.6× ``speed``
+    and the heading turns ±25° towards the houses on either side.
     """
     t = np.asarray(t, np.float64)
-    x = speed * t
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
+    turns = motion == "turns"
+    # x = ∫ speed·(1 + 0.6·sin(0.4 t)) dt for "turns"
+    x = speed * (t + 1.5 * (1.0 - np.cos(0.4 * t))) if turns else speed * t
     y = 0.8 * np.sin(0.35 * t)
     z = -3.0 - 0.4 * np.sin(0.5 * t + 0.3)
-    yaw = np.radians(7.0) * np.sin(0.3 * t + 0.5)
+    yaw = np.radians(25.0 if turns else 7.0) * np.sin(0.3 * t + 0.5)
     pitch = np.radians(-4.0) + np.radians(2.0) * np.sin(0.45 * t)
     roll = np.radians(3.0) * np.sin(0.6 * t)
     R = np.stack([rotation_rpy(r, p, yw) for r, p, yw in zip(roll, pitch, yaw)])

@@ -179,7 +179,7 @@ def test_missing_right_image_or_depth_is_a_rejected_frame_not_a_crash(kitti_half
 def bag(tmp_path_factory):
     from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
     out = tmp_path_factory.mktemp("vo") / "bag"
-    write_sample_bag(out, SampleBagSpec(frames=24))
+    write_sample_bag(out, SampleBagSpec(frames=24, motion="turns"))   # turns + speed changes
     from goodpoint_ros.evaluation.vo.datasets import load_sequence
     return load_sequence(out)
 
