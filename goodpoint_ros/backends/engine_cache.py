@@ -35,6 +35,8 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from goodpoint_ros.core.weights import atomic_write_bytes
+
 LOG = logging.getLogger("goodpoint_ros.backends.engine_cache")
 
 #: (height, width) triples for the optimisation profile: min, opt, max.
@@ -163,7 +165,6 @@ class EngineCache:
         return self.paths(key)[0].read_bytes() if self.entry(key) else None
 
     def store(self, key: EngineKey, engine: bytes, **extra) -> Path:
-        from goodpoint_ros.core.weights import atomic_write_bytes
         path, side = self.paths(key)
         atomic_write_bytes(path, engine)
         info = {"version": SIDECAR_VERSION, "key": key.to_dict(),
@@ -174,7 +175,6 @@ class EngineCache:
 
     def annotate(self, key: EngineKey, **extra) -> None:
         """Add fields (e.g. the accuracy gate's verdict) to an entry's sidecar."""
-        from goodpoint_ros.core.weights import atomic_write_bytes
         side = self.paths(key)[1]
         info = json.loads(side.read_text())
         info.update(extra)

@@ -30,6 +30,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable, check_input
+from goodpoint_ros.backends.onnx_model import (
+    ExportError,
+    file_sha256,
+    metadata_from_map,
+    onnx_precision,
+    read_onnx_metadata,
+)
+from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
 
 try:
     import onnxruntime as ort
@@ -60,8 +68,6 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     Raises :class:`BackendUnavailable` with the command that makes the missing
     file when there is none this runtime can use.
     """
-    from goodpoint_ros.backends.onnx_model import ExportError, file_sha256, read_onnx_metadata
-    from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
     if weights is not None and str(weights).endswith(".onnx"):
         p = Path(weights)
         if not p.is_file():
@@ -195,7 +201,6 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable("fp16 on onnxruntime needs the CUDA provider "
                                      "(on CPU use int8, or torch bf16)")
         path, how = resolve_model(weights, precision)
-        from goodpoint_ros.backends.onnx_model import ExportError, metadata_from_map, onnx_precision
         self.precision = precision
         if how == "given":   # the file says what it is; fp16 is made from an fp32 file
             made = onnx_precision(path)

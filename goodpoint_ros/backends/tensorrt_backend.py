@@ -22,6 +22,7 @@ module raises :class:`BackendUnavailable` then, and ``auto`` moves on.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import time
@@ -38,6 +39,7 @@ from goodpoint_ros.backends.engine_cache import (
     HotSwapBackend,
     Profile,
 )
+from goodpoint_ros.backends.onnx_model import ExportError, file_sha256, read_onnx_metadata
 
 try:
     import tensorrt as trt
@@ -125,7 +127,6 @@ class _Cuda:
             host = self.torch.empty(shape, dtype=self.torch.float32, pin_memory=True)
             dev = self.torch.empty(shape, dtype=self.torch.float32, device="cuda")
             return _Buffer(host.numpy(), dev.data_ptr(), host, dev)
-        import ctypes
         hptr = self._ok(self.rt.cudaMallocHost(n * 4))
         dptr = self._ok(self.rt.cudaMalloc(n * 4))
         host = np.ctypeslib.as_array((ctypes.c_float * n).from_address(int(hptr))).reshape(shape)
@@ -290,7 +291,6 @@ def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profi
 
 
 def engine_key(onnx_path: os.PathLike, precision: str, profile: Profile) -> EngineKey:
-    from goodpoint_ros.backends.onnx_model import file_sha256
     name, cc = _Cuda().device_name()
     return EngineKey(file_sha256(onnx_path), trt.__version__, name, cc, precision, profile)
 
@@ -366,7 +366,6 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     if device == "cpu":
         raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
     _Cuda()   # raises BackendUnavailable without a GPU
-    from goodpoint_ros.backends.onnx_model import ExportError, read_onnx_metadata
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_model
     if engine is None and weights is not None and str(weights).endswith((".engine", ".plan")):
         engine = weights

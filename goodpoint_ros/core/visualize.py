@@ -1,12 +1,14 @@
 """Pictures a person looks at: keypoints on an image, matches side by side."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import cv2
 import numpy as np
 
 from goodpoint_ros.core.imageio import to_bgr8
+from goodpoint_ros.core.weights import atomic_write_bytes
 
 GREEN, RED, YELLOW = (60, 200, 60), (40, 40, 230), (0, 215, 255)
 
@@ -60,9 +62,7 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
 
 def write_image(path, image: np.ndarray) -> None:
     """Atomically write an image file (format from the extension)."""
-    from pathlib import Path
 
-    from goodpoint_ros.core.weights import atomic_write_bytes
     ext = Path(path).suffix or ".png"
     ok, buf = cv2.imencode(ext, image)
     if not ok:

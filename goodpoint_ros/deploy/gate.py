@@ -16,6 +16,8 @@ with that reason rather than passing vacuously.
 """
 from __future__ import annotations
 
+import json
+
 # the gate itself runs inside the backends (auto, TensorRT); re-exported here, where it is
 # documented (docs/deployment.md), beside record_gate
 from goodpoint_ros.backends.gate import (  # noqa: F401
@@ -29,18 +31,17 @@ from goodpoint_ros.backends.gate import (  # noqa: F401
     agreement,
     sample_images,
 )
+from goodpoint_ros.backends.onnx_model import META_EXPORT
+from goodpoint_ros.core.weights import atomic_write_bytes
 
 
 def record_gate(fp32_onnx, candidate_onnx, images=None, resize=(320, 240)) -> GateResult:
     """Gate ``candidate_onnx`` against ``fp32_onnx`` (ONNX Runtime, CPU) and store
     the verdict in the candidate's metadata (``goodpoint_export["gate"]``)."""
-    import json
 
     import onnx
 
-    from goodpoint_ros.backends.onnx_model import META_EXPORT
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from goodpoint_ros.core.weights import atomic_write_bytes
     ref = OnnxRuntimeBackend(weights=str(fp32_onnx), device="cpu")
     cand = OnnxRuntimeBackend(weights=str(candidate_onnx), device="cpu")
     result = accuracy_gate(ref, cand, sample_images(images), resize=resize)

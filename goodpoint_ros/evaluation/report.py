@@ -18,14 +18,20 @@ Every file is written atomically.  matplotlib is imported here only.
 """
 from __future__ import annotations
 
+import ctypes
 import io
+import json
 import math
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from goodpoint_ros.core.visualize import draw_matches, write_image
 from goodpoint_ros.core.weights import atomic_write_bytes
 from goodpoint_ros.evaluation.metrics import METRICS, eps_key
 
@@ -168,7 +174,6 @@ def markdown_report(result: Dict, title: str = "GoodPoint evaluation",
 
 
 def _settings_text(settings: Dict) -> str:
-    import json
     return json.dumps(settings, indent=1, default=str)
 
 
@@ -243,7 +248,6 @@ def _safe_name(text: str) -> str:
 def write_match_pictures(examples: Sequence[Dict], out_dir: Path) -> List[str]:
     """``examples``: [{"name", "image_a", "image_b", "methods": {m: {"kpts_a", "kpts_b",
     "matches", "correct"}}}] → file names written (correct matches green, wrong red)."""
-    from goodpoint_ros.core.visualize import draw_matches, write_image
 
     names = []
     for ex in examples:
@@ -265,8 +269,6 @@ REPORT_MARKER = "report.md"
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the
     system cannot, and the caller falls back to two renames."""
-    import ctypes
-    import os
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.renameat2
@@ -279,7 +281,6 @@ def _exchange(a: Path, b: Path) -> bool:
 def replace_folder(tmp: Path, out: Path) -> None:
     """Put the finished folder ``tmp`` at ``out`` as a whole: a reader sees the old
     folder or the new one, never a mixture (no stale file of an earlier run stays)."""
-    import shutil
     if not out.exists():
         tmp.rename(out)
         return
@@ -314,9 +315,6 @@ def write_report(result: Dict, out_dir, examples: Optional[Sequence[Dict]] = Non
     picture of the old one.  An existing ``out_dir`` that is not a report
     folder (no report.md, not empty) is refused, never deleted.
     """
-    import os
-    import shutil
-    import tempfile
     out = check_report_folder(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):   # left by a killed run

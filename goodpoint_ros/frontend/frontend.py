@@ -17,11 +17,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import cv2
 import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import MatchResult, match_features
+from goodpoint_ros.core.pipeline import StageTimes
+from goodpoint_ros.core.visualize import draw_keypoints
 from goodpoint_ros.frontend.stereo import StereoParams, match_stereo
 from goodpoint_ros.frontend.tracking import TrackIdAssigner
 
@@ -121,7 +124,6 @@ class StereoOutput:
 
 
 def _add_times(a, b):
-    from goodpoint_ros.core.pipeline import StageTimes
     return StageTimes(a.preprocess + b.preprocess, a.network + b.network,
                       a.postprocess + b.postprocess)
 
@@ -251,9 +253,7 @@ class Frontend:
 def debug_picture(image: np.ndarray, output) -> np.ndarray:
     """BGR uint8 picture for ~/debug_image: keypoints, and matches from the
     previous frame drawn as motion tracks (inliers green, outliers red)."""
-    import cv2
 
-    from goodpoint_ros.core.visualize import draw_keypoints
     feats = output.left if isinstance(output, StereoOutput) else output.features
     pic = draw_keypoints(image, feats.keypoints, feats.scores)
     if output.matches is not None and output.previous is not None:

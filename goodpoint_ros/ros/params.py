@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple
 
+import yaml
+
 from goodpoint_ros.core.config import GoodPointConfig, field_info
 from goodpoint_ros.frontend.frontend import VERIFICATIONS, FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
@@ -215,7 +217,6 @@ def resize_from(values: Dict[str, Any]) -> Optional[Tuple[int, int]]:
 
 def load_yaml(path, node_name: str = "/**") -> Dict[str, Any]:
     """``ros__parameters`` of ``node_name`` (or the ``/**`` wildcard) from a ROS params file."""
-    import yaml
     with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f) or {}
     for key in (node_name, node_name.lstrip("/"), "/**"):
