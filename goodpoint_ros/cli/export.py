@@ -51,9 +51,15 @@ def add_arguments(p):
     q.add_argument("--calib-dir", default=str(REPO.parent / "shared" / "train-images"),
                    help="folder holding them")
     q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"])
-    q.add_argument("--percentile", type=float, default=99.9,
-                   help="activation range percentile for --method percentile (99.9)")
+    q.add_argument("--percentile", type=float, default=99.99,
+                   help="activation range percentile for --method percentile (99.99)")
     q.add_argument("--crops", type=int, default=4, help="views per photo (full + random crops)")
+    q.add_argument("--keep-float", default=None, metavar="LAYERS",
+                   help="comma list of layers left in fp32 (default: the measured recipe, "
+                        "conv1a,conv4a,det_b; layers conv1a … conv4b, det_a, det_b, desc_a, desc_b)")
+    q.add_argument("--sensitivity", metavar="JSON",
+                   help="write no model: quantise one layer at a time and report repeatability / "
+                        "descriptor cosine vs fp32 on the calibration photos at 320x240 (JSON here)")
     q.set_defaults(_what=_int8)
 
     e = sub.add_parser("engine", help="build a TensorRT engine (Python API; needs a GPU)")
@@ -151,10 +157,14 @@ def _int8(args) -> int:
         raise UserError("never calibrate on the evaluation data (../shared/data)")
     out = _outside_package(out, args)
     check_outputs([src, args.calib_list], [out])
+    keep = [s for s in args.keep_float.split(",") if s] if args.keep_float is not None else None
     try:
         paths = calibration_images(args.calib_list, args.calib_dir)
-        info = quantize_int8(src, out, calibration_tensors(paths, crops_per_image=args.crops),
-                             method=args.method, percentile=args.percentile)
+        calib = calibration_tensors(paths, crops_per_image=args.crops)
+        if args.sensitivity:
+            return _int8_sensitivity(args, src, calib, paths)
+        info = quantize_int8(src, out, calib, method=args.method, percentile=args.percentile,
+                             keep_float=keep)
     except ExportError as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "
@@ -163,6 +173,21 @@ def _int8(args) -> int:
     from goodpoint_ros.deploy.gate import record_gate
     result = record_gate(src, out)
     print(f"accuracy gate vs fp32: {result.summary()}")
+    return 0
+
+
+def _int8_sensitivity(args, src, calib, paths) -> int:
+    """One layer at a time in int8 (the rest fp32), gated against fp32 on the photos."""
+    from goodpoint_ros.core.imageio import read_image
+    from goodpoint_ros.deploy.export import int8_sensitivity
+    check_outputs([src, args.calib_list], [args.sensitivity])
+    rows = int8_sensitivity(src, calib, [read_image(p) for p in paths], method=args.method,
+                            percentile=args.percentile)
+    print(f"{'layer int8 alone':<18}{'repeatability':>14}{'cosine':>9}   "
+          f"(vs fp32, {len(paths)} photos, 320x240)")
+    for r in rows:
+        print(f"{r['layer']:<18}{r['repeatability']:>14.3f}{r['descriptor_cosine']:>9.4f}")
+    write_json(args.sensitivity, rows)
     return 0
 
 

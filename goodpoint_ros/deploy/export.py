@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -52,6 +52,14 @@ DEFAULT_INT8_ONNX = DEFAULT_ONNX.with_name(DEFAULT_ONNX.stem + ".int8.onnx")
 #: whole encoder then stays uint8 between convolutions.  Softmax, depth-to-space
 #: and the descriptor normalisation stay fp32.
 INT8_OPS = ("Conv", "LeakyRelu", "Add", "MaxPool")
+#: Layers int8 leaves in fp32 by default (mixed precision), from the per-layer
+#: sensitivity study (:func:`int8_sensitivity`, validation photos, 320×240,
+#: docs/deployment.md): quantised alone, conv1a cost 21 % of the keypoints
+#: within 1 px of fp32, conv4a 9 %, det_b 6 %; every other layer ≤ 4 %.
+#: With these three in fp32 and the 99.99th-percentile ranges: repeatability
+#: 0.966 / cosine 0.998 (the earlier recipe, conv1a + the detector head at
+#: 99.9: 0.924 / 0.991), at the same speed.
+INT8_KEEP_FLOAT = ("conv1a", "conv4a", "det_b")
 #: Network input size used for int8 calibration: the node's default resolution.
 CALIBRATION_SIZE = (320, 240)
 
@@ -238,17 +246,46 @@ def calibration_tensors(paths: Sequence[os.PathLike], size: Tuple[int, int] = CA
     return out
 
 
+def int8_layers(proto) -> Dict[str, List[str]]:
+    """Layer name (``conv1a`` … ``desc_b``) → the nodes int8 would quantise for it.
+
+    A layer is its conv, the LeakyReLU after it, the folded BatchNorm shift
+    and a max-pool reading it: the unit of the per-layer sensitivity study
+    (:func:`int8_sensitivity`) and of ``keep_float``.  Run after
+    :func:`fold_batchnorm` (names come from the exporter: ``/net/<layer>/...``).
+    """
+    layers: Dict[str, List[str]] = {}
+    by_output = {o: n for n in proto.graph.node for o in n.output}
+    for n in proto.graph.node:
+        parts = n.name.split("/")
+        if len(parts) > 2 and parts[1] == "net" and n.op_type in INT8_OPS and parts[2] != "pool" \
+                and not parts[2].startswith("pool_"):
+            layers.setdefault(parts[2], []).append(n.name)
+    for n in proto.graph.node:      # a pool belongs to the layer whose activation it reads
+        if n.op_type == "MaxPool":
+            src = by_output.get(n.input[0])
+            for name, nodes in layers.items():
+                if src is not None and src.name in nodes:
+                    nodes.append(n.name)
+    return layers
+
+
 def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.ndarray],
-                  method: str = "percentile", percentile: float = 99.9) -> Dict:
+                  method: str = "percentile", percentile: float = 99.99,
+                  keep_float: Optional[Sequence[str]] = None,
+                  activation_symmetric: bool = False) -> Dict:
     """Static QDQ int8 quantisation, calibrated on ``inputs`` ([1,1,H,W] float32).
 
     BatchNorms are folded first (:func:`fold_batchnorm`), then the ops in
     :data:`INT8_OPS` are quantised: weights int8 per output channel,
     activations uint8 (the U8S8 kernels of VNNI/AMX CPUs).  Softmax,
-    depth-to-space, the descriptor's L2 normalisation and the two sensitive
-    parts of :func:`int8_keep_float` stay fp32.  ``method``: minmax | entropy |
-    percentile (activation range = the ``percentile`` of |x|; 99.9 measured
-    best on the trained weights, 99.99 on earlier checkpoints).
+    depth-to-space, the descriptor's L2 normalisation and the sensitive layers
+    (``keep_float``) stay fp32.  ``method``: minmax | entropy |
+    percentile (activation range = the ``percentile`` of |x|; 99.99 measured
+    best with :data:`INT8_KEEP_FLOAT` on the released weights).
+    ``keep_float``: layer names (:func:`int8_layers`) left in fp32; default
+    :data:`INT8_KEEP_FLOAT` (a graph without the exporter's layer names falls
+    back to :func:`int8_keep_float`: the first block and the detector head).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -281,26 +318,69 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
     if src_meta["export"].get("precision", "fp32") != "fp32":
         raise ExportError(f"{onnx_in} is already {src_meta['export']['precision']}; quantise the fp32 file")
     folded = fold_batchnorm(proto, skip_first=True)
-    keep_float = int8_keep_float(proto)
+    layers = int8_layers(proto)
+    if keep_float is None and all(k in layers for k in INT8_KEEP_FLOAT):
+        keep_float = list(INT8_KEEP_FLOAT)
+    if keep_float is None:
+        keep_nodes = int8_keep_float(proto)
+    else:
+        unknown = sorted(set(keep_float) - set(layers))
+        if unknown:
+            raise ExportError(f"unknown layer(s) {', '.join(unknown)}; layers: {', '.join(layers)}")
+        keep_nodes = [n for name in keep_float for n in layers[name]]
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, q = Path(tmp) / "src.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
         onnx.save(proto, str(src))
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        extra = {"CalibMovingAverage": False}
+        extra = {"CalibMovingAverage": False, "ActivationSymmetric": activation_symmetric}
         if method == "percentile":
             extra["CalibPercentile"] = percentile
         quantize_static(str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True, op_types_to_quantize=list(INT8_OPS),
-                        nodes_to_exclude=keep_float,
+                        nodes_to_exclude=keep_nodes,
                         calibrate_method=methods[method], extra_options=extra)
         proto = onnx.load(str(q))
     info = dict(src_meta["export"], precision="int8", batchnorm_folded=folded,
-                kept_float=keep_float, calibration={
+                kept_float=keep_nodes, kept_float_layers=list(keep_float or []), calibration={
                     "method": method, "percentile": percentile if method == "percentile" else None,
                     "images": len(batches), "size": list(batches[0].shape[2:][::-1])})
     set_metadata(proto, src_meta["weights"], src_meta["weights_sha256"], info)
     onnx.checker.check_model(proto)
     atomic_write_bytes(out, proto.SerializeToString())
     return {"out": str(out), **info}
+
+
+def int8_sensitivity(onnx_in: os.PathLike, inputs: Sequence[np.ndarray], images: Sequence[np.ndarray],
+                     resize: Tuple[int, int] = CALIBRATION_SIZE, layers: Optional[Sequence[str]] = None,
+                     **quant_kw) -> List[Dict]:
+    """Per-layer int8 sensitivity: quantise one layer at a time, gate it against fp32.
+
+    inputs: calibration tensors [1,1,H,W]; images: the photos compared on (the
+    validation split, never the evaluation data), at network size ``resize``
+    (W,H).  Returns one row per layer: ``{"layer", "repeatability",
+    "descriptor_cosine"}`` with the gate's definitions (1 px, cosine at the
+    fp32 keypoints).  The layers that lose the most are the ones to keep in
+    float (``quantize_int8(keep_float=...)``).
+    """
+    import tempfile
+
+    import onnx
+
+    from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from goodpoint_ros.deploy.gate import accuracy_gate
+    proto = onnx.load(str(onnx_in))
+    fold_batchnorm(proto, skip_first=True)
+    names = list(int8_layers(proto))
+    ref = OnnxRuntimeBackend(weights=str(onnx_in), device="cpu")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for layer in layers or names:
+            out = Path(tmp) / f"{layer}.onnx"
+            quantize_int8(onnx_in, out, inputs, keep_float=[n for n in names if n != layer], **quant_kw)
+            cand = OnnxRuntimeBackend(weights=str(out), device="cpu", precision="int8")
+            g = accuracy_gate(ref, cand, images, resize=resize)
+            rows.append({"layer": layer, "repeatability": g.repeatability,
+                         "descriptor_cosine": g.descriptor_cosine})
+    return rows
