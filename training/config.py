@@ -34,6 +34,9 @@ class TrainConfig:
     """Everything a run needs.  ``epochs`` count passes over the training images
     unless ``steps_per_epoch`` is set (small data sets / short budgets)."""
     images: str = ""
+    bag: str = ""                        # rosbag2 to draw frames from instead of `images` (§1: target domain)
+    bag_topic: str = ""                  # its image topic (sensor_msgs Image / CompressedImage)
+    bag_every: int = 5                   # every k-th message; near-duplicates dropped too
     out: str = "runs/goodpoint"
     crop: int = 256                      # §5: random 256×256 crops
     batch_size: int = 8                  # pairs per step (paper silent; fits a CPU)

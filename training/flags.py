@@ -26,6 +26,11 @@ def _kv(text: str):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", help="folder of training images (searched recursively)")
+    p.add_argument("--bag", help="train on frames of this rosbag2 (.mcap/.db3) instead of --images: "
+                   "adapt to a robot's own domain without labels")
+    p.add_argument("--image-topic", help="with --bag: the image topic (Image or CompressedImage)")
+    p.add_argument("--bag-every", type=int,
+                   help="with --bag: use every k-th frame (default 5); near-duplicates are dropped")
     p.add_argument("--out", help="run directory for checkpoints, config.yaml and tb/ logs")
     p.add_argument("--config", help="YAML file with any TrainConfig fields")
     p.add_argument("--resume", action="store_true",
@@ -66,7 +71,8 @@ def build_config(args):
         # them (and the trainer refuses those that cannot apply to a continued run)
         from .checkpoint import run_config
         cfg = run_config(Path(args.out)) or cfg
-    over = {"images": args.images, "out": args.out, "crop": args.crop,
+    over = {"images": args.images, "bag": args.bag, "bag_topic": args.image_topic,
+            "bag_every": args.bag_every, "out": args.out, "crop": args.crop,
             "batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
             "device": args.device, "threads": args.threads, "workers": args.workers,
             "seed": args.seed, "steps_per_epoch": args.steps_per_epoch,
@@ -97,9 +103,13 @@ def run_from_args(args) -> int:
     if args.benchmark:
         from .benchmark import run_benchmark
         return run_benchmark(cfg, steps=args.benchmark_steps, images=args.images)
-    if not cfg.images or not cfg.out:
-        raise ValueError("--images and --out are required (or set images/out in --config)")
-    validation_dir = None if args.no_validation else (args.validation_dir or cfg.images)
+    if not (cfg.images or cfg.bag) or not cfg.out:
+        raise ValueError("--images (or --bag with --image-topic) and --out are required "
+                         "(or set them in --config)")
+    if cfg.bag and not cfg.bag_topic:
+        raise ValueError("--bag needs --image-topic (the camera's image topic in the bag)")
+    # The validation split is a list of photos: with --bag it needs --validation-dir (or --images).
+    validation_dir = None if args.no_validation else (args.validation_dir or cfg.images or None)
     result = trainer.run(cfg, resume=args.resume, init=args.init, validation_dir=validation_dir,
                          overwrite=args.overwrite)
     print(f"trained to step {result['step']}; best validation harmonic mean "

@@ -277,6 +277,13 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def _load_images(self):
         cfg = self.cfg
+        if cfg.bag:
+            from .bag_frames import load_bag_frames
+            frames, bag_report = load_bag_frames(Path(cfg.bag), cfg.bag_topic, cfg.bag_every,
+                                                 min_size=cfg.min_image_size)
+            if self.dist.main:
+                log.info("bag %s: %s", cfg.bag, bag_report.summary())
+            return frames, bag_report
         paths = find_images(Path(cfg.images))
         exclude = read_split(cfg.validation_split or None)
         guard = None
