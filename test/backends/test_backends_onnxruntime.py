@@ -185,8 +185,13 @@ def test_gate_passes_identical_and_fails_shifted_or_noisy():
     assert not moved.passed and moved.repeatability < 0.9 and "repeatability" in moved.reason
     noisy = accuracy_gate(ref, Shifted(Peaky(), noise=0.05), imgs, resize=(320, 240))
     assert noisy.repeatability == 1.0 and noisy.descriptor_cosine < 0.98 and not noisy.passed
+    # within 1 px counts: exactly for whole-pixel peaks; sub-pixel refinement moves a few
+    # peaks whose window the shift pushes against the zero-filled edge just past 1 px
+    whole = GoodPointConfig(keypoint_threshold=0.05, subpixel="none")
+    one_px = accuracy_gate(ref, Shifted(Peaky(), dx=1), imgs, whole, resize=(320, 240))
+    assert one_px.repeatability == 1.0
     one_px = accuracy_gate(ref, Shifted(Peaky(), dx=1), imgs, resize=(320, 240))
-    assert one_px.repeatability == 1.0                  # within 1 px counts
+    assert one_px.repeatability >= 0.97 and one_px.passed
 
 
 def test_gate_fails_when_the_reference_finds_nothing(ort_fp32):
