@@ -23,14 +23,16 @@ def flat(h, w):
 # --------------------------------------------------------------------------- case 7: memory budget
 
 MEASURE = """
-import json, resource, sys
+import json, sys
 import numpy as np
 from goodpoint_ros.core.pipeline import FeatureExtractor
 ex = FeatureExtractor(sys.argv[1], threads=1, precision="fp32")
 w, h = int(sys.argv[2]), int(sys.argv[3])
 ex((np.random.default_rng(0).random((h, w)) * 255).astype(np.uint8))
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "backend": ex.backend.name}))
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork + exec, so a
+# child of a large pytest process would report its parent's peak.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"peak_mb": hwm / 1024, "backend": ex.backend.name}))
 """
 
 
