@@ -99,7 +99,12 @@ def _robust_fit(fit, kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
         return None, inliers
     p0 = kpts0[matches[:, 0]].astype(np.float64)
     p1 = kpts1[matches[:, 1]].astype(np.float64)
-    model, mask = fit(p0, p1)
+    try:
+        model, mask = fit(p0, p1)
+    except cv2.error:
+        # OpenCV 5's USAC asserts (!model.empty()) on some degenerate samples where
+        # it should report "no model": that is what it means here too.
+        return None, inliers
     if model is None or mask is None or model.shape != (3, 3):
         return None, inliers
     return model, mask.ravel().astype(bool)
@@ -146,11 +151,14 @@ def verify_essential(kpts0, kpts1, matches, K0, K1=None, dist0=None, dist1=None,
     n0 = undistort_to_normalized(kpts0[matches[:, 0]], K0, dist0)
     n1 = undistort_to_normalized(kpts1[matches[:, 1]], K1, dist1)
     f = float(np.mean([K0[0][0], K0[1][1], K1[0][0], K1[1][1]]))
-    E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), ROBUST, confidence, threshold / f)
-    if E is None or mask is None or E.shape != (3, 3):
+    try:
+        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), ROBUST, confidence, threshold / f)
+        if E is None or mask is None or E.shape != (3, 3):
+            return None, None, None, inliers
+        mask = mask.ravel().astype(np.uint8)
+        _, R, t, mask_pose = cv2.recoverPose(E, n0, n1, np.eye(3), mask=mask.copy())
+    except cv2.error:  # a degenerate sample (see _robust_fit): no model
         return None, None, None, inliers
-    mask = mask.ravel().astype(np.uint8)
-    _, R, t, mask_pose = cv2.recoverPose(E, n0, n1, np.eye(3), mask=mask.copy())
     return E, R, t.ravel(), mask.astype(bool)
 
 
