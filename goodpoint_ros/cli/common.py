@@ -135,15 +135,17 @@ def parse_size(text: str):
     return w, h
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, precision: str = "auto") -> None:
+    """``precision``: the default (evaluations pass fp32: their figures must not depend on
+    which path a timing probe picked under the machine's load that day)."""
     g = p.add_argument_group("model")
     g.add_argument("--weights", help="GoodPoint weights (.safetensors); default: bundled model")
     g.add_argument("--backend", default="auto",
                    help="auto | torch | onnxruntime | tensorrt (default: auto = fastest available)")
-    g.add_argument("--precision", default="auto",
-                   help="auto | fp32 | bf16 | fp16 | int8 (default auto: with --backend auto the "
-                        "fastest path that passes the accuracy gate on this machine, measured once "
-                        "and cached; with a named backend its reference precision)")
+    g.add_argument("--precision", default=precision,
+                   help=f"auto | fp32 | bf16 | fp16 | int8 (default {precision}; auto: with --backend "
+                        "auto the fastest path that passes the accuracy gate on this machine, "
+                        "measured once and cached; with a named backend its reference precision)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
 

@@ -70,7 +70,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--pictures", type=int, default=3,
                    help="match pictures in the report: this many pairs (default 3)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_model_args(p)
+    add_model_args(p, precision="fp32")   # reproducible figures: the reference model
 
 
 def add_homography_arguments(p: argparse.ArgumentParser) -> None:

@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--camera-info-topic", default=None)
     b.add_argument("--depth-topic", default=None)
     b.add_argument("--pose-topic", default=None)
-    add_model_args(p)
+    add_model_args(p, precision="fp32")   # reproducible figures: the reference model
     # The shipped ONNX model on ONNX Runtime is the reference runtime (docs/deployment.md);
     # `auto` would time probes first.
     p.set_defaults(backend="onnxruntime")

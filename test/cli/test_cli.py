@@ -101,3 +101,12 @@ def test_16bit_and_colour_are_converted(tmp_path):
 def test_bad_threshold_is_a_clear_error():
     p = run("detect", SAMPLE / "1.png", "--threshold", "0.01", check=False)
     assert p.returncode == 2 and "1/64" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_evaluations_default_to_the_fp32_reference_detection_to_auto():
+    """An evaluation's figures must not depend on the path a timing probe picked."""
+    from goodpoint_ros.cli import build_parser
+    p = build_parser()
+    for argv in (["eval", "homography", "d"], ["eval", "bag", "b"], ["eval", "vo", "s", "--out", "o"]):
+        assert p.parse_args(argv).precision == "fp32", argv
+    assert p.parse_args(["detect", "x.png"]).precision == "auto"
