@@ -5,8 +5,8 @@ What lives here:
 * :mod:`.config` — :class:`VOConfig`, the one source of VO settings;
 * :mod:`.camera` — pinhole intrinsics, stereo rigs from projection matrices
   (``CameraInfo.p`` / KITTI ``calib.txt``), depth decoding;
-* :mod:`.geometry` — SE(3) helpers, REP-103 optical → base rotation, twist,
-  covariance frame changes;
+* SE(3) helpers (REP-103 optical → base rotation, twist, covariance frame changes)
+  live in the one geometry module, :mod:`goodpoint_ros.core.geometry`;
 * :mod:`.features` — the feature source a VO runs on (GoodPoint through the
   core's extractor, or any detector + distance, e.g. ORB/SIFT/AKAZE);
 * :mod:`.filtering` — rejection of degenerate matches (flat sky) before PnP;

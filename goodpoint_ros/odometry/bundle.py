@@ -25,7 +25,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from goodpoint_ros.odometry.geometry import inv_T, make_T
+from goodpoint_ros.core.geometry import inv_T, make_T
 
 
 @dataclass

@@ -42,6 +42,16 @@ from typing import Deque, Dict, Optional
 import cv2
 import numpy as np
 
+from goodpoint_ros.core.geometry import (
+    R_BASE_OPTICAL,
+    adjoint,
+    inv_T,
+    make_T,
+    rot_trans_to_ros,
+    rotation_angle,
+    skew,
+    twist,
+)
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import ROBUST, verify_essential
 from goodpoint_ros.odometry import bundle
@@ -63,16 +73,6 @@ from goodpoint_ros.odometry.filtering import (
     score_mask,
     sparse_ratio_match,
     spread_cells,
-)
-from goodpoint_ros.odometry.geometry import (
-    R_BASE_OPTICAL,
-    adjoint,
-    inv_T,
-    make_T,
-    rot_trans_to_ros,
-    rotation_angle,
-    skew,
-    twist,
 )
 
 log = logging.getLogger(__name__)

@@ -41,11 +41,11 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from goodpoint_ros.core.geometry import R_BASE_OPTICAL, make_T, quat_to_R, quaternion_xyzw  # noqa: E402
 from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_image  # noqa: E402
 from goodpoint_ros.frontend.scheduler import LatestFrameWorker  # noqa: E402
 from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig  # noqa: E402
 from goodpoint_ros.odometry.config import VOConfig  # noqa: E402
-from goodpoint_ros.odometry.geometry import R_BASE_OPTICAL, make_T, quat_to_R, quaternion_xyzw  # noqa: E402
 from goodpoint_ros.odometry.vo import TrackingState, VisualOdometry  # noqa: E402
 
 try:

@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from goodpoint_ros.core.geometry import quaternion_xyzw
 from goodpoint_ros.evaluation.bags.evaluate import DEFAULT_DEPTH, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_POSE
 from goodpoint_ros.synthetic import scene as sc
 
@@ -66,26 +67,6 @@ def body_pose(t: float, speed: float, motion: str = "cruise") -> np.ndarray:
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R[0], p[0]
     return T
-
-
-def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix → unit quaternion (x, y, z, w), w ≥ 0."""
-    m = np.asarray(R, np.float64)
-    tr = np.trace(m)
-    if tr > 0:
-        s = np.sqrt(tr + 1.0) * 2
-        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k]) * 2
-        q = [0.0, 0.0, 0.0, (m[k, j] - m[j, k]) / s]
-        q[i] = 0.25 * s
-        q[j] = (m[j, i] + m[i, j]) / s
-        q[k] = (m[k, i] + m[i, k]) / s
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
 
 
 class Messages:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
+from goodpoint_ros.core.geometry import make_T, quat_to_R
 from goodpoint_ros.evaluation.vo.metrics import (
     align,
     ate,
@@ -18,7 +19,6 @@ from goodpoint_ros.evaluation.vo.metrics import (
     umeyama,
     write_tum,
 )
-from goodpoint_ros.odometry.geometry import make_T, quat_to_R
 
 KITTI = "vo/kitti06_000000-000050"
 

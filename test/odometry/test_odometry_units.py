@@ -5,6 +5,15 @@ import numpy as np
 import pytest
 
 from conftest import require_shared
+from goodpoint_ros.core.geometry import (
+    R_BASE_OPTICAL,
+    adjoint,
+    inv_T,
+    make_T,
+    quat_to_R,
+    quaternion_xyzw,
+    twist,
+)
 from goodpoint_ros.odometry.camera import (
     CalibrationError,
     PinholeCamera,
@@ -21,15 +30,6 @@ from goodpoint_ros.odometry.filtering import (
     ratio_match,
     sparse_ratio_match,
     spread_cells,
-)
-from goodpoint_ros.odometry.geometry import (
-    R_BASE_OPTICAL,
-    adjoint,
-    inv_T,
-    make_T,
-    quat_to_R,
-    quaternion_xyzw,
-    twist,
 )
 
 

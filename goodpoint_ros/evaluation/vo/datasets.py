@@ -28,8 +28,8 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from goodpoint_ros.core.geometry import inv_T, make_T, quat_to_R
 from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig
-from goodpoint_ros.odometry.geometry import inv_T, make_T, quat_to_R
 
 LAYOUTS = ("kitti", "euroc", "tum", "bag")
 
