@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.core import image_msgs
+from goodpoint_ros.core.geometry import quat_to_R
 from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed
 
 #: AirSim's camera mount: p_body(FRD) = R · p_optical, i.e. p_body = (z, x, y)_optical.
@@ -86,12 +87,8 @@ class Replay:
 
 # --------------------------------------------------------------------------- rotations
 
-def quat_to_matrix(q) -> np.ndarray:
-    """Quaternion (x, y, z, w) → 3×3 rotation (normalised first)."""
-    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+#: Quaternion (x, y, z, w) → 3×3 rotation (normalised first): the one geometry module's.
+quat_to_matrix = quat_to_R
 
 
 def slerp(q0, q1, f: float) -> np.ndarray:
