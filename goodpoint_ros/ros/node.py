@@ -1,11 +1,12 @@
 """ROS 2 detector node: images in, GoodPoint keypoints / matches / status out.
 
-The only module that imports rclpy, message_filters and cv_bridge.  It is thin
-on purpose: it declares parameters (:mod:`.node_params`), converts messages
-(:mod:`.image_decoding`, :mod:`.messages`) and schedules frames
-(:mod:`.frame_scheduler`); the per-frame work is the ROS-free
-:class:`~goodpoint_ros.frontend.frontend.Frontend` around the same
-:class:`~goodpoint_ros.core.pipeline.FeatureExtractor` the CLI and evaluator use.
+With :mod:`.vo_node` and :mod:`.runtime`, the only code that imports rclpy,
+message_filters and cv_bridge.  It is thin on purpose: it declares parameters
+(:mod:`.params`), converts messages (:mod:`goodpoint_ros.core.image_msgs`,
+:mod:`.messages`) and schedules frames (:mod:`goodpoint_ros.frontend.scheduler`);
+the per-frame work is the ROS-free :class:`~goodpoint_ros.frontend.frontend.Frontend`
+around the same :class:`~goodpoint_ros.core.pipeline.FeatureExtractor` the CLI and
+evaluator use.
 
 Threads: the executor thread only drops each frame into a latest-frame-only
 slot; one worker thread decodes, runs the network, matches and publishes
@@ -32,44 +33,49 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 # Before numpy loads: OpenBLAS's pool would fight the network's threads (see cli/__init__.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import rclpy  # noqa: E402  (after the environment setting above)
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from rcl_interfaces.msg import SetParametersResult  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
-from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed, decode_image, encode_bgr8
-from goodpoint_ros.frontend.frontend import Camera, Frontend, StereoOutput, debug_picture
-from goodpoint_ros.frontend.scheduler import LatestFrameWorker
-from goodpoint_ros.msg import Keypoints, Matches, Status
-from goodpoint_ros.ros import messages
-from goodpoint_ros.ros.params import (
+from goodpoint_ros.backends import BackendUnavailable, create_backend  # noqa: E402
+from goodpoint_ros.backends.engine_cache import profile_for  # noqa: E402
+from goodpoint_ros.core.image_msgs import (  # noqa: E402
+    UnsupportedEncoding,
+    decode_compressed,
+    decode_image,
+    encode_bgr8,
+)
+from goodpoint_ros.core.pipeline import FeatureExtractor  # noqa: E402
+from goodpoint_ros.core.weights import WeightsError  # noqa: E402
+from goodpoint_ros.frontend.frontend import Camera, Frontend, StereoOutput, debug_picture  # noqa: E402
+from goodpoint_ros.frontend.scheduler import LatestFrameWorker  # noqa: E402
+from goodpoint_ros.msg import Keypoints, Matches, Status  # noqa: E402
+from goodpoint_ros.ros import messages  # noqa: E402
+from goodpoint_ros.ros.params import (  # noqa: E402
     PARAMETERS,
-    check_value,
     config_from_params,
     frontend_config_from_params,
     resize_from,
     validate_update,
 )
-
-try:  # Humble and later; older rclpy raised only KeyboardInterrupt
-    from rclpy.executors import ExternalShutdownException
-except ImportError:  # pragma: no cover
-    class ExternalShutdownException(Exception):
-        pass
+from goodpoint_ros.ros.runtime import (  # noqa: E402
+    ExternalShutdownException,
+    FatalError,
+    OnceLog,
+    declare_parameters,
+    input_qos,
+    run,
+)
 
 NODE_NAME = "goodpoint_detector"
 OUTPUT_QOS = 10        # reliable, keep last 10: a SLAM front end wants every output
-
-
-class FatalError(RuntimeError):
-    """The node cannot start (no backend loads, bad start-up parameter)."""
 
 
 @dataclass
@@ -78,6 +84,15 @@ class Frame:
     images: tuple                 # (msg,) or (left, right)
     cameras: tuple                # Camera or None per image, as known at arrival
     arrived: float                # time.perf_counter() at the callback
+
+
+@dataclass
+class View:
+    """One camera's output of a frame: its keypoints publisher and what goes on it."""
+    publisher: Any
+    header: Any
+    features: Any
+    track_ids: Any
 
 
 class DetectorNode(Node):
@@ -89,10 +104,8 @@ class DetectorNode(Node):
 
     def __init__(self, extractor=None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        self._declare_parameters()
+        values = declare_parameters(self, PARAMETERS)
         try:
-            values = {p.name: check_value(p.name, self.get_parameter(p.name).value)
-                      for p in PARAMETERS}
             values = validate_update(values, [])
             resize = resize_from(values)
         except ValueError as exc:
@@ -112,7 +125,7 @@ class DetectorNode(Node):
         self._previous_header = None
         self._skipped = 0
         self._last_status = None
-        self._warned = set()
+        self._say_once = OnceLog(self.get_logger())
         self._create_publishers()
         self.worker = LatestFrameWorker(self._process, on_error=self._on_worker_error,
                                         name="goodpoint-detector")
@@ -130,28 +143,20 @@ class DetectorNode(Node):
                 str(getattr(b, "device", self.values["device"])))
 
     # ------------------------------------------------------------------ set-up
-    def _declare_parameters(self) -> None:
-        for p in PARAMETERS:
-            descriptor = ParameterDescriptor(description=p.description, read_only=p.read_only)
-            if p.choices:
-                descriptor.additional_constraints = "one of: " + ", ".join(p.choices)
-            if p.range and isinstance(p.default, float):
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(p.range[0]), to_value=float(p.range[1]), step=0.0)]
-            elif p.range and isinstance(p.default, int) and not isinstance(p.default, bool):
-                descriptor.integer_range = [IntegerRange(
-                    from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
-            try:
-                self.declare_parameter(p.name, p.default, descriptor)
-            except Exception as exc:  # e.g. `sync_slop: 0` (an int) in a params file
-                raise FatalError(f"parameter {p.name}: {type(exc).__name__}: {exc} "
-                                 f"(expected a {type(p.default).__name__})") from None
-
     def _load_extractor(self, values, resize):
         """The model loads once, here; the fallback chain is logged."""
-        from goodpoint_ros.backends import BackendUnavailable, create_backend
-        from goodpoint_ros.core.pipeline import FeatureExtractor
-        from goodpoint_ros.core.weights import WeightsError
+        backend = self._load_backend(values, resize)
+        for name, reason in getattr(backend, "fallback_log", []):
+            self.get_logger().warning(f"backend {name} unavailable, falling back: {reason}")
+        try:
+            # a frame over memory_budget_mb is downscaled (said once), never an OOM kill
+            return FeatureExtractor(backend=backend, config=config_from_params(values),
+                                    resize=resize, oversize="downscale")
+        except ValueError as exc:
+            raise FatalError(f"bad detection settings: {exc}") from None
+
+    @staticmethod
+    def _load_backend(values, resize):
         kwargs = {"weights": values["weights"] or None, "device": values["device"],
                   "precision": values["precision"]}
         if values["engine"]:
@@ -163,33 +168,14 @@ class DetectorNode(Node):
             kwargs["probe"] = "background"
         if resize is not None:
             # a TensorRT engine built for the size the network will actually see
-            from goodpoint_ros.backends.engine_cache import profile_for
             kwargs["profile"] = profile_for(resize)
         try:
-            backend = create_backend(values["backend"], **kwargs)
+            return create_backend(values["backend"], **kwargs)
         except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:
             raise FatalError(f"no inference backend could load: {exc}") from None
         except Exception as exc:      # a backend library failing in its own way
             raise FatalError(f"no inference backend could load: {type(exc).__name__}: {exc}") \
                 from None
-        for name, reason in getattr(backend, "fallback_log", []):
-            self.get_logger().warning(f"backend {name} unavailable, falling back: {reason}")
-        try:
-            # a frame over memory_budget_mb is downscaled (said once), never an OOM kill
-            return FeatureExtractor(backend=backend, config=config_from_params(values),
-                                    resize=resize, oversize="downscale")
-        except ValueError as exc:
-            raise FatalError(f"bad detection settings: {exc}") from None
-
-    def _input_qos(self) -> QoSProfile:
-        v = self.values
-        if v["qos_reliability"] == "best_effort" and v["qos_depth"] == 5:
-            return qos_profile_sensor_data               # REP-2003
-        return QoSProfile(
-            depth=v["qos_depth"], history=HistoryPolicy.KEEP_LAST,
-            durability=DurabilityPolicy.VOLATILE,
-            reliability=(ReliabilityPolicy.BEST_EFFORT if v["qos_reliability"] == "best_effort"
-                         else ReliabilityPolicy.RELIABLE))
 
     def _create_publishers(self) -> None:
         pub = self.create_publisher
@@ -205,7 +191,8 @@ class DetectorNode(Node):
         self.pub_diagnostics = pub(DiagnosticArray, "/diagnostics", 1)
 
     def _create_subscriptions(self) -> None:
-        v, qos = self.values, self._input_qos()
+        v = self.values
+        qos = input_qos(v["qos_reliability"], v["qos_depth"])
         image_type = CompressedImage if v["compressed"] else Image
         if self.stereo_mode:
             # Lazy: only stereo needs message_filters, and it has no pip wheel (mono
@@ -216,10 +203,10 @@ class DetectorNode(Node):
                           for topic in ("left_image_topic", "right_image_topic")]
             self._sync = message_filters.ApproximateTimeSynchronizer(
                 self._subs, v["sync_queue_size"], v["sync_slop"])
-            self._sync.registerCallback(self._on_stereo)
+            self._sync.registerCallback(self._on_images)
             info_topics = ("left_camera_info_topic", "right_camera_info_topic")
         else:
-            self._subs = [self.create_subscription(image_type, v["image_topic"], self._on_image,
+            self._subs = [self.create_subscription(image_type, v["image_topic"], self._on_images,
                                                    qos)]
             info_topics = ("camera_info_topic",)
         if v["use_camera_info"]:
@@ -228,21 +215,17 @@ class DetectorNode(Node):
                                          lambda msg, i=i: self._on_camera_info(i, msg), qos)
 
     # ------------------------------------------------------------------ callbacks (executor)
-    def _on_image(self, msg) -> None:
+    def _on_images(self, *msgs) -> None:
+        """One image (mono) or a synchronised (left, right) pair."""
         with self._lock:
-            cams = (self._cameras[0],)
-        self.worker.submit(Frame((msg,), cams, time.perf_counter()))
-
-    def _on_stereo(self, left, right) -> None:
-        with self._lock:
-            cams = tuple(self._cameras)
-        self.worker.submit(Frame((left, right), cams, time.perf_counter()))
+            cams = tuple(self._cameras[:len(msgs)])
+        self.worker.submit(Frame(msgs, cams, time.perf_counter()))
 
     def _on_camera_info(self, index: int, msg) -> None:
         camera = Camera.from_camera_info(msg.k, msg.d)
         if camera is None:
             problem = Camera.problem(msg.k, msg.d)
-            self._log_once(f"camera_info {index}: {problem}: verifying with the fundamental "
+            self._say_once(f"camera_info {index}: {problem}: verifying with the fundamental "
                            "matrix instead of the essential matrix")
         with self._lock:
             self._cameras[index] = camera
@@ -258,75 +241,66 @@ class DetectorNode(Node):
         return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ per frame (worker)
+    def _process(self, frame: Frame) -> None:
+        """The one per-frame path, mono or stereo: decode, frontend, publish."""
+        header = frame.images[0].header
+        try:
+            images = [self._decode(m) for m in frame.images]
+            previous = self._previous_header_for(header)
+            out = self._run_frontend(images, frame.cameras)
+        except (UnsupportedEncoding, ValueError) as exc:   # ValueError: e.g. over the size limit
+            with self._lock:
+                self._skipped += 1
+            self._say_once(f"{exc} (frames with this problem are skipped)")
+            return
+        with self._lock:
+            self._previous_header = header
+        for note in getattr(self.frontend.extractor, "pop_notes", list)():
+            self._say_once(note)                       # downscaled frames, input range: once
+        for view in self._views(frame, out):
+            view.publisher.publish(self._keypoints_msg(view.header, view.features, view.track_ids))
+        if isinstance(out, StereoOutput):
+            self.pub_stereo.publish(self._matches_msg(header, header, frame.images[1].header,
+                                                      out.stereo_matches))
+        if out.matches is not None and previous is not None:
+            self.pub_matches.publish(self._matches_msg(header, previous, header, out.matches))
+        self._publish_debug(header, images[0], out)
+        self._publish_status(header, frame, out)
+
     def _decode(self, msg):
         if hasattr(msg, "format"):                                   # CompressedImage
             return decode_compressed(msg.format, msg.data)
         try:
             return decode_image(msg.encoding, msg.height, msg.width, msg.step,
                                 bool(msg.is_bigendian), msg.data)
-        except UnsupportedEncoding:
-            bridge = _cv_bridge()
-            if bridge is None or msg.height * msg.width == 0:
-                raise
-            try:
-                return bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
-            except Exception as exc:
-                raise UnsupportedEncoding(f"cv_bridge cannot convert {msg.encoding!r}: {exc}") \
-                    from None
-
-    def _process(self, frame: Frame) -> None:
-        try:
-            images = [self._decode(m) for m in frame.images]
         except UnsupportedEncoding as exc:
-            with self._lock:
-                self._skipped += 1
-            self._warn_once(str(exc))
-            return
-        header = frame.images[0].header
-        with self._lock:
-            previous_header = self._previous_header
-            if previous_header is not None and _stamp(header) < _stamp(previous_header):
-                # Time went backwards (a bag looped): old tracks do not continue.
-                self.frontend.reset()
-                previous_header = None
-        try:
-            if self.stereo_mode:
-                out = self.frontend.stereo(images[0], images[1], *frame.cameras)
-            else:
-                out = self.frontend.mono(images[0], frame.cameras[0])
-        except ValueError as exc:                  # e.g. an image over the size limit
-            with self._lock:
-                self._skipped += 1
-            self._warn_once(f"frame skipped: {exc}")
-            return
-        pop_notes = getattr(self.frontend.extractor, "pop_notes", None)
-        for note in pop_notes() if pop_notes else ():   # downscaled frames, input range: once
-            self._log_once(note)
-        enc = self.values["descriptor_encoding"]
-        stereo = isinstance(out, StereoOutput)
-        main_feats = out.left if stereo else out.features
-        main_ids = out.left_ids if stereo else out.track_ids
-        self.pub_keypoints.publish(self._keypoints_msg(header, main_feats, main_ids, enc))
-        if stereo:
-            right_header = frame.images[1].header
-            self.pub_right_keypoints.publish(
-                self._keypoints_msg(right_header, out.right, out.right_ids, enc))
-            self.pub_stereo.publish(self._matches_msg(header, header, right_header,
-                                                      out.stereo_matches))
-        if out.matches is not None and previous_header is not None:
-            self.pub_matches.publish(self._matches_msg(header, previous_header, header,
-                                                       out.matches))
-        with self._lock:
-            self._previous_header = header
-        if self.values["debug_image"] and self.pub_debug.get_subscription_count() > 0:
-            pic = debug_picture(images[0], out)
-            msg = messages.fill(Image(), encode_bgr8(pic))
-            msg.header = header
-            self.pub_debug.publish(msg)
-        self._publish_status(header, frame, out)
+            return _cv_bridge_decode(msg, exc)
 
-    def _keypoints_msg(self, header, feats, ids, encoding):
-        msg = messages.fill(Keypoints(), messages.keypoints_fields(feats, ids, encoding))
+    def _run_frontend(self, images, cameras):
+        if self.stereo_mode:
+            return self.frontend.stereo(images[0], images[1], *cameras)
+        return self.frontend.mono(images[0], cameras[0])
+
+    def _previous_header_for(self, header):
+        """The previous frame's header; None on the first frame, or when time went
+        backwards (a bag looped: old tracks do not continue, the frontend restarts)."""
+        with self._lock:
+            previous = self._previous_header
+        if previous is not None and _stamp(header) < _stamp(previous):
+            self.frontend.reset()
+            return None
+        return previous
+
+    def _views(self, frame: Frame, out):
+        if isinstance(out, StereoOutput):
+            return [View(self.pub_keypoints, frame.images[0].header, out.left, out.left_ids),
+                    View(self.pub_right_keypoints, frame.images[1].header, out.right,
+                         out.right_ids)]
+        return [View(self.pub_keypoints, frame.images[0].header, out.features, out.track_ids)]
+
+    def _keypoints_msg(self, header, feats, ids):
+        fields = messages.keypoints_fields(feats, ids, self.values["descriptor_encoding"])
+        msg = messages.fill(Keypoints(), fields)
         msg.header = header
         return msg
 
@@ -334,6 +308,12 @@ class DetectorNode(Node):
         msg = messages.fill(Matches(), messages.matches_fields(result))
         msg.header, msg.query_header, msg.train_header = header, query_header, train_header
         return msg
+
+    def _publish_debug(self, header, image, out) -> None:
+        if self.values["debug_image"] and self.pub_debug.get_subscription_count() > 0:
+            msg = messages.fill(Image(), encode_bgr8(debug_picture(image, out)))
+            msg.header = header
+            self.pub_debug.publish(msg)
 
     def _publish_status(self, header, frame: Frame, out) -> None:
         m = out.matches
@@ -383,18 +363,6 @@ class DetectorNode(Node):
         self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
                                 throttle_duration_sec=5.0)
 
-    def _log_once(self, text: str) -> None:
-        """A warning said once per distinct text (camera_info arrives at 30 Hz too)."""
-        if text not in self._warned:
-            self._warned.add(text)
-            self.get_logger().warning(text)
-
-    def _warn_once(self, text: str) -> None:
-        """Log each distinct problem once (a wrong encoding would otherwise flood at 30 Hz)."""
-        if text not in self._warned:
-            self._warned.add(text)
-            self.get_logger().warning(text + " (frames with this problem are skipped)")
-
     # ------------------------------------------------------------------ shutdown
     def destroy_node(self):
         worker = getattr(self, "worker", None)
@@ -410,37 +378,29 @@ def _stamp(header):
 _BRIDGE: Any = False
 
 
-def _cv_bridge():
-    """cv_bridge.CvBridge for encodings the built-in decoder lacks, if installed."""
+def _cv_bridge_decode(msg, error: UnsupportedEncoding):
+    """cv_bridge for encodings the built-in decoder lacks, if installed; else ``error``."""
     global _BRIDGE
     if _BRIDGE is False:
         try:
-            from cv_bridge import CvBridge
+            from cv_bridge import CvBridge  # lazy: optional, no pip wheel
             _BRIDGE = CvBridge()
         except Exception:         # not installed, or built against another numpy
             _BRIDGE = None
-    return _BRIDGE
+    if _BRIDGE is None or msg.height * msg.width == 0:
+        raise error
+    try:
+        return _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough")
+    except Exception as exc:
+        raise UnsupportedEncoding(f"cv_bridge cannot convert {msg.encoding!r}: {exc}") from None
 
 
 def main(args=None) -> int:
     """``detector_node`` / ``ros2 run goodpoint_ros detector_node``: spin until Ctrl-C."""
-    rclpy.init(args=args)
-    node: Optional[DetectorNode] = None
-    code = 0
-    try:
-        node = DetectorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except FatalError as exc:
-        print(f"[{NODE_NAME}] fatal: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return run(DetectorNode, NODE_NAME, args)
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+__all__ = ["DetectorNode", "ExternalShutdownException", "FatalError", "main"]

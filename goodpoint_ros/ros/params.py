@@ -15,12 +15,14 @@ empty ``weights`` / ``engine`` → bundled files.
 """
 from __future__ import annotations
 
+import array
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
 
-from goodpoint_ros.core.config import GoodPointConfig, field_info
+from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.frontend.frontend import VERIFICATIONS, FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
@@ -45,24 +47,50 @@ class ParamSpec:
 P = ParamSpec
 
 
+def from_field(cls, name: str, ros_name: str = "", *, off: str = "", default: Any = None,
+               description: str = "", range: Optional[Tuple[float, float]] = None,
+               choices: Optional[Tuple[str, ...]] = None, read_only: bool = False) -> ParamSpec:
+    """A parameter that is a field of the settings dataclass ``cls`` (GoodPointConfig,
+    FrontendConfig, StereoParams, VOConfig): the default is the field's, and its help,
+    range and choices come from the field's metadata (``help`` / ``range`` / ``choices``,
+    the one source, as core/config.py's ``_opt``).  ``description`` / ``range`` /
+    ``choices`` here only stand in where a field has no metadata yet.
+
+    ``off``: which ROS value stands for the field's None (ROS parameters have no null),
+    e.g. ``"0 = off"``; ``default`` is then that value.  ``ros_name``: the parameter's name
+    when it differs from the field's (``stereo_row_tolerance`` ← ``row_tolerance``).
+    """
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = dict(f.metadata)
+    if default is None:
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    if default is None:
+        raise ValueError(f"{cls.__name__}.{name} defaults to None: give its ROS 'off' value")
+    help_ = meta.get("help") or description
+    if not help_:
+        raise ValueError(f"{cls.__name__}.{name}: no help in its metadata and none given")
+    rng = meta.get("range") or range
+    if rng is not None and isinstance(default, (int, float)) and not isinstance(default, bool):
+        lo, hi = rng
+        if off.startswith("-1"):
+            lo = -1
+        rng = (type(default)(lo), type(default)(hi))
+    return ParamSpec(ros_name or name, default, help_ + (f"; ROS: {off}" if off else ""),
+                     read_only, meta.get("choices") or choices, rng)
+
+
 def _detection(name: str, default, off: str = "") -> ParamSpec:
-    """A parameter that is a GoodPointConfig field: description and range come from the
-    dataclass's field metadata (the one source, core/config.py); ``off`` says which ROS
-    value stands for the field's None (ROS parameters have no null)."""
-    info = field_info(name)
-    lo, hi = info["range"]
-    if off.startswith("-1"):
-        lo = -1
-    return ParamSpec(name, default, info["help"] + (f"; ROS: {off}" if off else ""),
-                     range=(type(default)(lo), type(default)(hi)))
+    """A GoodPointConfig field (detection and matching)."""
+    return from_field(GoodPointConfig, name, off=off, default=default)
 
 
 PARAMETERS = (
     # ---- what to run
     P("mode", "mono", "mono: one camera; stereo: a synchronised left/right pair",
       True, MODES),
-    P("rectified", True, "stereo only: the pair is rectified, so left-right matches are "
-      "searched on the same row (± stereo_row_tolerance px) and carry disparity", True),
+    from_field(FrontendConfig, "rectified", read_only=True, description=(
+        "stereo only: the pair is rectified, so left-right matches are searched on the same "
+        "row (± stereo_row_tolerance px) and carry disparity")),
     P("backend", "auto", "inference backend; auto tries tensorrt → onnxruntime → torch",
       True, BACKENDS),
     P("precision", "auto", "network precision; auto: with backend auto the fastest that passes "
@@ -76,10 +104,8 @@ PARAMETERS = (
     P("resize_width", 0, "width the network sees (keypoints are mapped back); 0: native",
       True, range=(0, 8192)),
     P("resize_height", 0, "height the network sees; 0: native", True, range=(0, 8192)),
-    P("memory_budget_mb", 4000.0, "most memory (MB) one frame may take; larger frames are "
-      "downscaled to fit (said once in the log)", range=(100.0, 1.0e6)),
-    P("input_max", 0.0, "pixel value meaning white; 0: the type's full range (4095: a 12-bit "
-      "camera publishing mono16; 255: float images in 0..255)", range=(0.0, 1.0e9)),
+    from_field(GoodPointConfig, "memory_budget_mb", range=(100.0, 1.0e6)),
+    from_field(GoodPointConfig, "input_max", range=(0.0, 1.0e9)),
     # ---- inputs
     P("image_topic", "image", "mono input image topic (remappable)", True),
     P("camera_info_topic", "camera_info", "mono camera_info topic (optional input)", True),
@@ -89,8 +115,8 @@ PARAMETERS = (
     P("right_camera_info_topic", "right/camera_info", "stereo right camera_info topic", True),
     P("compressed", False, "subscribe sensor_msgs/CompressedImage (jpeg/png) instead of Image",
       True),
-    P("use_camera_info", True, "use camera_info (when it arrives) for essential-matrix "
-      "verification after undistortion", True),
+    from_field(FrontendConfig, "use_camera_info", read_only=True, description=(
+        "use camera_info (when it arrives) for essential-matrix verification after undistortion")),
     P("qos_reliability", "best_effort", "input QoS reliability (sensor data: best_effort)",
       True, RELIABILITIES),
     P("qos_depth", 5, "input QoS history depth (sensor data: 5)", True, range=(1, 1000)),
@@ -109,17 +135,20 @@ PARAMETERS = (
     # ---- matching and verification (run-time changeable)
     _detection("descriptor_threshold", 0.8),
     _detection("ratio_test", 0.0, "0 = off"),
-    P("mutual", True, field_info("mutual")["help"]),
-    P("match", True, "match each frame to the previous one (~/matches, track ids)"),
-    P("verification", "auto", "geometric verification of previous→current matches; "
-      "auto: essential with camera_info, else fundamental", choices=VERIFICATIONS),
-    P("ransac_threshold", 1.0, "USAC/MAGSAC inlier threshold in pixels", range=(0.1, 50.0)),
-    P("stereo_row_tolerance", 1.0, "rectified stereo: max |y_left - y_right| in pixels",
-      range=(0.0, 20.0)),
-    P("min_disparity", 0.0, "rectified stereo: min x_left - x_right in pixels",
-      range=(0.0, 8192.0)),
-    P("max_disparity", 0.0, "rectified stereo: max disparity in pixels; 0: unbounded",
-      range=(0.0, 8192.0)),
+    _detection("mutual", True),
+    from_field(FrontendConfig, "match", description=(
+        "match each frame to the previous one (~/matches, track ids)")),
+    from_field(FrontendConfig, "verification", choices=VERIFICATIONS, description=(
+        "geometric verification of previous→current matches; auto: essential with "
+        "camera_info, else fundamental")),
+    from_field(FrontendConfig, "ransac_threshold", range=(0.1, 50.0),
+               description="USAC/MAGSAC inlier threshold in pixels"),
+    from_field(StereoParams, "row_tolerance", "stereo_row_tolerance", range=(0.0, 20.0),
+               description="rectified stereo: max |y_left - y_right| in pixels"),
+    from_field(StereoParams, "min_disparity", range=(0.0, 8192.0),
+               description="rectified stereo: min x_left - x_right in pixels"),
+    from_field(StereoParams, "max_disparity", off="0 = unbounded", default=0.0,
+               range=(0.0, 8192.0), description="rectified stereo: max disparity in pixels"),
     # ---- outputs (run-time changeable)
     P("descriptor_encoding", "float32", "Keypoints descriptors: float32, or uint8 "
       "(quantised, 4x smaller)", choices=DESCRIPTOR_ENCODINGS),
@@ -134,14 +163,20 @@ def defaults() -> Dict[str, Any]:
     return {p.name: p.default for p in PARAMETERS}
 
 
-def check_value(name: str, value: Any) -> Any:
-    """Type, choice and range check of one value; returns it (ints widened to float)."""
-    spec = SPECS.get(name)
+def check_value(name: str, value: Any, specs: Optional[Dict[str, ParamSpec]] = None) -> Any:
+    """Type, choice and range check of one value against ``specs`` (default: the
+    detector's); returns it (ints widened to float)."""
+    spec = (SPECS if specs is None else specs).get(name)
     if spec is None:
         raise ValueError(f"unknown parameter {name!r}")
     kind = type(spec.default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if kind is list:                        # double arrays (camera_xyz, ...): numbers only
+        if not isinstance(value, (list, tuple, array.array)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"{name} must be a list of numbers, got {value!r}")
+        return [float(v) for v in value]
     if type(value) is not kind:
         raise ValueError(f"{name} must be a {kind.__name__}, got {value!r}")
     if spec.choices and value not in spec.choices:

@@ -436,14 +436,13 @@ def test_a_wrongly_typed_or_out_of_range_override_is_a_one_line_fatal_error(ros)
 
 def test_threads_and_resize_reach_the_backend_factory(ros, monkeypatch):
     """`threads` goes to the backend; with a resize, a TensorRT profile for that size."""
-    import goodpoint_ros.backends as backends
     seen = {}
 
     def fake_create(name, **kwargs):
         seen.update(kwargs, name=name)
         return DotBackend()
 
-    monkeypatch.setattr(backends, "create_backend", fake_create)
+    monkeypatch.setattr(ros.node_mod, "create_backend", fake_create)
     overrides = [ros.Parameter("threads", value=3), ros.Parameter("resize_width", value=320),
                  ros.Parameter("resize_height", value=240)]
     node = ros.node_mod.DetectorNode(parameter_overrides=overrides)

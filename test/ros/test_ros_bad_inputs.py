@@ -47,9 +47,8 @@ def test_resize_under_8_px_is_a_one_line_fatal_error_like_the_cli(ros, size):
 
 
 def test_oversized_frames_are_downscaled_and_said_once(ros, monkeypatch):
-    import goodpoint_ros.backends as backends
     backend = DotBackend()
-    monkeypatch.setattr(backends, "create_backend", lambda name, **kw: backend)
+    monkeypatch.setattr(ros.node_mod, "create_backend", lambda name, **kw: backend)
     node = ros.node_mod.DetectorNode(parameter_overrides=[
         ros.Parameter("image_topic", value="/cam/image"),
         ros.Parameter("memory_budget_mb", value=100.0)])

@@ -123,3 +123,56 @@ def test_bucketing_parameters_spread_keypoints_over_the_grid():
     assert len(plain) == len(spread) == 16
     assert len(cells(spread)) == 16                    # one per 32 px cell
     assert len(cells(plain)) < 10                      # crowded in the strong corner
+
+
+def test_vo_yaml_lists_every_vo_parameter_with_the_dataclass_defaults():
+    """config/vo.yaml is the VO node's table; the VO fields' defaults are VOConfig's and
+    GoodPointConfig's (the one source), and the shipped values build VOConfig() exactly."""
+    import dataclasses
+
+    from goodpoint_ros.core.config import GoodPointConfig
+    from goodpoint_ros.odometry.config import VOConfig
+    from goodpoint_ros.ros.vo_params import VO_PARAMETERS, check_vo_values, vo_config, vo_defaults
+    yaml_values = load_yaml(ROOT / "config" / "vo.yaml")
+    assert yaml_values == vo_defaults()
+    assert check_vo_values(yaml_values) == vo_defaults()
+    assert vo_config(yaml_values) == VOConfig()
+    vo_fields = {f.name: f.default for f in dataclasses.fields(VOConfig)}
+    for name in ("mode", "solver", "window", "min_inliers"):
+        assert vo_defaults()[name] == vo_fields[name], name
+    assert vo_defaults()["max_keypoints"] == GoodPointConfig().max_keypoints
+    for p in VO_PARAMETERS:
+        assert p.description and p.read_only, p.name
+        if p.range:
+            assert p.range[0] <= p.default <= p.range[1], p.name
+        if p.choices:
+            assert p.default in p.choices, p.name
+
+
+def test_vo_camera_pose_default_is_rep103_and_bad_values_are_refused():
+    from goodpoint_ros.core.geometry import R_BASE_OPTICAL
+    from goodpoint_ros.ros.vo_params import T_base_camera, check_vo_values, vo_defaults
+    T = T_base_camera(vo_defaults())
+    np.testing.assert_allclose(T[:3, :3], R_BASE_OPTICAL, atol=1e-12)
+    # the optical axis (camera z) is base x: a camera looking forward
+    np.testing.assert_allclose(T[:3, :3] @ [0, 0, 1], [1, 0, 0], atol=1e-12)
+    for name, value, match in (("camera_xyz", [1.0], "camera_xyz needs 3"),
+                               ("camera_quaternion", [0.0] * 4, "non-zero"),
+                               ("camera_xyz", ["a", 0.0, 0.0], "list of numbers"),
+                               ("solver", "ceres", "solver must be one of"),
+                               ("resize_scale", 0.0, r"resize_scale must be in")):
+        with pytest.raises(ValueError, match=match):
+            check_vo_values(dict(vo_defaults(), **{name: value}))
+
+
+def test_generated_specs_take_the_dataclass_defaults():
+    """Frontend and stereo parameters come from FrontendConfig / StereoParams fields."""
+    from goodpoint_ros.frontend.frontend import FrontendConfig
+    from goodpoint_ros.frontend.stereo import StereoParams
+    f, st = FrontendConfig(), StereoParams()
+    for name in ("match", "verification", "ransac_threshold", "rectified", "use_camera_info"):
+        assert SPECS[name].default == getattr(f, name), name
+    assert SPECS["stereo_row_tolerance"].default == st.row_tolerance
+    assert SPECS["min_disparity"].default == st.min_disparity
+    assert st.max_disparity is None and SPECS["max_disparity"].default == 0.0   # ROS "off"
+    assert "0 = unbounded" in SPECS["max_disparity"].description

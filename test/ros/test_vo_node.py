@@ -147,9 +147,9 @@ def test_waits_for_camera_info_and_says_so_once(env, kitti):
     _feed(env, node, probe, kitti, kitti[3][:2], odom, with_info=False)
     assert env.spin_until(lambda: node.worker.stats().processed >= 2, 10)
     assert odom == [] and node.vo is None
-    waiting = [t for t in node._said if "waiting for camera_info" in t]
+    waiting = [t for t in node._say_once.said if "waiting for camera_info" in t]
     assert len(waiting) == 1
-    assert any("tf2_ros is not available" in t for t in node._said)   # the double has no tf2_ros
+    assert any("tf2_ros is not available" in t for t in node._say_once.said)   # the double has no tf2_ros
 
 
 def test_reset_service_returns_to_the_origin(env, kitti):
@@ -167,7 +167,8 @@ def test_reset_service_returns_to_the_origin(env, kitti):
 
 
 def test_bad_parameter_is_refused(env):
-    with pytest.raises(ValueError, match="mode"):
-        env.vo(mode="lidar")
-    with pytest.raises(ValueError, match="camera_xyz"):
-        env.vo(camera_xyz=[1.0, 2.0])
+    for name, value in (("mode", "lidar"), ("camera_xyz", [1.0, 2.0]), ("window", 1),
+                        ("camera_quaternion", [0.0, 0.0, 0.0, 0.0]), ("sync_slop", 1)):
+        with pytest.raises(env.mod.FatalError, match=name) as err:
+            env.vo(**{name: value})
+        assert "\n" not in str(err.value)

@@ -40,10 +40,10 @@ def next_domain() -> int:
     return next(_DOMAINS) % 230 + 1
 
 
-def detector_node_executable() -> Path:
+def node_executable(executable: str = "detector_node") -> Path:
     """The installed entry point, found as ``ros2 run`` finds it (ament index)."""
     from ament_index_python.packages import get_package_prefix
-    exe = Path(get_package_prefix("goodpoint_ros")) / "lib" / "goodpoint_ros" / "detector_node"
+    exe = Path(get_package_prefix("goodpoint_ros")) / "lib" / "goodpoint_ros" / executable
     if not exe.is_file():
         raise FileNotFoundError(f"{exe} missing: run `make ros-build`")
     return exe
@@ -57,7 +57,7 @@ def bundled_images(n: int) -> List[np.ndarray]:
 
 
 class NodeProcess:
-    """A running ``detector_node``; :meth:`stop` sends SIGINT like Ctrl-C."""
+    """A running node process (``detector_node``, ``vo_node``); :meth:`stop` sends SIGINT like Ctrl-C."""
 
     def __init__(self, proc: subprocess.Popen, log: Path, params: Path):
         self.proc, self.log_path, self.params_path = proc, log, params
@@ -82,12 +82,14 @@ class NodeProcess:
 
 
 def start_node(params: Dict, domain: int, workdir: Path, name: str = NODE,
-               extra_env: Optional[Dict] = None) -> NodeProcess:
-    """``detector_node --ros-args --params-file <workdir>/params.yaml`` on ``domain``.
+               extra_env: Optional[Dict] = None, executable: str = "detector_node",
+               config: str = "detector.yaml") -> NodeProcess:
+    """``<executable> --ros-args --params-file <workdir>/params.yaml`` on ``domain``.
 
-    ``params``: ros__parameters overriding config/detector.yaml (the shipped file
-    is loaded first, as launch/detector.launch.py does); ``name``: the node's name
-    (``-r __node:=name``; topics are under ``/<name>/``).
+    ``params``: ros__parameters overriding ``config/<config>`` (the shipped file
+    is loaded first, as the launch files do); ``name``: the node's name
+    (``-r __node:=name``; topics are under ``/<name>/``); ``executable``:
+    ``detector_node`` or ``vo_node`` (with ``config="vo.yaml"``).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     params_file = workdir / "params.yaml"
@@ -95,8 +97,8 @@ def start_node(params: Dict, domain: int, workdir: Path, name: str = NODE,
     log = workdir / "node.log"
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0", **(extra_env or {}))
-    cmd = [str(detector_node_executable()), "--ros-args", "-r", f"__node:={name}",
-           "--params-file", str(ROOT / "config" / "detector.yaml"),
+    cmd = [str(node_executable(executable)), "--ros-args", "-r", f"__node:={name}",
+           "--params-file", str(ROOT / "config" / config),
            "--params-file", str(params_file)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -191,7 +193,7 @@ class Probe:
         (the node has loaded its model and made its endpoints); False if it died first."""
         def ready():
             if node is not None and not node.alive():
-                raise RuntimeError("detector_node exited:\n" + node.output()[-3000:])
+                raise RuntimeError("the node exited:\n" + node.output()[-3000:])
             return (all(p.get_subscription_count() > 0 for p in publishers)
                     and all(self.node.count_publishers(t) > 0 for t in topics))
         return self.spin_until(ready, timeout)

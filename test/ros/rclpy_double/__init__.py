@@ -26,7 +26,8 @@ MODULE_NAMES = ("rclpy", "rclpy.node", "rclpy.qos", "rclpy.parameter", "rclpy.ex
                 "builtin_interfaces.msg", "diagnostic_msgs", "diagnostic_msgs.msg",
                 "goodpoint_ros.msg", "goodpoint_ros.ros.node", "cv_bridge",
                 "geometry_msgs", "geometry_msgs.msg", "nav_msgs", "nav_msgs.msg", "std_srvs",
-                "std_srvs.srv", "tf2_ros", "goodpoint_ros.ros.vo_node")
+                "std_srvs.srv", "tf2_ros", "goodpoint_ros.ros.runtime",
+                "goodpoint_ros.ros.vo_node")
 
 
 def _module(name, **attrs):
