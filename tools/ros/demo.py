@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from goodpoint_ros.msg import Keypoints, Matches, Status
     domain = dds.next_domain()
     workdir = dds.tmpdir("goodpoint-ros-demo-")
-    print(f"detector_node: {dds.node_executable("detector_node")}  (ROS_DOMAIN_ID={domain}, "
+    print(f"detector_node: {dds.node_executable('detector_node')}  (ROS_DOMAIN_ID={domain}, "
           f"logs in {workdir})")
     node = dds.start_node({"backend": args.backend, "image_topic": "/camera/image_raw"}, domain, workdir)
     probe = dds.Probe(domain, "goodpoint_demo")
