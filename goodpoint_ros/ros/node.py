@@ -39,7 +39,7 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import rclpy  # noqa: E402  (after the environment setting above)
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
@@ -70,6 +70,7 @@ from goodpoint_ros.ros.runtime import (  # noqa: E402
     FatalError,
     OnceLog,
     declare_parameters,
+    diagnostics_msg,
     input_qos,
     run,
 )
@@ -104,13 +105,8 @@ class DetectorNode(Node):
 
     def __init__(self, extractor=None, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        values = declare_parameters(self, PARAMETERS)
-        try:
-            values = validate_update(values, [])
-            resize = resize_from(values)
-        except ValueError as exc:
-            raise FatalError(f"bad parameter: {exc}") from None
-        self.values = values
+        self.values, resize = self._read_parameters()
+        values = self.values
         self.stereo_mode = values["mode"] == "stereo"
         if extractor is None:
             extractor = self._load_extractor(values, resize)
@@ -143,6 +139,14 @@ class DetectorNode(Node):
                 str(getattr(b, "device", self.values["device"])))
 
     # ------------------------------------------------------------------ set-up
+    def _read_parameters(self):
+        """(checked values, network input size or None); FatalError on a bad one."""
+        values = declare_parameters(self, PARAMETERS)
+        try:
+            return validate_update(values, []), resize_from(values)
+        except ValueError as exc:
+            raise FatalError(f"bad parameter: {exc}") from None
+
     def _load_extractor(self, values, resize):
         """The model loads once, here; the fallback chain is logged."""
         backend = self._load_backend(values, resize)
@@ -339,23 +343,17 @@ class DetectorNode(Node):
         with self._lock:
             skipped = self._skipped
         last = self._last_status or {}
-        status = DiagnosticStatus()
-        status.name = f"{self.get_name()}: GoodPoint detector"
-        status.hardware_id = self.backend_info[0]
+        backend, precision, device = self.backend_info
         healthy = self.worker.alive and stats.failed == 0
-        status.level = DiagnosticStatus.OK if healthy else DiagnosticStatus.WARN
-        status.message = "running" if healthy else "worker failed on some frames"
-        values = {"backend": self.backend_info[0], "precision": self.backend_info[1],
-                  "device": self.backend_info[2], "frames_received": stats.received,
+        values = {"backend": backend, "precision": precision, "device": device,
+                  "frames_received": stats.received,
                   "frames_processed": stats.processed - skipped, "frames_dropped": stats.dropped,
                   "frames_skipped": skipped, "frames_failed": stats.failed,
                   "network_ms": round(last.get("network_ms", 0.0), 2),
                   "callback_ms": round(last.get("callback_ms", 0.0), 2)}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        array = DiagnosticArray()
-        array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
-        self.pub_diagnostics.publish(array)
+        self.pub_diagnostics.publish(diagnostics_msg(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: GoodPoint detector", backend,
+            healthy, "running" if healthy else "worker failed on some frames", values))
 
     def _on_worker_error(self, frame, exc) -> None:
         if not rclpy.ok():            # publishing raced with Ctrl-C: nothing to report

@@ -1,5 +1,6 @@
 """What both nodes share on the rclpy side: declaring a :class:`~.params.ParamSpec`
-table, the input QoS, "say it once" logging and ``main()`` (spin until Ctrl-C).
+table, the input QoS, "say it once" logging, /diagnostics and ``main()`` (spin until
+Ctrl-C).
 
 Imports rclpy at module level: only ``ros/`` may, and only the node modules import this.
 """
@@ -9,6 +10,7 @@ import sys
 from typing import Callable, Dict, Iterable, Optional
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -79,6 +81,19 @@ class OnceLog:
         self.said.add(text)
         self.logger.warning(text)
         return True
+
+
+def diagnostics_msg(stamp, name: str, hardware_id: str, ok: bool, message: str,
+                    values: Dict) -> DiagnosticArray:
+    """/diagnostics with one status: OK or WARN, ``values`` as key/value strings."""
+    status = DiagnosticStatus()
+    status.name, status.hardware_id, status.message = name, hardware_id, message
+    status.level = DiagnosticStatus.OK if ok else DiagnosticStatus.WARN
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    array = DiagnosticArray()
+    array.header.stamp = stamp
+    array.status = [status]
+    return array
 
 
 def run(factory: Callable[[], object], name: str, args=None) -> int:

@@ -37,7 +37,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see goodpoint_ros/cli/__i
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TransformStamped  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -54,7 +54,14 @@ from goodpoint_ros.frontend.scheduler import LatestFrameWorker  # noqa: E402
 from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig  # noqa: E402
 from goodpoint_ros.odometry.features import goodpoint_source  # noqa: E402
 from goodpoint_ros.odometry.vo import OdometryResult, TrackingState, VisualOdometry  # noqa: E402
-from goodpoint_ros.ros.runtime import FatalError, OnceLog, declare_parameters, input_qos, run  # noqa: E402
+from goodpoint_ros.ros.runtime import (  # noqa: E402
+    FatalError,
+    OnceLog,
+    declare_parameters,
+    diagnostics_msg,
+    input_qos,
+    run,
+)
 from goodpoint_ros.ros.vo_params import VO_PARAMETERS, T_base_camera, check_vo_values, vo_config  # noqa: E402
 
 NODE_NAME = "goodpoint_vo"
@@ -237,23 +244,16 @@ class VONode(Node):
 
     def _publish_diagnostics(self) -> None:
         r = self._last
-        status = DiagnosticStatus()
-        status.name = f"{self.get_name()}: GoodPoint visual odometry"
-        status.hardware_id = self.values["mode"]
         if r is None:
-            status.level, status.message = DiagnosticStatus.WARN, "no frame processed yet"
-            values = {}
+            ok, message, values = False, "no frame processed yet", {}
         else:
-            status.level = DiagnosticStatus.OK if r.state == TrackingState.OK else DiagnosticStatus.WARN
-            status.message = r.state.value
+            ok, message = r.state == TrackingState.OK, r.state.value
             values = {"state": r.state.value, "inliers": r.inliers, "keypoints": r.keypoints,
                       "landmarks": r.landmarks, "lost_count": r.lost_count, "resets": r.resets,
                       **{f"{k}_ms": round(t, 2) for k, t in r.times.items()}}
-        status.values = [KeyValue(key=k, value=str(x)) for k, x in values.items()]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [status]
-        self.pub_diag.publish(arr)
+        self.pub_diag.publish(diagnostics_msg(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: GoodPoint visual odometry",
+            self.values["mode"], ok, message, values))
 
     def _on_error(self, msgs, exc) -> None:
         if rclpy.ok():

@@ -112,3 +112,14 @@ def test_launch_remappings_match_the_node_topic_defaults():
     for param in ("image_topic", "camera_info_topic", "left_image_topic", "right_image_topic",
                   "left_camera_info_topic", "right_camera_info_topic"):
         assert f'("{SPECS[param].default}", arg(' in src, param
+
+
+def test_vo_launch_remappings_match_the_vo_node_topic_defaults():
+    """launch/vo.launch.py remaps the vo_node's relative topic defaults (vo_params.py)."""
+    from goodpoint_ros.ros.vo_params import VO_SPECS
+    tree = ast.parse((ROOT / "launch" / "vo.launch.py").read_text())
+    topics = next(ast.literal_eval(n.value) for n in ast.walk(tree)
+                  if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "topics")
+    for arg, default in topics.items():
+        assert VO_SPECS[f"{arg}_topic"].default == default, arg
+    assert {f"{a}_topic" for a in topics} == {n for n in VO_SPECS if n.endswith("_topic")}
