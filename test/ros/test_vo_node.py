@@ -172,3 +172,37 @@ def test_bad_parameter_is_refused(env):
         with pytest.raises(env.mod.FatalError, match=name) as err:
             env.vo(**{name: value})
         assert "\n" not in str(err.value)
+
+
+def test_tf_odom_to_base_follows_the_odometry_when_tf2_ros_is_there(env, kitti):
+    """tf2_ros has no wheel (never in the ROS tier): a stand-in broadcaster records what
+    the node sends — REP-105 odom → base_link, the odometry's stamp and pose."""
+    import types
+    sent = []
+
+    class Broadcaster:
+        def __init__(self, node):
+            self.node = node
+
+        def sendTransform(self, t):
+            sent.append(t)
+    sys.modules["tf2_ros"] = types.ModuleType("tf2_ros")
+    sys.modules["tf2_ros"].TransformBroadcaster = Broadcaster
+    node = env.vo()
+    assert not any("tf2_ros" in t for t in node._say_once.said)
+    probe = env.probe()
+    odom = []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    _feed(env, node, probe, kitti, kitti[3][:3], odom)
+    assert len(sent) == len(odom) == 3
+    for t, o in zip(sent, odom):
+        assert (t.header.frame_id, t.child_frame_id) == ("odom", "base_link")
+        assert (t.header.stamp.sec, t.header.stamp.nanosec) == (o.header.stamp.sec,
+                                                                o.header.stamp.nanosec)
+        tr, p, q = t.transform.translation, o.pose.pose.position, o.pose.pose.orientation
+        assert (tr.x, tr.y, tr.z) == (p.x, p.y, p.z)
+        r = t.transform.rotation
+        assert (r.x, r.y, r.z, r.w) == (q.x, q.y, q.z, q.w)
+    assert sent[-1].transform.translation.x > 2.0          # KITTI: forward along base x
+    none = env.vo(publish_tf=False)
+    assert none.tf is None

@@ -270,6 +270,10 @@ class Node:
         if name in self._params:
             raise RuntimeError(f"parameter {name!r} already declared")
         descriptor = descriptor or ParameterDescriptor()
+        if isinstance(value, (list, tuple)) and not value:
+            # real rclpy: an empty list has no element type (declared BYTE_ARRAY; a params
+            # file's `[]` reads back as None) -- the VO node died on it in the ROS tier
+            raise TypeError(f"parameter {name!r}: an empty list default has no ROS type")
         if name in self._overrides and not ignore_override:
             override = self._overrides[name]
             if type(override) is not type(value) and value is not None:
