@@ -16,7 +16,12 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed, decode_image
+from goodpoint_ros.core.image_msgs import (
+    UnsupportedEncoding,
+    decode_compressed,
+    decode_image,
+    to_uint8,
+)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 THUMB = 32
@@ -35,22 +40,6 @@ class BagFrameReport:
     def summary(self) -> str:
         return (f"{self.kept} frames from {self.messages} messages (every k-th: {self.sampled}; "
                 f"{self.duplicates} near-duplicates, {self.undecodable} undecodable skipped)")
-
-
-def to_gray_uint8(image: np.ndarray) -> np.ndarray:
-    """Decoded image (uint8/uint16/float, gray or BGR(A)) → uint8 gray [H,W].
-
-    16-bit and float images are scaled by their own maximum: a 12-bit camera in
-    ``mono16`` would otherwise train on nearly black frames.
-    """
-    img = image
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-    if img.dtype == np.uint8:
-        return img
-    f = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    top = float(f.max()) if f.size else 0.0
-    return np.clip(f * (255.0 / max(top, 1e-6)), 0, 255).astype(np.uint8)
 
 
 def thumbnail(gray: np.ndarray) -> np.ndarray:
@@ -78,7 +67,7 @@ def load_bag_frames(path: Path, topic: str, every: int = 5, duplicate_threshold:
     Raises ``ValueError`` (one line) for a missing bag, a missing topic or a topic that is
     not an image; undecodable messages are skipped and counted.
     """
-    from rosbags.highlevel import AnyReader  # optional at import: the trainer's --images path needs none
+    from rosbags.highlevel import AnyReader  # lazy: ~0.15 s, the trainer's --images path needs none
     from rosbags.typesys import Stores, get_typestore
 
     if every < 1:
@@ -107,7 +96,7 @@ def load_bag_frames(path: Path, topic: str, every: int = 5, duplicate_threshold:
                 continue
             report.sampled += 1
             try:
-                gray = to_gray_uint8(_decode(reader.deserialize(raw, conn.msgtype)))
+                gray = to_uint8(_decode(reader.deserialize(raw, conn.msgtype)), gray=True)
             except (UnsupportedEncoding, ValueError, cv2.error) as exc:
                 report.undecodable += 1
                 if len(report.reasons) < 5:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+import cv2
 import numpy as np
 import torch
 
@@ -27,7 +28,6 @@ from .trainer import StepTimes, to_tensors, train_step
 
 def synthetic_images(n: int = 4, size=(480, 640), seed: int = 0):
     """Textured uint8 images for a benchmark without an image folder."""
-    import cv2
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):

@@ -8,13 +8,18 @@ killing the process at any moment leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
+import fcntl
 import io
+import os
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
+import yaml
 
 from goodpoint_ros.core.weights import atomic_write_bytes
+
+from .config import config_from_dict
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -79,8 +84,6 @@ class RunLock:
     """
 
     def __init__(self, folder: Path):
-        import fcntl
-        import os
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / LOCK
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -96,7 +99,6 @@ class RunLock:
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
 
     def release(self) -> None:
-        import os
         if self._fd is not None:
             os.close(self._fd)          # closing drops the flock
             self._fd = None
@@ -124,7 +126,6 @@ def remove_orphan_temps(folder: Path) -> list:
 def resume_changes(saved_yaml: str, cfg) -> tuple:
     """(refused, applied): settings of ``cfg`` that differ from the checkpoint's
     config (YAML text), as ``"key: old → new"``, split by :data:`RESUME_MAY_CHANGE`."""
-    import yaml
     old = yaml.safe_load(saved_yaml or "") or {}
     new = cfg.to_dict()
 
@@ -151,7 +152,4 @@ def run_config(folder: Path):
     p = Path(folder) / LAST
     if not p.is_file():
         return None
-    import yaml
-
-    from .config import config_from_dict
     return config_from_dict(yaml.safe_load(load_checkpoint(p).get("config") or "") or {})

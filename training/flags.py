@@ -9,6 +9,7 @@ Bad values raise ``ValueError`` (the CLI prints it in one line).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def build_config(args):
     if args.resume and args.out and not args.config:
         # --resume starts from the checkpoint's own settings; only flags given now change
         # them (and the trainer refuses those that cannot apply to a continued run)
-        from .checkpoint import run_config
+        from .checkpoint import run_config  # lazy: imports torch (`goodpoint --help` imports flags)
         cfg = run_config(Path(args.out)) or cfg
     over = {"images": args.images, "bag": args.bag, "bag_topic": args.image_topic,
             "bag_every": args.bag_every, "out": args.out, "crop": args.crop,
@@ -94,14 +95,12 @@ def build_config(args):
 
 def run_from_args(args) -> int:
     """Train (or ``--benchmark``) with the parsed flags; the result line on stdout."""
-    import logging
-
-    # torch is heavy and optional for the runtime: imported only when training runs
+    # lazy: torch is heavy and optional for the runtime: imported only when training runs
     from . import trainer
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = build_config(args)
     if args.benchmark:
-        from .benchmark import run_benchmark
+        from .benchmark import run_benchmark  # lazy: imports torch
         return run_benchmark(cfg, steps=args.benchmark_steps, images=args.images)
     if not (cfg.images or cfg.bag) or not cfg.out:
         raise ValueError("--images (or --bag with --image-topic) and --out are required "

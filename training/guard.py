@@ -10,6 +10,7 @@ the guard costs one small matrix product per training image.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -17,6 +18,10 @@ from typing import Optional
 
 import cv2
 import numpy as np
+
+from goodpoint_ros.core.weights import atomic_write_bytes
+
+from .data import find_images, read_gray
 
 log = logging.getLogger("goodpoint_training")
 
@@ -53,7 +58,6 @@ class DuplicateGuard:
     def from_folder(cls, folder: Path = DEFAULT_EVAL_DIR, cache_dir: Optional[Path] = None,
                     threshold: float = THRESHOLD) -> "DuplicateGuard":
         """Thumbnails of every image under ``folder`` (cached); empty if it is absent."""
-        from .data import find_images, read_gray
         folder = Path(folder)
         if not folder.is_dir():
             return cls(np.zeros((0, THUMB * THUMB), np.float32), threshold)
@@ -71,9 +75,6 @@ class DuplicateGuard:
         thumbs = [thumbnail(img) for img in (read_gray(p) for p in paths) if img is not None]
         arr = np.stack(thumbs) if thumbs else np.zeros((0, THUMB * THUMB), np.float32)
         try:
-            import io
-
-            from goodpoint_ros.core.weights import atomic_write_bytes
             buf = io.BytesIO()
             np.savez(buf, thumbs=arr)
             atomic_write_bytes(cache, buf.getvalue())

@@ -9,21 +9,27 @@ radius chosen on the validation split and where the weights came from.
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
+import torch
+import yaml
 
 from goodpoint_ros.core.config import FLAT_CELL_SCORE, GoodPointConfig
-from goodpoint_ros.core.weights import default_metadata, save_weights
+from goodpoint_ros.core.model import GoodPointNet
+from goodpoint_ros.core.weights import atomic_write_bytes, default_metadata, save_weights
 
 from .checkpoint import load_checkpoint
+from .validation import load_pairs, run_network, sweep_thresholds
 
 
 def checkpoint_metadata(state: Dict[str, Any]) -> Dict[str, Any]:
     """Training facts worth recording in the released file."""
-    import yaml
     cfg = yaml.safe_load(state.get("config", "") or "") or {}
     return {"step": int(state.get("step", 0)), "epoch": int(state.get("epoch", 0)),
             "validation_harmonic_mean": float(state.get("best", float("nan"))),
@@ -61,9 +67,6 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
     if extra:
         meta.update(extra)
     # Check the tensors fit the network before writing anything.
-    import torch
-
-    from goodpoint_ros.core.model import GoodPointNet
     try:
         GoodPointNet().load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()})
     except RuntimeError as exc:
@@ -76,11 +79,6 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
 def choose_threshold(checkpoint_path, image_dir, names=None):
     """θ_keypoint maximising the validation harmonic mean (fp32, the shared
     post-processor and matcher) → (θ, {θ: metrics}).  Never uses ../shared/data."""
-    import torch
-
-    from goodpoint_ros.core.model import GoodPointNet
-
-    from .validation import load_pairs, run_network, sweep_thresholds
     state = load_checkpoint(Path(checkpoint_path))
     model = GoodPointNet()
     model.load_state_dict(state["model"])
@@ -95,8 +93,6 @@ def choose_threshold(checkpoint_path, image_dir, names=None):
 def main(argv=None) -> int:
     """``python -m goodpoint_training.release CKPT --images DIR --out X.safetensors``:
     choose θ_keypoint on the validation split, then export."""
-    import argparse
-    import json
     p = argparse.ArgumentParser(prog="goodpoint_training.release", description=main.__doc__)
     p.add_argument("checkpoint")
     p.add_argument("--images", required=True, help="folder holding the validation split's photos")
@@ -114,7 +110,6 @@ def main(argv=None) -> int:
     extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
     meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra)
     if args.table:
-        from goodpoint_ros.core.weights import atomic_write_bytes
         atomic_write_bytes(args.table, json.dumps({str(k): v for k, v in table.items()},
                                                   indent=1).encode())
     print(f"θ_keypoint = {theta} → {args.out} ({json.dumps(meta['training'])})")
@@ -122,5 +117,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
     sys.exit(main())

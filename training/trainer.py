@@ -27,9 +27,18 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.keypoints import postprocess
+from goodpoint_ros.core.matching import match_descriptors
 from goodpoint_ros.core.model import GoodPointNet
+from goodpoint_ros.core.visualize import draw_matches
+from goodpoint_ros.core.weights import atomic_write_bytes, load_model
 
+from .bag_frames import load_bag_frames
 from .checkpoint import (
     BEST,
     LAST,
@@ -44,8 +53,10 @@ from .checkpoint import (
 )
 from .config import TrainConfig, validate
 from .data import PairBatches, find_images, load_images, read_split
+from .guard import DuplicateGuard
 from .losses import total_loss
 from .targets import estimate_targets
+from .validation import Validator, run_network
 
 log = logging.getLogger("goodpoint_training")
 
@@ -86,10 +97,10 @@ def init_distributed(device_type: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    import torch.distributed as dist
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return DistInfo(torch_dist.get_rank(), torch_dist.get_world_size(),
+                    int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def pick_device(name: str, dist: DistInfo) -> torch.device:
@@ -152,7 +163,6 @@ def train_step(model, optimizer, batch: Dict[str, torch.Tensor], cfg: TrainConfi
 def build_model(cfg: TrainConfig, init: Optional[str], device, dist: DistInfo):
     model = GoodPointNet()
     if init:
-        from goodpoint_ros.core.weights import load_model
         src, _ = load_model(init)
         model.load_state_dict(src.state_dict())
         if dist.main:
@@ -170,13 +180,7 @@ class Trainer:
                  validation_dir: Optional[str] = None, overwrite: bool = False):
         self.cfg = validate(cfg)
         self.out = Path(cfg.out)
-        self.dist = init_distributed("cuda" if cfg.device.startswith("cuda") or (
-            cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
-        self.device = pick_device(cfg.device, self.dist)
-        if cfg.threads:
-            torch.set_num_threads(int(cfg.threads))
-        torch.manual_seed(cfg.seed + self.dist.rank)
-
+        self._init_process()
         # One run per folder: an exclusive lock first, then the folder's state.
         self.lock = RunLock(self.out) if self.dist.main else None
         try:
@@ -184,18 +188,44 @@ class Trainer:
         except BaseException:
             self.close()
             raise
-        self.model = build_model(cfg, None if state else init, self.device, self.dist)
+        # The order below is the RNG's: the model's initialisation draws from torch's
+        # generator seeded above, before a resumed run restores its state.
+        self._init_model(state, init)
+        self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.images, self.report = self._load_images()
+        self._init_schedule()
+        self._init_progress(state)
+        self.last_threshold = 0.032
+        self.validator = self._make_validator(validation_dir)
+        self.writer = self._open_outputs()
+
+    # ------------------------------------------------------------------ set-up
+    def _init_process(self) -> None:
+        """Process group, device, CPU threads and the rank's torch seed."""
+        cfg = self.cfg
+        self.dist = init_distributed("cuda" if cfg.device.startswith("cuda") or (
+            cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = pick_device(cfg.device, self.dist)
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        torch.manual_seed(cfg.seed + self.dist.rank)
+
+    def _init_model(self, state: Optional[Dict], init: Optional[str]) -> None:
+        """``raw_model`` (the network, resumed weights loaded) and ``model`` (DDP-wrapped
+        when several processes train)."""
+        self.model = build_model(self.cfg, None if state else init, self.device, self.dist)
         if state:
             (self.model.module if hasattr(self.model, "module") else self.model).load_state_dict(
                 state["model"])
         self.raw_model = self.model
         if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
             self.model = DDP(self.model, device_ids=[self.device.index] if self.device.type ==
                              "cuda" else None, broadcast_buffers=True)
-        self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
-        self.images, self.report = self._load_images()
+
+    def _init_schedule(self) -> None:
+        """Steps per epoch, the run's length and the §5 learning-rate schedule."""
+        cfg = self.cfg
         spe = cfg.steps_per_epoch or max(1, math.ceil(len(self.images) / cfg.batch_size /
                                                       self.dist.world))
         self.steps_per_epoch = spe
@@ -205,36 +235,46 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, cfg.constant_epochs * spe,
                                                 cfg.decay_epochs * spe, cfg.final_lr_ratio))
+
+    def _init_progress(self, state: Optional[Dict]) -> None:
+        """Step, best score and the loss's generator: fresh, or restored from ``state``."""
         self.step = 0
         self.best = -1.0
-        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.dist.rank)
-        if state:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.step = int(state["step"])
-            self.best = float(state.get("best", -1.0))
-            torch.set_rng_state(state["torch_rng"])
-            self.generator.set_state(state["loss_rng"])
-            if self.dist.main:
-                log.info("resumed from %s at step %d", self.out / LAST, self.step)
-        self.validator = None
-        self.last_threshold = 0.032
-        if self.dist.main and validation_dir and cfg.validate_every >= 0:
-            from .validation import Validator
-            self.validator = Validator(Path(validation_dir), read_split(cfg.validation_split or None))
-            if not len(self.validator):
-                self.validator = None
-        self.writer = None
+        self.generator = torch.Generator().manual_seed(self.cfg.seed * 7919 + self.dist.rank)
+        if not state:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best = float(state.get("best", -1.0))
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["loss_rng"])
         if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            from goodpoint_ros.core.weights import atomic_write_bytes
-            atomic_write_bytes(self.out / "config.yaml", cfg.to_yaml().encode())
-            if cfg.tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                    self.writer = SummaryWriter(str(self.out / "tb"))
-                except ImportError:
-                    log.warning("tensorboard is not installed: no TensorBoard logs")
+            log.info("resumed from %s at step %d", self.out / LAST, self.step)
+
+    def _make_validator(self, validation_dir: Optional[str]) -> Optional[Validator]:
+        """Rank 0's validation set, or None (no folder, validation off, no photos found)."""
+        cfg = self.cfg
+        if not (self.dist.main and validation_dir and cfg.validate_every >= 0):
+            return None
+        validator = Validator(Path(validation_dir), read_split(cfg.validation_split or None))
+        return validator if len(validator) else None
+
+    def _open_outputs(self):
+        """Rank 0: the run folder with config.yaml, and the TensorBoard writer (or None)."""
+        if not self.dist.main:
+            return None
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.out / "config.yaml", self.cfg.to_yaml().encode())
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            # lazy: tensorboard is optional (no logs without it)
+            from torch.utils.tensorboard import SummaryWriter
+            return SummaryWriter(str(self.out / "tb"))
+        except ImportError:
+            log.warning("tensorboard is not installed: no TensorBoard logs")
+            return None
 
     def _claim_folder(self, resume: bool, overwrite: bool) -> Optional[Dict]:
         """Refuse a folder holding a run unless resuming / overwriting it; clean the
@@ -278,7 +318,6 @@ class Trainer:
     def _load_images(self):
         cfg = self.cfg
         if cfg.bag:
-            from .bag_frames import load_bag_frames
             frames, bag_report = load_bag_frames(Path(cfg.bag), cfg.bag_topic, cfg.bag_every,
                                                  min_size=cfg.min_image_size)
             if self.dist.main:
@@ -288,7 +327,6 @@ class Trainer:
         exclude = read_split(cfg.validation_split or None)
         guard = None
         if cfg.guard_duplicates:
-            from .guard import DuplicateGuard
             guard = DuplicateGuard.from_folder()
         images, report = load_images(paths, cfg.min_image_size, exclude, guard)
         if self.dist.main:
@@ -341,16 +379,11 @@ class Trainer:
         """TensorBoard picture of keypoints and matches on one validation pair."""
         if self.validator is None or self.writer is None:
             return
-        from .validation import run_network
         pair = self.validator.pairs[1 % len(self.validator.pairs)]
         outs = run_network(self.raw_model, [pair], self.device, "bf16")
         self._log_picture(pair, outs[0], threshold)
 
     def _log_picture(self, p, out, threshold):
-        from goodpoint_ros.core.config import GoodPointConfig
-        from goodpoint_ros.core.keypoints import postprocess
-        from goodpoint_ros.core.matching import match_descriptors
-        from goodpoint_ros.core.visualize import draw_matches
         try:
             (pa, da), (pb, db) = out
             cfg = GoodPointConfig(keypoint_threshold=threshold)
@@ -372,43 +405,22 @@ class Trainer:
         """
         if self.dist.world <= 1:
             return
-        import torch.distributed as dist
         for buf in self.raw_model.buffers():
-            dist.broadcast(buf.data, src=0)
+            torch_dist.broadcast(buf.data, src=0)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Dict:
         cfg = self.cfg
         self.model.train()
         last_ckpt = time.monotonic()
-        from tqdm import tqdm
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.dist.main,
                    dynamic_ncols=True, mininterval=2.0, file=sys.stderr)
         metrics = None
         running: Dict[str, float] = {}
         t_start, start_step = time.monotonic(), self.step
         for batch in self.batches():
-            batch = to_tensors(batch, self.device)
-            loss, terms = train_step(self.model, self.optimizer, batch, cfg, self.device,
-                                     self.generator)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss} at step {self.step}: lower --lr or use "
-                                         "--precision fp32")
-            self.scheduler.step()
-            self.step += 1
-            terms["loss"] = loss
-            for k, v in terms.items():
-                running[k] = 0.9 * running.get(k, v) + 0.1 * v
-            bar.update(1)
-            bar.set_postfix({k: f"{running[k]:.3g}" for k in
-                             ("loss", "keypoints", "heatmaps", "gt", "wrong", "random", "targets")})
-            if self.writer and self.step % cfg.log_every == 0:
-                for k, v in terms.items():
-                    self.writer.add_scalar(f"train/{k}", v, self.step)
-                self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
-                self.writer.add_scalar("train/pairs_per_s", cfg.batch_size * self.dist.world *
-                                       (self.step - start_step) /
-                                       max(time.monotonic() - t_start, 1e-6), self.step)
+            terms = self._train_one(batch)
+            self._report_step(terms, running, bar, t_start, start_step)
             done = self.step >= self.total_steps
             if cfg.image_every and self.step % cfg.image_every == 0 and not (
                     cfg.validate_every and self.step % cfg.validate_every == 0):
@@ -417,13 +429,7 @@ class Trainer:
             if self.validator and ((cfg.validate_every and self.step % cfg.validate_every == 0)
                                    or done):
                 metrics = self.validate_now()
-                hm = metrics["harmonic_mean"] if math.isfinite(metrics["harmonic_mean"]) else 0.0
-                log.info("step %d validation: %s", self.step,
-                         " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
-                                  if isinstance(v, float) and "_" not in k))
-                self.last_threshold = metrics["threshold"]
-                if hm > self.best:
-                    self.best, is_best = hm, True
+                is_best = self._record_validation(metrics)
             due = ((cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0)
                    or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60)
             if due or done or is_best:
@@ -437,6 +443,47 @@ class Trainer:
             self.writer.flush()
         return {"step": self.step, "best": self.best, "validation": metrics}
 
+    def _train_one(self, batch: Dict) -> Dict[str, float]:
+        """One optimisation and schedule step on a loader batch → the loss terms (with ``loss``)."""
+        batch = to_tensors(batch, self.device)
+        loss, terms = train_step(self.model, self.optimizer, batch, self.cfg, self.device,
+                                 self.generator)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at step {self.step}: lower --lr or use "
+                                     "--precision fp32")
+        self.scheduler.step()
+        self.step += 1
+        terms["loss"] = loss
+        return terms
+
+    def _report_step(self, terms: Dict[str, float], running: Dict[str, float], bar,
+                     t_start: float, start_step: int) -> None:
+        """Running means on the progress bar; every ``log_every`` steps, TensorBoard scalars."""
+        for k, v in terms.items():
+            running[k] = 0.9 * running.get(k, v) + 0.1 * v
+        bar.update(1)
+        bar.set_postfix({k: f"{running[k]:.3g}" for k in
+                         ("loss", "keypoints", "heatmaps", "gt", "wrong", "random", "targets")})
+        if self.writer and self.step % self.cfg.log_every == 0:
+            for k, v in terms.items():
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.step)
+            self.writer.add_scalar("train/pairs_per_s", self.cfg.batch_size * self.dist.world *
+                                   (self.step - start_step) /
+                                   max(time.monotonic() - t_start, 1e-6), self.step)
+
+    def _record_validation(self, metrics: Dict) -> bool:
+        """Log a validation, keep its θ_keypoint → whether it is the best so far."""
+        hm = metrics["harmonic_mean"] if math.isfinite(metrics["harmonic_mean"]) else 0.0
+        log.info("step %d validation: %s", self.step,
+                 " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                          if isinstance(v, float) and "_" not in k))
+        self.last_threshold = metrics["threshold"]
+        if hm > self.best:
+            self.best = hm
+            return True
+        return False
+
 
 def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None,
         overwrite=False) -> Dict:
@@ -447,9 +494,8 @@ def run(cfg: TrainConfig, resume=False, init=None, validation_dir=None,
     finally:
         trainer.close()
         if trainer.dist.world > 1:
-            import torch.distributed as dist
-            dist.barrier()
-            dist.destroy_process_group()
+            torch_dist.barrier()
+            torch_dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ This split — never ``../shared/data`` — picks the best checkpoint and the
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -90,9 +92,7 @@ def run_network(model, pairs: Sequence[ValidationPair], device="cpu", precision:
     ``precision="bf16"`` runs under autocast (cheap validation during training);
     the release sweep uses fp32, what users of the weights get by default.
     """
-    import contextlib
-
-    import torch
+    import torch  # lazy: torch is optional here (pairs are read and scored without it)
     was_training = model.training
     model.eval()
     outs = []
@@ -147,7 +147,6 @@ def summarise(rows: List[Dict]) -> Dict[str, float]:
 def sweep_thresholds(outputs, pairs, base: GoodPointConfig,
                      thresholds: Sequence[float] = THRESHOLDS):
     """Validation metrics for each θ_keypoint → (best θ, {θ: metrics}) by harmonic mean."""
-    import dataclasses
     table = {}
     for t in thresholds:
         cfg = dataclasses.replace(base, keypoint_threshold=float(t))

@@ -1,8 +1,8 @@
 """``goodpoint`` command line: one command, one module per subcommand.
 
 Each module in :data:`COMMANDS` has ``add_arguments(parser)`` and
-``run(args) -> int``; modules import heavy libraries inside ``run`` so that
-``goodpoint --help`` is instant and works without torch.
+``run(args) -> int``; modules import torch (and the trainer, which needs it) only
+inside ``run``, so that ``goodpoint --help`` is quick and works without torch.
 """
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ import sys
 # pipeline (docs/deployment.md). Must be set before numpy is imported; a
 # user's own setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import signal
+import threading
 from typing import List, Optional
+
+from goodpoint_ros import __version__
+from goodpoint_ros.cli.common import os_error_line, user_errors
 
 #: name → (module, one-line help).  Other subsystems add their line here.
 COMMANDS = {
@@ -39,7 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="goodpoint", description="GoodPoint learned keypoints: detect, match, evaluate, "
         "train and deploy (Belikov & Potapov 2020).", epilog=EPILOG)
-    from goodpoint_ros import __version__
     parser.add_argument("--version", action="version", version=f"goodpoint_ros {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
@@ -66,10 +70,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    import signal
-    import threading
-
-    from goodpoint_ros.cli.common import os_error_line, user_errors
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     else:  # pragma: no cover - signals can only be set from the main thread

@@ -9,6 +9,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+import cv2
+
+from goodpoint_ros.backends import BackendUnavailable
+from goodpoint_ros.core.config import GoodPointConfig, field_info
+from goodpoint_ros.core.imageio import ImageError
+from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.core.weights import WeightsError, atomic_write_bytes
+
 
 class UserError(RuntimeError):
     """Bad input from the user: printed as one line, exit status 2."""
@@ -16,9 +24,6 @@ class UserError(RuntimeError):
 
 def user_errors():
     """Exception types that mean bad input, not a bug (no traceback for these)."""
-    from goodpoint_ros.backends import BackendUnavailable
-    from goodpoint_ros.core.imageio import ImageError
-    from goodpoint_ros.core.weights import WeightsError
     return (UserError, ImageError, WeightsError, BackendUnavailable, ValueError,
             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -79,7 +84,6 @@ def check_image_output(path) -> None:
     before the network runs: a failed encode afterwards would throw the result away."""
     if not path:
         return
-    import cv2
     ext = Path(path).suffix.lower()
     if not ext or not cv2.haveImageWriter("x" + ext):
         raise UserError(f"cannot write a picture to {path}: unknown image extension "
@@ -159,7 +163,6 @@ CONFIG_OPTIONS = ("keypoint_threshold", "nms_radius", "border", "max_keypoints",
 def add_config_options(g, names=CONFIG_OPTIONS, **defaults) -> None:
     """``--threshold``, ``--nms``... generated from :class:`GoodPointConfig`'s field metadata;
     ``defaults`` overrides a field's default (e.g. ``max_keypoints=0``)."""
-    from goodpoint_ros.core.config import field_info
     for name in names:
         info = field_info(name)
         default = defaults.get(name, info["default"])
@@ -186,7 +189,6 @@ def add_feature_args(p: argparse.ArgumentParser, max_keypoints: int = 1000) -> N
 def config_from_args(args):
     """GoodPointConfig from the options of :func:`add_config_options` (any subset; unset
     θ_keypoint / NMS radius resolve from the weights when the extractor is built)."""
-    from goodpoint_ros.core.config import GoodPointConfig
     kw = {name: getattr(args, name) for name in CONFIG_OPTIONS if hasattr(args, name)}
     if "max_keypoints" in kw:
         kw["max_keypoints"] = kw["max_keypoints"] or None
@@ -197,7 +199,6 @@ def config_from_args(args):
 
 
 def extractor_from_args(args):
-    from goodpoint_ros.core.pipeline import FeatureExtractor
     kw = {}
     if getattr(args, "threads", None):
         kw["threads"] = args.threads
@@ -206,5 +207,4 @@ def extractor_from_args(args):
 
 
 def write_json(path: str, payload: Any) -> None:
-    from goodpoint_ros.core.weights import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())

@@ -17,6 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from goodpoint_ros.cli import COMMANDS
+from goodpoint_ros.cli import main as goodpoint
+from goodpoint_ros.core.imageio import read_image
+from goodpoint_ros.core.matching import match_features
+from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.core.visualize import draw_keypoints, draw_matches, write_image
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "hpatches_v_churchill"
 
@@ -34,13 +41,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    from goodpoint_ros.cli import COMMANDS
-    from goodpoint_ros.cli import main as goodpoint
-    from goodpoint_ros.core.imageio import read_image
-    from goodpoint_ros.core.matching import match_features
-    from goodpoint_ros.core.pipeline import FeatureExtractor
-    from goodpoint_ros.core.visualize import draw_keypoints, draw_matches, write_image
 
     print("== 1. detection (bundled model, bundled image) ==")
     extractor = FeatureExtractor()

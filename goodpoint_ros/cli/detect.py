@@ -15,6 +15,8 @@ from goodpoint_ros.cli.common import (
     extractor_from_args,
     write_json,
 )
+from goodpoint_ros.core.imageio import read_image
+from goodpoint_ros.core.visualize import draw_keypoints, write_image
 
 
 def add_arguments(p):
@@ -27,7 +29,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from goodpoint_ros.core.imageio import read_image
     check_outputs([args.image, args.weights], [args.json], [args.out])
     image = read_image(args.image)
     extractor = extractor_from_args(args)
@@ -41,7 +42,6 @@ def run(args) -> int:
             payload["descriptors"] = feats.descriptors.tolist()
         write_json(args.json, payload)
     if args.out:
-        from goodpoint_ros.core.visualize import draw_keypoints, write_image
         write_image(args.out, draw_keypoints(image, feats.keypoints, feats.scores))
     print(f"{args.image}: {len(feats)} keypoints ({feats.image_size[0]}x{feats.image_size[1]}, "
           f"{extractor.backend.name}, network {extractor.times.network:.1f} ms)")

@@ -14,7 +14,6 @@ null in the JSON.  See docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 import uuid
@@ -32,9 +31,18 @@ from goodpoint_ros.cli.common import (
     parse_size,
     write_json,
 )
+from goodpoint_ros.cli.eval_vo import add_vo_parser
+from goodpoint_ros.core.config import AIRSIM_TOPICS, STILL_PAIR
 from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
 from goodpoint_ros.evaluation.aggregate import aggregate, json_safe
+from goodpoint_ros.evaluation.bags.evaluate import (
+    BagOptions,
+    GroundTruthCheck,
+    Timing,
+    evaluate_bag,
+)
+from goodpoint_ros.evaluation.bags.replay import BagStream
 from goodpoint_ros.evaluation.homography import discover_pairs, evaluate_pairs
 from goodpoint_ros.evaluation.methods import make_method, parse_methods
 from goodpoint_ros.evaluation.report import check_report_folder, fmt, paper_table, slam_table, write_report
@@ -81,15 +89,10 @@ def add_homography_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate at WxH (images resized, H updated); default: native resolution")
     g.add_argument("--coverage-radius", type=float, default=25.0,
                    help="coverage disc radius in pixels (default 25, paper §6.2)")
-    g.add_argument("--ransac-threshold", type=float, default=3.0,
-                   help="USAC/MAGSAC inlier threshold for the estimated homography (default 3)")
+    g.add_argument("--ransac-threshold", type=float, default=STILL_PAIR.ransac_threshold,
+                   help=f"USAC/MAGSAC inlier threshold for the estimated homography "
+                        f"(default {STILL_PAIR.ransac_threshold:g})")
     g.add_argument("--max-pairs", type=int, default=0, help="evaluate at most N pairs (0 = all)")
-
-
-def _bag_unavailable(reason: str):
-    def run(args) -> int:
-        raise UserError(f"eval bag is not available in this installation ({reason})")
-    return run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,20 +102,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_homography_arguments(h)
     add_common_arguments(h)
     h.set_defaults(_eval_run=run_homography)
-    from goodpoint_ros.cli.eval_vo import add_vo_parser  # `eval vo` (issue 14): its own module
-    add_vo_parser(sub)
+    add_vo_parser(sub)   # `eval vo` (issue 14): its own module
     # later definitions win on a clash so a duplicate option name can never break
     # `goodpoint --help`
     b = sub.add_parser("bag", help="rosbag2 replay with depth + poses, or --no-depth",
                        conflict_handler="resolve")
-    try:
-        # the bag evaluator is imported on use: a broken or absent one must not break
-        # `goodpoint --help` or `eval homography`
-        importlib.import_module("goodpoint_ros.evaluation.bags.evaluate")
-    except ImportError as exc:
-        b.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        b.set_defaults(_eval_run=_bag_unavailable(str(exc)))
-        return
     add_common_arguments(b)
     add_bag_arguments(b)
     b.set_defaults(_eval_run=run_bag)
@@ -235,25 +229,20 @@ def run_homography(args) -> int:
 
 def add_bag_arguments(p: argparse.ArgumentParser) -> None:
     """Bag-specific options of ``goodpoint eval bag`` (methods/model options: add_common_arguments)."""
-    from goodpoint_ros.evaluation.bags.evaluate import (
-        DEFAULT_DEPTH,
-        DEFAULT_IMAGE,
-        DEFAULT_INFO,
-        DEFAULT_POSE,
-    )
     p.add_argument("bag", help="rosbag2 directory or file (.db3 / .mcap)")
+    topics = AIRSIM_TOPICS
     g = p.add_argument_group("bag")
     g.add_argument("--bag-b", default=None,
                    help="second bag of the same trajectory (other lighting): frame i of BAG is "
                         "paired with frame i+shift of BAG_B")
-    g.add_argument("--image-topic", default=DEFAULT_IMAGE, help=f"image topic ({DEFAULT_IMAGE})")
-    g.add_argument("--depth-topic", default=DEFAULT_DEPTH,
-                   help=f"planar depth topic, 32FC1 metres or 16UC1 mm ({DEFAULT_DEPTH})")
-    g.add_argument("--camera-info-topic", default=DEFAULT_INFO,
-                   help=f"sensor_msgs/CameraInfo topic ({DEFAULT_INFO})")
-    g.add_argument("--pose-topic", default=DEFAULT_POSE,
+    g.add_argument("--image-topic", default=topics.image, help=f"image topic ({topics.image})")
+    g.add_argument("--depth-topic", default=topics.depth,
+                   help=f"planar depth topic, 32FC1 metres or 16UC1 mm ({topics.depth})")
+    g.add_argument("--camera-info-topic", default=topics.camera_info,
+                   help=f"sensor_msgs/CameraInfo topic ({topics.camera_info})")
+    g.add_argument("--pose-topic", default=topics.pose,
                    help=f"Odometry / PoseStamped / PoseWithCovarianceStamped / TransformStamped "
-                        f"topic, or /tf ({DEFAULT_POSE}); with --no-depth it is optional and "
+                        f"topic, or /tf ({topics.pose}); with --no-depth it is optional and "
                         "/tf is used when it is missing")
     g.add_argument("--extrinsic", default="auto", choices=["auto", "tf_static", "airsim", "optical"],
                    help="camera pose from the body pose: tf_static (body → image frame_id), airsim "
@@ -297,7 +286,6 @@ def check_bag_arguments(args) -> None:
 
 
 def _open(args, path, need_depth: bool):
-    from goodpoint_ros.evaluation.bags.replay import BagStream
     return BagStream(path, args.image_topic, args.camera_info_topic,
                      None if not need_depth else args.depth_topic,
                      args.pose_topic, args.extrinsic, args.eval_size, args.sync_tolerance,
@@ -307,12 +295,6 @@ def _open(args, path, need_depth: bool):
 def run_bag(args) -> int:
     """Entry point of ``goodpoint eval bag``: options from :func:`add_bag_arguments` plus
     the common ones (methods, thresholds, outputs, model)."""
-    from goodpoint_ros.evaluation.bags.evaluate import (
-        BagOptions,
-        GroundTruthCheck,
-        Timing,
-        evaluate_bag,
-    )
     check_bag_arguments(args)
     t_start = time.perf_counter()
     timing = Timing()

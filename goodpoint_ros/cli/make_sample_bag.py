@@ -11,7 +11,11 @@ body's odometry in NED (50 Hz) and /tf_static body → camera.  The same
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from goodpoint_ros.cli.common import UserError, check_writable, parse_size
+from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
 
 
 def add_arguments(p):
@@ -32,12 +36,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import sys
-
-    from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
     if args.frames < 2:
         raise UserError(f"--frames must be at least 2, got {args.frames}")
-    from pathlib import Path
     if Path(args.out).exists() or Path(args.out).is_symlink():   # a dangling link too
         raise UserError(f"{args.out} exists already; rosbag2 writers never overwrite "
                         "(remove it or pick another name)")

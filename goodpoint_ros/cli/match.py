@@ -14,6 +14,10 @@ from goodpoint_ros.cli.common import (
     extractor_from_args,
     write_json,
 )
+from goodpoint_ros.core.config import STILL_PAIR
+from goodpoint_ros.core.imageio import read_image
+from goodpoint_ros.core.matching import match_features
+from goodpoint_ros.core.visualize import draw_matches, write_image
 
 
 def add_arguments(p):
@@ -21,16 +25,15 @@ def add_arguments(p):
     p.add_argument("image1")
     p.add_argument("--out", help="write a side-by-side picture (inliers green, outliers red)")
     p.add_argument("--json", help="write keypoints, matches, inliers and homography as JSON")
-    p.add_argument("--ransac-threshold", type=float, default=3.0,
-                   help="inlier threshold in pixels for the homography (default 3)")
+    p.add_argument("--ransac-threshold", type=float, default=STILL_PAIR.ransac_threshold,
+                   help=f"inlier threshold in pixels for the homography "
+                        f"(default {STILL_PAIR.ransac_threshold:g})")
     p.add_argument("--no-verify", action="store_true", help="skip geometric verification")
     add_model_args(p)
     add_feature_args(p)
 
 
 def run(args) -> int:
-    from goodpoint_ros.core.imageio import read_image
-    from goodpoint_ros.core.matching import match_features
     check_outputs([args.image0, args.image1, args.weights], [args.json], [args.out])
     img0, img1 = read_image(args.image0), read_image(args.image1)
     extractor = extractor_from_args(args)
@@ -47,7 +50,6 @@ def run(args) -> int:
             payload["homography"] = res.model.tolist()
         write_json(args.json, payload)
     if args.out:
-        from goodpoint_ros.core.visualize import draw_matches, write_image
         write_image(args.out, draw_matches(img0, img1, f0.keypoints, f1.keypoints,
                                            res.matches, res.inliers))
     print(f"{len(f0)} / {len(f1)} keypoints, {len(res)} matches, {int(res.inliers.sum())} inliers"

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from goodpoint_ros.cli.common import UserError
+
 
 def _flags():
     """The trainer's flags module (goodpoint_training.flags), or the ImportError: a
@@ -36,7 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from goodpoint_ros.cli.common import UserError
     if getattr(args, "_train_unavailable", None):
         raise UserError(f"training is not available in this installation "
                         f"({args._train_unavailable}); pip install goodpoint_ros[train]")

@@ -21,6 +21,51 @@ FLAT_CELL_SCORE = 1.0 / 64.0
 MAX_SIDE = 65500
 
 
+@dataclass(frozen=True)
+class Verification:
+    """Defaults of geometric verification (USAC/MAGSAC) for one kind of view pair.
+
+    ``verify="auto"`` has one meaning (:func:`goodpoint_ros.core.matching.resolve_verification`):
+    the essential matrix when usable intrinsics are known, else ``uncalibrated``.
+
+    Attributes:
+        ransac_threshold: inlier threshold in pixels.
+        uncalibrated: the model ``auto`` fits without intrinsics, ``homography``
+            or ``fundamental``.
+    """
+    ransac_threshold: float
+    uncalibrated: str
+
+
+#: Two still images, independently detected (``match_features``, ``goodpoint match``,
+#: ``goodpoint eval homography``): 3 px (the evaluation's headline ε; views up to a large
+#: viewpoint or scale change) and, without intrinsics, a homography (a plane or a
+#: rotating camera, as HPatches; README: ``.model (H)``).
+STILL_PAIR = Verification(ransac_threshold=3.0, uncalibrated="homography")
+
+#: Consecutive frames of one video (the node's frontend and stereo matcher, the bag
+#: evaluator's relative pose): 1 px (small motion, the same keypoint detected again a
+#: frame later) and, without intrinsics, the fundamental matrix (a 3-D scene).
+VIDEO = Verification(ransac_threshold=1.0, uncalibrated="fundamental")
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic names of a recording: image, planar depth, camera_info and body pose."""
+    image: str
+    depth: str
+    camera_info: str
+    pose: str
+
+
+#: The AirSim ROS 2 wrapper's topics (drone_1, front_center camera): what
+#: ``goodpoint make-sample-bag`` writes and ``goodpoint eval bag`` reads by default.
+AIRSIM_TOPICS = BagTopics(image="/airsim_node/drone_1/front_center/Scene",
+                          depth="/airsim_node/drone_1/front_center/DepthPlanar",
+                          camera_info="/airsim_node/drone_1/front_center/Scene/camera_info",
+                          pose="/airsim_node/drone_1/odom_local_ned")
+
+
 def _opt(help_: str, range_=None, flag: str = "", **kw):
     """Field metadata: the one help text / range the CLI options and the node's
     parameter table are generated from (``cli/common.py``, ``ros/params.py``)."""

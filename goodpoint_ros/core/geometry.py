@@ -103,7 +103,7 @@ def pixel_grid(size: Tuple[int, int]) -> np.ndarray:
 
 def safe_w_torch(z):
     """Replace |w| < :data:`HORIZON_EPS` by +HORIZON_EPS (points on the horizon stay finite)."""
-    import torch  # optional heavy dependency (training only)
+    import torch  # lazy: torch is optional (training only)
     return torch.where(z.abs() < HORIZON_EPS, torch.full_like(z, HORIZON_EPS), z)
 
 
@@ -113,7 +113,7 @@ def warp_points_torch(H, pts):
     Division by :func:`safe_w_torch` (training: a point on the horizon must not
     make a NaN gradient); H is cast to the points' dtype.
     """
-    import torch  # optional heavy dependency (training only)
+    import torch  # lazy: torch is optional (training only)
     hom = torch.cat([pts, torch.ones_like(pts[..., :1])], dim=-1) @ H.transpose(-1, -2).to(pts.dtype)
     return hom[..., :2] / safe_w_torch(hom[..., 2:3])
 

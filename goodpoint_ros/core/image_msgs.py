@@ -163,3 +163,22 @@ def encode_bgr8(image: np.ndarray) -> dict:
     data.frombytes(img.tobytes())
     return {"height": h, "width": w, "encoding": "bgr8", "is_bigendian": 0,
             "step": 3 * w, "data": data}
+
+
+def to_uint8(image: np.ndarray, gray: bool = False) -> np.ndarray:
+    """A decoded image (uint8 / uint16 / float, gray or BGR(A)) → uint8: gray [H,W] when
+    ``gray``, else as it came with BGRA → BGR (bag replay, training frames from a bag).
+
+    Other types are scaled by the image's own maximum (NaN and ±inf count as 0): a
+    12-bit camera in ``mono16`` would otherwise give nearly black frames.
+    """
+    img = image
+    if img.ndim == 3 and gray:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.dtype == np.uint8:
+        return img
+    f = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(f.max()) if f.size else 0.0
+    return np.clip(f * (255.0 / max(top, 1e-6)), 0, 255).astype(np.uint8)

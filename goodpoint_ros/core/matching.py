@@ -14,10 +14,28 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.config import STILL_PAIR, VIDEO, GoodPointConfig
 
 # USAC_MAGSAC appeared in OpenCV 4.5; fall back to RANSAC on anything older.
 ROBUST = getattr(cv2, "USAC_MAGSAC", cv2.RANSAC)
+
+#: Values of ``verify`` / the node's ``verification`` parameter.
+VERIFICATIONS = ("auto", "none", "homography", "essential", "fundamental")
+UNCALIBRATED = ("homography", "fundamental")
+
+
+def resolve_verification(verify: str, have_intrinsics: bool, uncalibrated: str) -> str:
+    """The one meaning of ``auto``: the essential matrix when usable intrinsics are
+    known, else ``uncalibrated`` (``homography`` for still pairs, ``fundamental`` for
+    video: :data:`~goodpoint_ros.core.config.STILL_PAIR` / ``VIDEO``).  Any other value
+    is returned as it is; an unknown one raises ``ValueError``."""
+    if verify not in VERIFICATIONS:
+        raise ValueError(f"unknown verification {verify!r} (one of {', '.join(VERIFICATIONS)})")
+    if uncalibrated not in UNCALIBRATED:
+        raise ValueError(f"uncalibrated must be homography or fundamental, got {uncalibrated!r}")
+    if verify == "auto":
+        return "essential" if have_intrinsics else uncalibrated
+    return verify
 
 
 @dataclass
@@ -111,7 +129,7 @@ def _robust_fit(fit, kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
 
 
 def verify_homography(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
-                      threshold: float = 3.0, confidence: float = 0.999):
+                      threshold: float = STILL_PAIR.ransac_threshold, confidence: float = 0.999):
     """Fit H (image0 → image1 pixels) with USAC/MAGSAC → (H [3,3] or None, inliers [M])."""
     return _robust_fit(lambda p0, p1: cv2.findHomography(p0, p1, ROBUST, threshold,
                                                          confidence=confidence, maxIters=10000),
@@ -119,7 +137,7 @@ def verify_homography(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
 
 
 def verify_fundamental(kpts0: np.ndarray, kpts1: np.ndarray, matches: np.ndarray,
-                       threshold: float = 1.0, confidence: float = 0.999):
+                       threshold: float = VIDEO.ransac_threshold, confidence: float = 0.999):
     """Fit F (x1ᵀ F x0 = 0, pixels) with USAC/MAGSAC → (F [3,3] or None, inliers [M])."""
     return _robust_fit(lambda p0, p1: cv2.findFundamentalMat(p0, p1, ROBUST, threshold,
                                                              confidence, 10000),
@@ -138,7 +156,7 @@ def undistort_to_normalized(points: np.ndarray, K: np.ndarray,
 
 
 def verify_essential(kpts0, kpts1, matches, K0, K1=None, dist0=None, dist1=None,
-                     threshold: float = 1.0, confidence: float = 0.999):
+                     threshold: float = VIDEO.ransac_threshold, confidence: float = 0.999):
     """Fit E with intrinsics (after undistortion) → (E, R, t, inliers [M]).
 
     ``threshold`` is in pixels, converted to normalised units by the mean focal
@@ -180,12 +198,14 @@ def check_intrinsics(K, name: str = "K0") -> np.ndarray:
 
 def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
                    verify: str = "auto", K0=None, K1=None, dist0=None, dist1=None,
-                   ransac_threshold: float = 3.0) -> MatchResult:
+                   ransac_threshold: float = STILL_PAIR.ransac_threshold,
+                   uncalibrated: str = STILL_PAIR.uncalibrated) -> MatchResult:
     """Match two :class:`Features` and verify geometrically.
 
     verify: ``none``, ``homography``, ``essential``, ``fundamental`` (pixels,
-    no intrinsics; the frontend's fallback) or ``auto`` (essential when K0 is
-    given, else homography).  A homography only fits a plane or a
+    no intrinsics) or ``auto`` (:func:`resolve_verification`: essential when K0 is
+    given, else ``uncalibrated``, by default a homography: two still images,
+    :data:`~goodpoint_ros.core.config.STILL_PAIR`).  A homography only fits a plane or a
     rotating camera: for visual odometry / 3-D scenes pass the intrinsics
     ``K0=`` (and ``K1=`` for a second camera) so ``auto`` verifies with the
     essential matrix — KITTI 06 frames 0 → 5 (bundled weights): 94 of 256
@@ -194,8 +214,7 @@ def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
     """
     matches, distances = match_descriptors(feats0.descriptors, feats1.descriptors, config)
     result = MatchResult(matches, distances, np.zeros(len(matches), bool))
-    if verify == "auto":
-        verify = "essential" if K0 is not None else "homography"
+    verify = resolve_verification(verify, K0 is not None, uncalibrated)
     if verify == "homography":
         H, inl = verify_homography(feats0.keypoints, feats1.keypoints, matches, ransac_threshold)
         if H is not None:
@@ -214,6 +233,4 @@ def match_features(feats0, feats1, config: Optional[GoodPointConfig] = None,
         F, inl = verify_fundamental(feats0.keypoints, feats1.keypoints, matches, ransac_threshold)
         if F is not None:
             result.model_type, result.model, result.inliers = "fundamental", F, inl
-    elif verify != "none":
-        raise ValueError(f"unknown verification {verify!r}")
     return result

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save
 
 FORMAT = "goodpoint-weights"
 FORMAT_VERSION = 1
@@ -79,7 +81,6 @@ def atomic_write_bytes(path: os.PathLike, data: bytes) -> None:
 def save_weights(path: os.PathLike, tensors: Dict[str, np.ndarray],
                  metadata: Dict[str, Any]) -> None:
     """Atomically write numpy ``tensors`` (state-dict names) and ``metadata``."""
-    from safetensors.numpy import save
     # ascontiguousarray would turn 0-d tensors (BatchNorm counters) into 1-d
     arrays = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in tensors.items()}
     atomic_write_bytes(path, save(arrays, metadata={METADATA_KEY: json.dumps(metadata)}))
@@ -87,7 +88,6 @@ def save_weights(path: os.PathLike, tensors: Dict[str, np.ndarray],
 
 def load_weights(path: Optional[os.PathLike] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """Read (tensors as numpy, metadata); raise :class:`WeightsError` on any problem."""
-    from safetensors import safe_open
     p = resolve_path(path)
     if not p.is_file():
         raise WeightsError(f"weights file not found: {p}")
@@ -138,9 +138,9 @@ def architecture_mismatch(arch: Dict[str, Any]) -> Optional[str]:
 
 def load_model(path: Optional[os.PathLike] = None, device: str = "cpu"):
     """Build a :class:`GoodPointNet` in eval mode from a weights file → (model, metadata)."""
-    import torch
+    import torch  # lazy: torch is optional (reading weights needs none, building a model does)
 
-    from goodpoint_ros.core.model import GoodPointNet
+    from goodpoint_ros.core.model import GoodPointNet  # lazy: imports torch
     tensors, meta = load_weights(path)
     model = GoodPointNet()
     expected = model.state_dict()

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from goodpoint_ros.core.config import STILL_PAIR
 from goodpoint_ros.core.imageio import ImageError, read_image
 from goodpoint_ros.core.matching import verify_homography
 from goodpoint_ros.evaluation.metrics import corner_error, homography_warp, pair_metrics
@@ -270,7 +271,8 @@ def _size(img: np.ndarray) -> Tuple[int, int]:
 
 def evaluate_pair_method(method, feats_a, feats_b, H: np.ndarray, size_a, size_b,
                          eps_list: Sequence[float], coverage_radius: float,
-                         ransac_threshold: float = 3.0) -> Tuple[Dict, np.ndarray]:
+                         ransac_threshold: float = STILL_PAIR.ransac_threshold
+                         ) -> Tuple[Dict, np.ndarray]:
     """Match one pair with one method and score it → (record, matches [K,2]).
 
     The record is :func:`pair_metrics` plus ``corner_error`` (homography from
@@ -295,7 +297,8 @@ def evaluate_pair_method(method, feats_a, feats_b, H: np.ndarray, size_a, size_b
 
 def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
                    eps_list: Sequence[float] = (3, 5), coverage_radius: float = 25.0,
-                   resize: Optional[Tuple[int, int]] = None, ransac_threshold: float = 3.0,
+                   resize: Optional[Tuple[int, int]] = None,
+                   ransac_threshold: float = STILL_PAIR.ransac_threshold,
                    progress: bool = True, keep_matches: int = 0,
                    timing: Optional[Dict[str, float]] = None):
     """Run every method on every pair → (per_pair records, skipped [(name, reason)], examples).

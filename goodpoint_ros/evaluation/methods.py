@@ -26,6 +26,7 @@ import numpy as np
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.keypoints import Features, to_gray_float
 from goodpoint_ros.core.matching import match_descriptors, mutual_nn_match
+from goodpoint_ros.core.pipeline import FeatureExtractor
 
 #: Methods in the order of the paper's tables.
 METHOD_NAMES = ("goodpoint", "orb", "sift", "akaze")
@@ -171,7 +172,6 @@ def make_method(name: str, max_keypoints: int = 1000, extractor=None,
         raise ValueError(f"max_keypoints must be >= 0, got {max_keypoints}")
     if key == "goodpoint":
         if extractor is None:
-            from goodpoint_ros.core.pipeline import FeatureExtractor
             extractor = FeatureExtractor("auto", config)
         base = config if config is not None else extractor.config
         return GoodPointMethod(extractor, dataclasses.replace(base, max_keypoints=k or None))

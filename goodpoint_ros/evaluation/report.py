@@ -187,7 +187,7 @@ def _save_figure(fig, path: Path) -> None:
 
 def plot_metric_bars(result: Dict, path: Path) -> None:
     """Grouped bars: P, R, C, H per method, one panel per ε."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s at import, only reports draw plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -215,7 +215,7 @@ def plot_metric_bars(result: Dict, path: Path) -> None:
 
 def plot_harmonic_per_pair(result: Dict, path: Path) -> None:
     """Each pair's harmonic mean (ε = 3) along the run, one line per method."""
-    import matplotlib
+    import matplotlib  # lazy: ~0.5 s at import, only reports draw plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

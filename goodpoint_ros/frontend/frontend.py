@@ -20,15 +20,19 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.config import VIDEO, GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
-from goodpoint_ros.core.matching import MatchResult, match_features
+from goodpoint_ros.core.matching import (
+    UNCALIBRATED,
+    VERIFICATIONS,
+    MatchResult,
+    match_features,
+    resolve_verification,
+)
 from goodpoint_ros.core.pipeline import StageTimes
 from goodpoint_ros.core.visualize import draw_keypoints
 from goodpoint_ros.frontend.stereo import StereoParams, match_stereo
 from goodpoint_ros.frontend.tracking import TrackIdAssigner
-
-VERIFICATIONS = ("auto", "none", "homography", "essential", "fundamental")
 
 
 @dataclass(frozen=True)
@@ -37,20 +41,24 @@ class FrontendConfig:
 
     match: match each frame to the previous one (track ids need it).
     verification: previous → current: ``auto`` = essential with intrinsics,
-        else fundamental (pixels); ``none``, ``homography``, ``essential``
-        (falls back to fundamental while no intrinsics are known), ``fundamental``.
-    ransac_threshold: USAC/MAGSAC inlier threshold in pixels (1 px: the
-        node's matches are between consecutive video frames).
+        else ``uncalibrated`` (the one meaning of ``auto``,
+        :func:`~goodpoint_ros.core.matching.resolve_verification`); ``none``,
+        ``homography``, ``essential`` (falls back to ``uncalibrated`` while no
+        intrinsics are known), ``fundamental``.
+    ransac_threshold: USAC/MAGSAC inlier threshold in pixels (1 px:
+        consecutive video frames, :data:`~goodpoint_ros.core.config.VIDEO`).
+    uncalibrated: the model fitted without intrinsics (fundamental: a 3-D scene).
     rectified: stereo pair is rectified (row-constrained matching, disparities).
     use_camera_info: verify with the essential matrix when intrinsics are given.
     stereo: the rectified matcher's band (:class:`~.stereo.StereoParams`).
     """
     match: bool = True
     verification: str = "auto"
-    ransac_threshold: float = 1.0
+    ransac_threshold: float = VIDEO.ransac_threshold
     rectified: bool = True
     use_camera_info: bool = True
     stereo: StereoParams = field(default_factory=StereoParams)
+    uncalibrated: str = VIDEO.uncalibrated
 
     def validate(self) -> "FrontendConfig":
         if self.verification not in VERIFICATIONS:
@@ -58,6 +66,9 @@ class FrontendConfig:
                              f"got {self.verification!r}")
         if not self.ransac_threshold > 0:
             raise ValueError(f"ransac_threshold must be > 0, got {self.ransac_threshold}")
+        if self.uncalibrated not in UNCALIBRATED:
+            raise ValueError(f"uncalibrated must be homography or fundamental, "
+                             f"got {self.uncalibrated!r}")
         self.stereo.validate()
         return self
 
@@ -231,14 +242,12 @@ class Frontend:
         if not s.match or self._previous is None:
             return None
         prev, cfg = self._previous, self.extractor.config
-        verify = s.verification
         # a Camera built by hand with a NaN / non-positive K is no camera either
         have_k = s.use_camera_info and camera is not None and Camera.problem(
             camera.K, () if camera.D is None else camera.D) is None
-        if verify == "auto":
-            verify = "essential" if have_k else "fundamental"
+        verify = resolve_verification(s.verification, have_k, s.uncalibrated)
         if verify == "essential" and not have_k:
-            verify = "fundamental"        # documented fallback: no intrinsics yet
+            verify = s.uncalibrated       # documented fallback: no intrinsics yet
         if verify == "essential":
             result = match_features(prev, feats, cfg, verify="essential", K0=camera.K, K1=camera.K,
                                     dist0=camera.D, dist1=camera.D,

@@ -19,14 +19,16 @@ the same bag, and ``day``/``night`` of one seed share the trajectory (for
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
+from goodpoint_ros.core.config import AIRSIM_TOPICS
 from goodpoint_ros.core.geometry import quaternion_xyzw
-from goodpoint_ros.evaluation.bags.evaluate import DEFAULT_DEPTH, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_POSE
 from goodpoint_ros.synthetic import scene as sc
 
 WORLD_FRAME = "world_ned"
@@ -73,7 +75,7 @@ class Messages:
     """Builds the ROS 2 messages with a rosbags typestore."""
 
     def __init__(self):
-        from rosbags.typesys import Stores, get_typestore
+        from rosbags.typesys import Stores, get_typestore  # lazy: rosbags costs ~0.1 s
         self.store = get_typestore(Stores.ROS2_HUMBLE)
         self.T = self.store.types
 
@@ -138,7 +140,7 @@ def write_sample_bag(out: Path, spec: Optional[SampleBagSpec] = None, progress: 
     A failed or interrupted run removes the half-written bag, so nothing that
     looks like a finished bag is left behind.
     """
-    from rosbags.rosbag2 import StoragePlugin
+    from rosbags.rosbag2 import StoragePlugin  # lazy: ~0.1 s, and `goodpoint --help` imports this
 
     spec = spec or SampleBagSpec()
     if spec.frames < 2:
@@ -159,19 +161,17 @@ def write_sample_bag(out: Path, spec: Optional[SampleBagSpec] = None, progress: 
     plugin = StoragePlugin.MCAP if spec.storage == "mcap" else StoragePlugin.SQLITE3
     frames = range(spec.frames)
     if progress:
-        from tqdm import tqdm
         frames = tqdm(frames, desc="rendering", unit="frame")
     try:
         _write(out, plugin, spec, world, K, T_bc, msgs, frames)
     except BaseException:
-        import shutil
         shutil.rmtree(out, ignore_errors=True)
         raise
     return out
 
 
 def _write(out, plugin, spec, world, K, T_bc, msgs, frames) -> None:
-    from rosbags.rosbag2 import Writer
+    from rosbags.rosbag2 import Writer  # lazy: see write_sample_bag
 
     frame_times = np.arange(spec.frames) / spec.fps
     # Odometry from a little before the first frame to a little after the last,
@@ -183,10 +183,12 @@ def _write(out, plugin, spec, world, K, T_bc, msgs, frames) -> None:
 
     with Writer(out, version=9, storage_plugin=plugin) as writer:
         store = msgs.store
-        c_img = writer.add_connection(DEFAULT_IMAGE, "sensor_msgs/msg/Image", typestore=store)
-        c_depth = writer.add_connection(DEFAULT_DEPTH, "sensor_msgs/msg/Image", typestore=store)
-        c_info = writer.add_connection(DEFAULT_INFO, "sensor_msgs/msg/CameraInfo", typestore=store)
-        c_odom = writer.add_connection(DEFAULT_POSE, "nav_msgs/msg/Odometry", typestore=store)
+        topics = AIRSIM_TOPICS
+        c_img = writer.add_connection(topics.image, "sensor_msgs/msg/Image", typestore=store)
+        c_depth = writer.add_connection(topics.depth, "sensor_msgs/msg/Image", typestore=store)
+        c_info = writer.add_connection(topics.camera_info, "sensor_msgs/msg/CameraInfo",
+                                       typestore=store)
+        c_odom = writer.add_connection(topics.pose, "nav_msgs/msg/Odometry", typestore=store)
         c_tf = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=store)
 
         def put(conn, ns, msg):

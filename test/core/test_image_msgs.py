@@ -11,6 +11,7 @@ from goodpoint_ros.core.image_msgs import (
     decode_compressed,
     decode_image,
     encode_bgr8,
+    to_uint8,
 )
 from goodpoint_ros.core.keypoints import to_gray_float
 
@@ -181,3 +182,16 @@ def test_encode_bgr8_round_trips_through_the_decoder():
     f = encode_bgr8(img)
     out = decode_image(f["encoding"], f["height"], f["width"], f["step"], f["is_bigendian"], f["data"])
     np.testing.assert_array_equal(out, img)
+
+
+def test_to_uint8_keeps_colour_or_makes_gray_and_scales_by_the_maximum():
+    """One helper for bag replay (colour kept) and training frames (gray)."""
+    bgra = RNG.integers(0, 256, (H, W, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(to_uint8(bgra), bgra[..., :3])
+    np.testing.assert_array_equal(to_uint8(bgra, gray=True), cv2.cvtColor(bgra, cv2.COLOR_BGRA2GRAY))
+    twelve_bit = RNG.integers(0, 4096, (H, W), dtype=np.uint16)     # 12-bit camera in mono16
+    out = to_uint8(twelve_bit)
+    assert out.dtype == np.uint8 and out.max() == 255
+    np.testing.assert_allclose(out, twelve_bit * (255.0 / twelve_bit.max()), atol=1)
+    depthish = np.array([[np.nan, np.inf], [0.5, 1.0]], np.float32)   # NaN / inf count as 0
+    np.testing.assert_array_equal(to_uint8(depthish), [[0, 0], [127, 255]])

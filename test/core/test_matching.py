@@ -3,13 +3,14 @@ import cv2
 import numpy as np
 import pytest
 
-from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.config import STILL_PAIR, VIDEO, GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import (
     descriptor_distances,
     match_descriptors,
     match_features,
     mutual_nn_match,
+    resolve_verification,
     verify_essential,
     verify_homography,
 )
@@ -142,3 +143,21 @@ def test_match_features_verifies_with_the_fundamental_matrix_without_intrinsics(
     h0 = np.c_[p0[15:], np.ones(135)]
     h1 = np.c_[p1[15:], np.ones(135)]
     assert np.median(np.abs(np.sum(h1 @ res.model * h0, axis=1))) < 1e-2   # x1ᵀ F x0 ≈ 0
+    # `auto` for video (VIDEO: no intrinsics → fundamental) is the same fit
+    auto = match_features(f0, f1, GoodPointConfig(), ransac_threshold=VIDEO.ransac_threshold,
+                          uncalibrated=VIDEO.uncalibrated)
+    assert auto.model_type == "fundamental"
+    np.testing.assert_array_equal(auto.inliers, res.inliers)
+
+
+def test_auto_has_one_meaning_essential_with_intrinsics_else_the_uncalibrated_model():
+    for kind in (STILL_PAIR, VIDEO):
+        assert resolve_verification("auto", True, kind.uncalibrated) == "essential"
+        assert resolve_verification("auto", False, kind.uncalibrated) == kind.uncalibrated
+        assert resolve_verification("homography", True, kind.uncalibrated) == "homography"
+    assert (STILL_PAIR.uncalibrated, VIDEO.uncalibrated) == ("homography", "fundamental")
+    assert STILL_PAIR.ransac_threshold > VIDEO.ransac_threshold   # far-apart stills vs video
+    with pytest.raises(ValueError, match="unknown verification 'affine'"):
+        resolve_verification("affine", False, "homography")
+    with pytest.raises(ValueError, match="uncalibrated"):
+        resolve_verification("auto", False, "essential")

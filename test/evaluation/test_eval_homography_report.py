@@ -1,6 +1,5 @@
-"""The report: paper-style tables (Table 1 and Table 2 layouts), plots, and the CLI's bag fallback."""
+"""The report: paper-style tables (Table 1 and Table 2 layouts), plots."""
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -78,12 +77,3 @@ def test_json_safe_turns_nan_and_inf_into_null():
                      "d": np.array([1.0, np.nan]), "e": np.bool_(True)})
     assert out == {"a": 0.5, "b": None, "c": [None, 3], "d": [1.0, None], "e": True}
 
-
-def test_eval_bag_is_a_one_line_error_when_its_module_cannot_load(monkeypatch, capsys):
-    # a broken or absent bag module must not break `goodpoint --help` or `eval homography`
-    monkeypatch.setitem(sys.modules, "goodpoint_ros.evaluation.bags.evaluate", None)
-    from goodpoint_ros.cli import build_parser, main
-    build_parser()
-    rc = main(["eval", "bag", "some.bag", "--whatever"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "eval bag is not available" in err and len(err.strip().splitlines()) == 1

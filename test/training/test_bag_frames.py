@@ -4,12 +4,12 @@ import pytest
 
 pytest.importorskip("rosbags")
 
+from goodpoint_ros.core.image_msgs import to_uint8  # noqa: E402
 from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag  # noqa: E402
 from goodpoint_training.bag_frames import (  # noqa: E402
     is_near_duplicate,
     load_bag_frames,
     thumbnail,
-    to_gray_uint8,
 )
 
 TOPIC = "/airsim_node/drone_1/front_center/Scene"
@@ -45,7 +45,7 @@ def test_near_duplicate_ignores_lighting_but_not_content():
     assert is_near_duplicate(thumbnail(a), thumbnail(darker), 0.15)
     assert not is_near_duplicate(thumbnail(a), thumbnail(other), 0.15)
     mono16 = (a.astype(np.uint16) * 16)                          # a 12-bit camera in mono16
-    assert to_gray_uint8(mono16).max() >= 250
+    assert to_uint8(mono16, gray=True).max() >= 250
 
 
 def test_bad_bag_topic_and_type_are_one_line_errors(bag, tmp_path):

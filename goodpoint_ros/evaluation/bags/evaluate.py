@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from goodpoint_ros.core.config import AIRSIM_TOPICS
 from goodpoint_ros.core.matching import verify_essential
 from goodpoint_ros.evaluation.bags.depth_warp import (
     apply_affine,
@@ -30,10 +31,9 @@ from goodpoint_ros.evaluation.metrics import pair_metrics, rotation_error_deg, t
 from goodpoint_ros.evaluation.scoring import FeatureCache, correct_matches, example_entry
 from goodpoint_ros.frontend.tracking import TrackLengths
 
-DEFAULT_IMAGE = "/airsim_node/drone_1/front_center/Scene"
-DEFAULT_DEPTH = "/airsim_node/drone_1/front_center/DepthPlanar"
-DEFAULT_INFO = "/airsim_node/drone_1/front_center/Scene/camera_info"
-DEFAULT_POSE = "/airsim_node/drone_1/odom_local_ned"
+#: The default topics (defined once, core/config.py); these names stay for callers.
+DEFAULT_IMAGE, DEFAULT_DEPTH = AIRSIM_TOPICS.image, AIRSIM_TOPICS.depth
+DEFAULT_INFO, DEFAULT_POSE = AIRSIM_TOPICS.camera_info, AIRSIM_TOPICS.pose
 
 
 # --------------------------------------------------------------------------- evaluation core

@@ -33,7 +33,7 @@ import numpy as np
 
 from goodpoint_ros.core import image_msgs
 from goodpoint_ros.core.geometry import quat_to_R
-from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed
+from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed, to_uint8
 
 #: AirSim's camera mount: p_body(FRD) = R · p_optical, i.e. p_body = (z, x, y)_optical.
 R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -168,17 +168,6 @@ def decode_image(msg, topic: str) -> np.ndarray:
                                        bool(msg.is_bigendian), msg.data)
     except UnsupportedEncoding as exc:
         raise BagError(f"{topic}: {exc}") from None
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Colour or gray → uint8 BGR/gray.  16-bit images are scaled by their maximum."""
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if img.dtype == np.uint8:
-        return img
-    f = img.astype(np.float32)
-    top = float(np.nanmax(f)) if f.size else 0.0
-    return np.clip(f * (255.0 / max(top, 1e-6)), 0, 255).astype(np.uint8)
 
 
 def decode_depth(msg, topic: str) -> np.ndarray:
@@ -442,7 +431,7 @@ class BagStream:
                  extrinsic: str = "auto", eval_size: Optional[Tuple[int, int]] = (320, 240),
                  sync_tolerance: float = 0.02, pose_tolerance: float = 0.1,
                  require_pose: bool = True, max_frames: int = 0):
-        from rosbags.highlevel import AnyReader
+        from rosbags.highlevel import AnyReader  # lazy: rosbags costs ~0.15 s at import
         from rosbags.typesys import Stores, get_typestore
 
         if extrinsic not in EXTRINSICS:
