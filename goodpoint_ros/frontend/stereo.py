@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
@@ -98,3 +99,63 @@ def match_stereo(left: Features, right: Features, config: Optional[GoodPointConf
         return match_features(left, right, config, verify="essential", K0=K_left, K1=K_right,
                               dist0=dist_left, dist1=dist_right, ransac_threshold=ransac_threshold)
     return match_features(left, right, config, verify="fundamental", ransac_threshold=ransac_threshold)
+
+
+def patch_disparities(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray,
+                      min_disparity: float, max_disparity: float, window: int = 11,
+                      min_ncc: float = 0.7, uniqueness: float = 0.7,
+                      lr_tolerance: float = 1.0) -> np.ndarray:
+    """Right-image x [N] (NaN: none) of left keypoints [N,2] by a rectified row search.
+
+    The detector then runs on the left image only: each keypoint's ``window``²
+    patch (centred on the rounded position) is compared by zero-mean NCC
+    (``cv2.matchTemplate``) with every right-image position on the same row at
+    a disparity in [min, max]; the best is accepted if its NCC ≥ ``min_ncc``,
+    its cost 1 − NCC is below ``uniqueness`` × that of the best rival more than
+    one pixel away (repeated texture otherwise), and the right patch searched
+    back along the left row lands within ``lr_tolerance`` px (left–right check).
+    A parabola through the three NCC values around the peak gives the sub-pixel
+    disparity; the keypoint's own fraction of a pixel is carried over, so the
+    result is for the keypoint's (sub-pixel) x.  ``left`` / ``right``: grey
+    float32 images of one size.
+    """
+    H, W = left.shape
+    h = window // 2
+    out = np.full(len(kp_left), np.nan)
+    xs = np.rint(kp_left[:, 0]).astype(int)
+    ys = np.rint(kp_left[:, 1]).astype(int)
+    dmin = max(int(np.floor(min_disparity)), 0)
+    for n, (x, y) in enumerate(zip(xs, ys)):
+        if y - h < 0 or y + h >= H or x - h < 0 or x + h >= W:
+            continue
+        lo = max(x - int(np.ceil(max_disparity)), h)       # right x range searched
+        hi = x - dmin
+        if hi - lo < 2:
+            continue
+        tpl = left[y - h:y + h + 1, x - h:x + h + 1]
+        strip = right[y - h:y + h + 1, lo - h:hi + h + 1]
+        ncc = cv2.matchTemplate(strip, tpl, cv2.TM_CCOEFF_NORMED).ravel()   # [hi-lo+1]
+        b = int(np.argmax(ncc))
+        best = ncc[b]
+        if not best >= min_ncc or b == 0 or b == len(ncc) - 1:
+            continue
+        near = ncc[b - 1:b + 2].copy()
+        ncc[b - 1:b + 2] = -1.0                      # the rival lies > 1 px from the peak
+        if (1.0 - best) >= uniqueness * (1.0 - ncc.max()):
+            continue
+        ncc[b - 1:b + 2] = near
+        xr = lo + b
+        # left-right check: the right patch searched back along the left row
+        tpl_r = right[y - h:y + h + 1, xr - h:xr + h + 1]
+        lo_l, hi_l = xr + dmin, min(xr + int(np.ceil(max_disparity)), W - 1 - h)
+        if hi_l <= lo_l:
+            continue
+        back = cv2.matchTemplate(left[y - h:y + h + 1, lo_l - h:hi_l + h + 1], tpl_r,
+                                 cv2.TM_CCOEFF_NORMED).ravel()
+        if abs(lo_l + int(np.argmax(back)) - x) > lr_tolerance:
+            continue
+        c0, c1, c2 = ncc[b - 1], best, ncc[b + 1]
+        denom = c0 - 2 * c1 + c2
+        delta = 0.5 * (c0 - c2) / denom if denom < 0 else 0.0
+        out[n] = xr + float(np.clip(delta, -0.5, 0.5)) + (kp_left[n, 0] - x)
+    return out

@@ -14,6 +14,7 @@ from typing import Any, Dict, Optional
 
 MODES = ("stereo", "rgbd", "mono")
 SOLVERS = ("gtsam", "scipy")
+STEREO_MATCHING = ("patch", "descriptor")
 
 
 @dataclass
@@ -48,9 +49,26 @@ class VOConfig:
             this count, or this many frames have passed.
         min_disparity / max_depth_baselines: stereo points kept for
             triangulation (disparity px; depth ≤ this many baselines).
+        stereo_matching: ``patch`` — the detector runs on the left image only and
+            each keypoint's right-image position is found by an NCC search along
+            its row (half the network time, every left keypoint gets a chance);
+            ``descriptor`` — detect in both images and match descriptors in the
+            row band (then ``subpixel_stereo`` refines).
+        stereo_window: NCC patch side for ``patch`` (pixels, odd).
         subpixel_stereo: refine disparities by patch matching along the row
             (GoodPoint keypoints sit on whole pixels).
         min_parallax_deg: mono triangulation needs this ray angle.
+        epipolar_threshold: mono triangulation candidates lie within this many
+            pixels of the epipolar line given by the two keyframes' poses.
+        klt_refine: align each tracked keypoint with its landmark's newest keyframe
+            observation by pyramidal Lucas–Kanade (sub-pixel, consistent across
+            frames; detections alone are good to ~0.6 px for GoodPoint).
+        klt_window / klt_check / klt_max_shift: LK window (px); forward-backward
+            disagreement allowed (px); largest move away from the detection (px).
+        klt_max_scale_change: refine only landmarks whose depth changed by at most
+            this fraction since that keyframe (translation-only LK is biased by
+            about change × patch radius: 5 % × 5 px = 0.25 px, below the ~0.6 px
+            detection noise it corrects).
     Bundle adjustment:
         window: keyframes in the sliding window (the oldest is held fixed;
             in mono the two oldest, which also fixes the scale).
@@ -83,8 +101,16 @@ class VOConfig:
     keyframe_max_gap: int = 5
     min_disparity: float = 0.5
     max_depth_baselines: float = 80.0
+    stereo_matching: str = "patch"
+    stereo_window: int = 11
     subpixel_stereo: bool = True
     min_parallax_deg: float = 1.0
+    epipolar_threshold: float = 2.0
+    klt_refine: bool = True
+    klt_window: int = 11
+    klt_check: float = 0.25
+    klt_max_shift: float = 2.0
+    klt_max_scale_change: float = 0.05
     window: int = 6
     solver: str = "gtsam"
     pixel_sigma: float = 1.0
@@ -103,6 +129,13 @@ class VOConfig:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.stereo_matching not in STEREO_MATCHING:
+            raise ValueError(f"stereo_matching must be one of {', '.join(STEREO_MATCHING)}, "
+                             f"got {self.stereo_matching!r}")
+        if self.stereo_window < 3 or self.stereo_window % 2 == 0:
+            raise ValueError(f"stereo_window must be odd and >= 3, got {self.stereo_window}")
+        if self.klt_window < 3:
+            raise ValueError(f"klt_window must be >= 3, got {self.klt_window}")
         if self.window < 2:
             raise ValueError(f"window must be >= 2 keyframes, got {self.window}")
         if self.min_inliers < 4:

@@ -28,8 +28,11 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vo"
 def one(seq, method, config, limit=0, extractor=None):
     from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
     src = method_source(method, 2000, extractor=extractor)
+    cpu0 = time.process_time()
     r = run_sequence(seq, src, config, limit=limit)
     m = r.metrics()
+    # CPU seconds per frame (all threads): on a loaded machine wall times stretch, this less.
+    m["cpu_ms_per_frame"] = 1e3 * (time.process_time() - cpu0) / max(len(r.stamps), 1)
     for k in ("ate", "rpe"):
         m[k].pop("errors", None)
         m[k].pop("trans_errors", None)
@@ -43,7 +46,8 @@ def line(tag, m):
           f"{m['rpe']['rot_rmse_deg']:.3f}°  drift {m['endpoint_drift_pct']:.2f}%  "
           f"lost {m['lost_count']}  inl {m['median_inliers']:.0f}  "
           f"ms {t['total']:.0f} (net {t['network']:.0f} fe {t['frontend']:.0f} "
-          f"trk {t['tracking']:.0f} ba {t['ba']:.0f})  motion {m['estimated_motion_m']:.3f} m "
+          f"trk {t['tracking']:.0f} ba {t['ba']:.0f}; cpu {m['cpu_ms_per_frame']:.0f})  "
+          f"motion {m['estimated_motion_m']:.3f} m "
           f"{m['estimated_rotation_deg']:.3f}°", flush=True)
 
 
@@ -51,7 +55,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="half resolution only")
-    ap.add_argument("--parts", default="kitti,solvers,euroc,bag")
+    ap.add_argument("--parts", default="kitti,stereo,solvers,euroc,bag")
     args = ap.parse_args()
     from goodpoint_ros.evaluation.vo.datasets import load_sequence
     from goodpoint_ros.odometry import VOConfig
@@ -73,6 +77,22 @@ def main():
                 res["runs"][f"kitti/{scale}/{name}"] = m
                 line(f"kitti06 stereo x{scale} {name}", m)
                 save()
+    if "stereo" in parts:
+        # GoodPoint on both images with descriptor matching in the row band (the old
+        # path) against the default: the network on the left only + an NCC row search;
+        # and the int8 model (accuracy-gated) for speed.
+        from goodpoint_ros.evaluation.vo.run import method_source
+        seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
+        m = one(seq, "goodpoint", VOConfig(stereo_matching="descriptor"))
+        res["runs"]["stereo/descriptor/goodpoint"] = m
+        line("kitti06 x0.5 goodpoint descriptor stereo", m)
+        from goodpoint_ros.core.pipeline import FeatureExtractor
+        ex = method_source("goodpoint", 2000).detect_fn
+        ex8 = FeatureExtractor("onnxruntime", ex.config, precision="int8")
+        m = one(seq, "goodpoint", VOConfig(), extractor=ex8)
+        res["runs"]["stereo/int8/goodpoint"] = m
+        line("kitti06 x0.5 goodpoint int8 (left only)", m)
+        save()
     if "solvers" in parts:
         seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
         for solver in ("gtsam", "scipy"):
@@ -90,17 +110,19 @@ def main():
             save()
     if "bag" in parts:
         from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
-        bag = out / "bag60"
-        if not bag.exists():
-            write_sample_bag(bag, SampleBagSpec(frames=60))
-        seq = load_sequence(bag)
-        for mode in ("rgbd", "mono"):
-            for name in methods:
-                m = one(seq, name, VOConfig(mode=mode))
-                m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
-                res["runs"][f"bag/{mode}/{name}"] = m
-                line(f"bag60 {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
-                save()
+        for tag, spec in (("bag60", SampleBagSpec(frames=60)),
+                          ("turns60", SampleBagSpec(frames=60, motion="turns"))):
+            bag = out / tag
+            if not bag.exists():
+                write_sample_bag(bag, spec)
+            seq = load_sequence(bag)
+            for mode in (("rgbd", "mono") if tag == "bag60" else ("rgbd",)):
+                for name in methods:
+                    m = one(seq, name, VOConfig(mode=mode))
+                    m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
+                    res["runs"][f"{tag}/{mode}/{name}"] = m
+                    line(f"{tag} {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
+                    save()
     res["machine"]["load_end"] = os.getloadavg()
     save()
 
