@@ -173,7 +173,8 @@ def add_config_options(g, names=CONFIG_OPTIONS, **defaults) -> None:
                             f"{info['range'][1]})")
 
 
-def add_feature_args(p: argparse.ArgumentParser, max_keypoints: int = 1000) -> None:
+def add_feature_args(p: argparse.ArgumentParser,
+                     max_keypoints: int = field_info("max_keypoints")["default"]) -> None:
     g = p.add_argument_group("keypoints and matching")
     add_config_options(g, max_keypoints=max_keypoints)
     g.add_argument("--resize", type=parse_size, default=None,

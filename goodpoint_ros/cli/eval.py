@@ -32,7 +32,7 @@ from goodpoint_ros.cli.common import (
     write_json,
 )
 from goodpoint_ros.cli.eval_vo import add_vo_parser
-from goodpoint_ros.core.config import AIRSIM_TOPICS, STILL_PAIR
+from goodpoint_ros.core.config import AIRSIM_TOPICS, STILL_PAIR, field_info
 from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
 from goodpoint_ros.evaluation.aggregate import aggregate, json_safe
@@ -65,8 +65,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("methods and thresholds")
     g.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated subset of {DEFAULT_METHODS} (default: all)")
-    g.add_argument("--max-keypoints", type=int, default=1000,
-                   help="each method keeps its strongest k keypoints, 0 = all (default 1000)")
+    k = field_info("max_keypoints")["default"]
+    g.add_argument("--max-keypoints", type=int, default=k,
+                   help=f"each method keeps its strongest k keypoints, 0 = all (default {k})")
     # GoodPoint's θ_keypoint, NMS radius, border, θ_desc and ratio: from GoodPointConfig
     add_config_options(g, ("keypoint_threshold", "nms_radius", "border", "descriptor_threshold",
                            "ratio_test"))

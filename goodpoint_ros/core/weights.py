@@ -19,6 +19,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save
 
+from goodpoint_ros.core.config import GoodPointConfig
+
 FORMAT = "goodpoint-weights"
 FORMAT_VERSION = 1
 METADATA_KEY = "goodpoint"
@@ -44,7 +46,8 @@ class WeightsError(RuntimeError):
     """A weights file is missing, corrupt or not GoodPoint weights."""
 
 
-def default_metadata(keypoint_threshold: float = 0.021, nms_radius: int = 8,
+def default_metadata(keypoint_threshold: float = GoodPointConfig.DEFAULT_KEYPOINT_THRESHOLD,
+                     nms_radius: int = GoodPointConfig.DEFAULT_NMS_RADIUS,
                      **extra: Any) -> Dict[str, Any]:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "architecture": ARCHITECTURE, "input": INPUT,

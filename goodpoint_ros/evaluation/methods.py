@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.config import GoodPointConfig, field_info
 from goodpoint_ros.core.keypoints import Features, to_gray_float
 from goodpoint_ros.core.matching import match_descriptors, mutual_nn_match
 from goodpoint_ros.core.pipeline import FeatureExtractor
@@ -156,7 +156,8 @@ def _akaze_create():
     raise ValueError("this OpenCV build has no AKAZE (install opencv-contrib-python-headless)")
 
 
-def make_method(name: str, max_keypoints: int = 1000, extractor=None,
+def make_method(name: str, max_keypoints: int = field_info("max_keypoints")["default"],
+                extractor=None,
                 config: Optional[GoodPointConfig] = None) -> Method:
     """A method by name: ``goodpoint``, ``orb``, ``sift`` or ``akaze``.
 

@@ -52,11 +52,20 @@ class FrontendConfig:
     use_camera_info: verify with the essential matrix when intrinsics are given.
     stereo: the rectified matcher's band (:class:`~.stereo.StereoParams`).
     """
-    match: bool = True
-    verification: str = "auto"
-    ransac_threshold: float = VIDEO.ransac_threshold
-    rectified: bool = True
-    use_camera_info: bool = True
+    # metadata: the node's parameter help / range / choices (ros/params.py from_field)
+    match: bool = field(default=True, metadata={
+        "help": "match each frame to the previous one (~/matches, track ids)"})
+    verification: str = field(default="auto", metadata={
+        "help": "geometric verification of previous→current matches; auto: essential with "
+                f"camera_info, else {VIDEO.uncalibrated}", "choices": VERIFICATIONS})
+    ransac_threshold: float = field(default=VIDEO.ransac_threshold, metadata={
+        "help": "USAC/MAGSAC inlier threshold in pixels", "range": (0.1, 50.0)})
+    rectified: bool = field(default=True, metadata={
+        "help": "stereo only: the pair is rectified, so left-right matches are searched on the "
+                "same row (± stereo_row_tolerance px) and carry disparity"})
+    use_camera_info: bool = field(default=True, metadata={
+        "help": "use camera_info (when it arrives) for essential-matrix verification after "
+                "undistortion"})
     stereo: StereoParams = field(default_factory=StereoParams)
     uncalibrated: str = VIDEO.uncalibrated
 
