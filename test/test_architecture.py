@@ -196,6 +196,8 @@ LAYER_RULES = [
     (("goodpoint_ros.evaluation", "goodpoint_ros.synthetic", "goodpoint_ros.deploy"),
      ("goodpoint_ros.ros", "goodpoint_ros.cli"),
      "evaluation, the synthetic data and deployment are ROS-free libraries below the CLI"),
+    (("goodpoint_ros.synthetic",), ("goodpoint_ros.evaluation",),
+     "the synthetic data is below the evaluation that reads it (shared constants: core.config)"),
     (("goodpoint_training",), ("goodpoint_ros.cli",), "the trainer is below the CLI"),
     (("goodpoint_ros",), ("goodpoint_training",),
      "the runtime never needs the trainer (only `goodpoint train` / `export weights` do)"),
