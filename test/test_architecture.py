@@ -244,17 +244,7 @@ LAZY_OK = ("torch", "torchao", "torchvision", "triton", "tensorrt", "cuda", "onn
 #: then delete the entry; the list must end empty (no staleness test yet, as those
 #: files change under other hands).
 KNOWN_LAZY_EXCEPTIONS: Set[Tuple[str, str]] = {
-    ("goodpoint_ros.backends.engine_cache", "fcntl"),
     ("goodpoint_ros.backends.gate", "goodpoint_ros.core.pipeline"),
-    ("goodpoint_ros.backends.onnx_model", "goodpoint_ros.core.weights"),
-    ("goodpoint_ros.backends.onnx_model", "warnings"),
-    ("goodpoint_ros.backends.onnxruntime_backend", "goodpoint_ros.backends.engine_cache"),
-    ("goodpoint_ros.backends.onnxruntime_backend", "goodpoint_ros.backends.onnx_model"),
-    ("goodpoint_ros.backends.tensorrt_backend", "goodpoint_ros.backends.gate"),
-    ("goodpoint_ros.backends.tensorrt_backend", "goodpoint_ros.core.weights"),
-    ("goodpoint_ros.backends.tensorrt_backend", "hashlib"),
-    ("goodpoint_ros.backends.tensorrt_backend", "json"),
-    ("goodpoint_ros.backends.torch_backend", "goodpoint_ros.core.weights"),
     ("goodpoint_ros.cli.eval_vo", "goodpoint_ros.core.config"),
     ("goodpoint_ros.cli.eval_vo", "goodpoint_ros.core.pipeline"),
     ("goodpoint_ros.cli.eval_vo", "goodpoint_ros.evaluation.aggregate"),
