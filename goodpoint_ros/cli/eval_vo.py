@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=0, help="use the first N frames (0 = all)")
     p.add_argument("--solver", choices=["gtsam", "scipy"], default="gtsam",
                    help="sliding-window BA solver (default gtsam)")
+    p.add_argument("--stereo-matching", choices=["patch", "descriptor"], default="patch",
+                   help="patch: the network on the left image only, right positions by an NCC row "
+                        "search (default); descriptor: detect in both and match in the row band")
     p.add_argument("--threshold", type=float, default=None,
                    help="GoodPoint θ_keypoint (default: the weights' metadata)")
     p.add_argument("--nms", type=int, default=None,
@@ -108,7 +111,7 @@ def run(args) -> int:
     if mode not in seq.modes:
         raise UserError(f"{args.path} ({seq.layout}) supports --mode {', '.join(seq.modes)}, "
                         f"not {mode}")
-    config = VOConfig(mode=mode, solver=args.solver)
+    config = VOConfig(mode=mode, solver=args.solver, stereo_matching=args.stereo_matching)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
