@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 from typing import Callable, Dict, Protocol, Tuple
 
 import numpy as np
+
+from goodpoint_ros.backends.engine_cache import HotSwapBackend
+from goodpoint_ros.core.weights import WeightsError
 
 
 class Backend(Protocol):
@@ -96,7 +100,6 @@ def create_backend(name: str = "auto", probe: str = "blocking", **kwargs) -> "Ba
 def check_device(device) -> None:
     """Refuse a device name no backend knows (``gpu``...) once, before any backend
     tries it: torch would raise a bare RuntimeError."""
-    import re
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
         raise BackendUnavailable(f"unknown device {device!r} (auto, cpu or cuda[:N])")
 
@@ -115,7 +118,6 @@ def _create_static(kwargs, order=AUTO_ORDER) -> "Backend":
     reported torch's "not a readable safetensors file" and hid ONNX Runtime's
     ``INVALID_PROTOBUF``.
     """
-    from goodpoint_ros.core.weights import WeightsError
     log = []
     weights = kwargs.get("weights")
     owner = file_owner(weights)
@@ -147,6 +149,7 @@ def _create_static(kwargs, order=AUTO_ORDER) -> "Backend":
 
 def _create_probed(probe: str, kwargs) -> "Backend":
     """``auto`` × ``auto``: TensorRT where it loads, else the measured choice."""
+    # lazy: auto imports this package (BackendUnavailable); at the top it would be circular
     from goodpoint_ros.backends import auto
     if probe not in ("blocking", "background"):
         raise ValueError(f"probe must be blocking or background, not {probe!r}")
@@ -197,7 +200,6 @@ def _create_probed(probe: str, kwargs) -> "Backend":
         backend.fallback_log, backend.auto_probe = log, result
         return backend
     # background: serve with the static choice, switch once measured
-    from goodpoint_ros.backends.engine_cache import HotSwapBackend
     fallback = _create_static(static_kw, [n for n in AUTO_ORDER if n != "tensorrt"])
 
     def measure():

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -39,12 +40,19 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable
+from goodpoint_ros.backends.engine_cache import cache_root
+from goodpoint_ros.backends.gate import accuracy_gate, sample_images
+from goodpoint_ros.backends.onnx_model import file_sha256
+from goodpoint_ros.core.keypoints import to_gray_float
+from goodpoint_ros.core.weights import atomic_write_bytes, resolve_path
 
 LOG = logging.getLogger("goodpoint_ros.backends.auto")
 PROBE_VERSION = 1
@@ -85,7 +93,6 @@ def cpu_signature(cpuinfo: Optional[str] = None) -> Tuple[str, str, int]:
 
 def library_versions() -> Dict[str, str]:
     """Versions of the libraries whose kernels are timed (absent ones: '-')."""
-    from importlib import metadata
     out = {}
     for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "numpy", "goodpoint_ros"):
         try:
@@ -101,8 +108,6 @@ def model_fingerprint(weights: Optional[os.PathLike]) -> str:
     A regenerated int8 file (same weights, new calibration) changes the
     verdict, so it changes the key too.
     """
-    from goodpoint_ros.backends.onnx_model import file_sha256
-    from goodpoint_ros.core.weights import resolve_path
     src = Path(weights) if weights is not None and str(weights).endswith(".onnx") else resolve_path(weights)
     files = [src]
     if src.suffix != ".onnx":
@@ -155,7 +160,6 @@ def probe_key(weights=None, size=DEFAULT_SIZE, device="auto", threads=None,
 # --------------------------------------------------------------------------- cache
 
 def probe_dir(env: Optional[Dict[str, str]] = None) -> Path:
-    from goodpoint_ros.backends.engine_cache import cache_root
     return cache_root(env) / "auto"
 
 
@@ -186,7 +190,6 @@ class ProbeCache:
         return info
 
     def store(self, key: ProbeKey, result: Dict) -> Path:
-        from goodpoint_ros.core.weights import atomic_write_bytes
         info = {"version": PROBE_VERSION, "key": key.to_dict(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}
         atomic_write_bytes(self.path(key), (json.dumps(info, indent=2) + "\n").encode())
@@ -195,7 +198,6 @@ class ProbeCache:
     @contextlib.contextmanager
     def lock(self, key: ProbeKey):
         """Two nodes starting together probe once (and not against each other)."""
-        import fcntl
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.path(key).with_suffix(".lock"), "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -209,10 +211,6 @@ class ProbeCache:
 
 def probe_frames(size: Tuple[int, int]) -> List[np.ndarray]:
     """The gate's real photos at ``size`` (W,H) as network inputs [1,1,H,W]."""
-    import cv2
-
-    from goodpoint_ros.backends.gate import sample_images
-    from goodpoint_ros.core.keypoints import to_gray_float
     out = []
     for img in sample_images():
         g = cv2.resize(to_gray_float(img), tuple(size), interpolation=cv2.INTER_AREA)
@@ -272,7 +270,6 @@ def run_probe(factory: Factory, candidates: Sequence[Tuple[str, str]] = CANDIDAT
     "ms", "reason", "gate"}], "line", "size"}``; with ``keep`` also
     ``"backend"``, the chosen backend object (saves loading it again).
     """
-    from goodpoint_ros.backends.gate import accuracy_gate
     inputs = probe_frames(size)
     images = [x[0, 0] for x in inputs]
     results, loaded, reference = [], {}, None

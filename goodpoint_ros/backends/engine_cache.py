@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
@@ -125,7 +126,6 @@ class EngineCache:
     @contextlib.contextmanager
     def lock(self, key: EngineKey):
         """Exclusive per-key ``fcntl`` lock (blocks while another process builds)."""
-        import fcntl
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.paths(key)[0].with_suffix(".lock")
         with open(path, "a+") as f:

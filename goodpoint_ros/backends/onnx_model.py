@@ -17,10 +17,11 @@ import hashlib
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes, resolve_path
+from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes, load_model, resolve_path
 
 #: ONNX opset of the legacy (TorchScript) exporter used here; TensorRT 8.6 reads it.
 OPSET = 17
@@ -51,9 +52,7 @@ def export_onnx(weights: Optional[os.PathLike] = None, out: os.PathLike = DEFAUL
     size: ``None`` → dynamic height and width (any multiples of 8); (W, H) →
     a fixed shape (TensorRT can then skip the optimisation profile).
     """
-    import torch
-
-    from goodpoint_ros.core.weights import load_model
+    import torch  # lazy: only the export needs torch; the robot reads ONNX without it
 
     if size is not None and (size[0] % 8 or size[1] % 8):
         raise ExportError(f"fixed export size must be multiples of 8, got {size[0]}x{size[1]}")
@@ -78,7 +77,6 @@ def export_onnx(weights: Optional[os.PathLike] = None, out: os.PathLike = DEFAUL
                    "prob": {1: "height", 2: "width"},
                    "desc": {2: "height_8", 3: "width_8"}}
     buf = io.BytesIO()
-    import warnings
     with torch.no_grad(), warnings.catch_warnings():
         # the model's input checks are Python ifs: traced as constants, which is intended
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -87,7 +85,7 @@ def export_onnx(weights: Optional[os.PathLike] = None, out: os.PathLike = DEFAUL
                           input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
                           dynamo=False)
-    import onnx
+    import onnx  # lazy: optional extra (.[onnx]), export-time only
     proto = onnx.load_from_string(buf.getvalue())
     export_info = {"opset": opset, "dynamic": size is None, "size": list(size) if size else None,
                    "precision": "fp32", "torch": torch.__version__,
@@ -114,7 +112,7 @@ def read_onnx_metadata(path: os.PathLike) -> Dict:
 
     Uses onnxruntime's model metadata, so the robot needs neither torch nor onnx.
     """
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: heavy; `goodpoint --help` imports this module
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"ONNX file not found: {path}")
@@ -149,7 +147,7 @@ def metadata_from_map(props: Dict[str, str], path: os.PathLike = "<onnx>") -> Di
 
 def check_onnx(path: os.PathLike) -> None:
     """``onnx.checker`` on a file; :class:`ExportError` with the reason on failure."""
-    import onnx
+    import onnx  # lazy: optional extra (.[onnx])
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:

@@ -30,8 +30,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable, check_input
+from goodpoint_ros.backends.engine_cache import cache_root
 from goodpoint_ros.backends.onnx_model import (
     ExportError,
+    export_onnx,
     file_sha256,
     metadata_from_map,
     onnx_precision,
@@ -95,16 +97,14 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
         LOG.warning("%s is stale (exported from other weights than %s)", cand, src.name)
     # fp32 can be exported on the fly where torch is installed; int8 needs calibration photos
     if precision in ("fp32", "fp16"):
-        from goodpoint_ros.backends.engine_cache import cache_root
         cached = cache_root() / "onnx" / f"{sha[:16]}.onnx"
         if cached.is_file():
             return cached, "user cache"
         try:
-            import torch  # noqa: F401
+            import torch  # noqa: F401  (lazy, optional: only to export a missing ONNX file)
         except ImportError:
             raise BackendUnavailable(f"no up-to-date ONNX file for {src} and no torch to export one; "
                                      f"run: {regen}") from None
-        from goodpoint_ros.backends.onnx_model import export_onnx
         LOG.warning("exporting %s to %s (one-off)", src, cached)
         export_onnx(src, cached)
         return cached, "exported to the user cache"
@@ -212,7 +212,7 @@ class OnnxRuntimeBackend:
         self.model_source = how
         model: object = str(path)
         if self.precision == "fp16":
-            import onnx
+            import onnx  # lazy: optional extra (.[onnx]), only for the fp16 conversion
             from onnxruntime.transformers.float16 import convert_float_to_float16
             # softmax over 64 cells and the L2 norm stay fp32 (keypoint scores near θ)
             model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True,

@@ -23,6 +23,8 @@ module raises :class:`BackendUnavailable` then, and ``auto`` moves on.
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import logging
 import os
 import time
@@ -39,7 +41,9 @@ from goodpoint_ros.backends.engine_cache import (
     HotSwapBackend,
     Profile,
 )
+from goodpoint_ros.backends.gate import accuracy_gate, sample_images
 from goodpoint_ros.backends.onnx_model import ExportError, file_sha256, read_onnx_metadata
+from goodpoint_ros.core.weights import atomic_write_bytes
 
 try:
     import tensorrt as trt
@@ -81,7 +85,7 @@ class _Cuda:
     """The few CUDA calls needed: torch when installed, else cuda-python."""
 
     def __init__(self):
-        try:
+        try:   # lazy, optional: torch's CUDA allocator when installed
             import torch
         except ImportError:
             torch = None
@@ -197,7 +201,6 @@ class EntropyCalibrator(getattr(trt, "IInt8EntropyCalibrator2", object)):
 
     def write_calibration_cache(self, cache):
         if self.cache_file:
-            from goodpoint_ros.core.weights import atomic_write_bytes
             atomic_write_bytes(self.cache_file, bytes(cache))
 
 
@@ -210,7 +213,7 @@ def fp16_strategy() -> str:
 
 def _fp16_onnx(onnx_bytes: bytes) -> bytes:
     """fp32 ONNX → fp16 graph with fp32 inputs/outputs; softmax and L2 norm stay fp32."""
-    import onnx
+    import onnx  # lazy: optional extra (.[onnx]), only for an fp16 build
     from onnxruntime.transformers.float16 import convert_float_to_float16
     return convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True,
                                     op_block_list=["Softmax", "ReduceL2", "Div"]).SerializeToString()
@@ -284,7 +287,6 @@ def build_engine(onnx_path: os.PathLike, precision: str = "fp16", profile: Profi
     if serialized is None:
         raise RuntimeError("TensorRT engine build failed (see the TensorRT log above)")
     if timing_cache:
-        from goodpoint_ros.core.weights import atomic_write_bytes
         atomic_write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
     LOG.info("engine built in %.0f s", time.monotonic() - t0)
     return bytes(serialized)
@@ -366,6 +368,7 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     if device == "cpu":
         raise BackendUnavailable("device cpu: TensorRT needs a CUDA GPU")
     _Cuda()   # raises BackendUnavailable without a GPU
+    # lazy: that module imports onnxruntime (heavy), needed only once a GPU is found
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, resolve_model
     if engine is None and weights is not None and str(weights).endswith((".engine", ".plan")):
         engine = weights
@@ -373,8 +376,6 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
         path = Path(engine)
         if not path.is_file():
             raise BackendUnavailable(f"engine file not found: {path}")
-        import hashlib
-        import json
         data = path.read_bytes()
         side_file = path.with_suffix(path.suffix + ".json")   # written by `goodpoint export engine`
         side = json.loads(side_file.read_text()) if side_file.is_file() else {}
@@ -419,7 +420,6 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
     fallback = OnnxRuntimeBackend(weights=weights, device=device, precision="fp32", threads=threads)
 
     def accept(fast) -> Tuple[bool, str]:
-        from goodpoint_ros.backends.gate import accuracy_gate, sample_images
         result = accuracy_gate(fallback, fast, sample_images())
         cache.annotate(key, gate=result.to_dict())
         LOG.info("engine accuracy gate: %s", result.summary())

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable, check_input
+from goodpoint_ros.core.weights import load_model
 
 try:
     import torch
@@ -25,7 +26,6 @@ class TorchBackend:
 
     def __init__(self, weights: Optional[str] = None, device: str = "auto",
                  precision: str = "fp32", threads: Optional[int] = None, **_):
-        from goodpoint_ros.core.weights import load_model
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(device)):
             # torch.device("gpu") would raise a RuntimeError with a traceback
             raise BackendUnavailable(f"unknown device {device!r} (auto, cpu or cuda[:N])")

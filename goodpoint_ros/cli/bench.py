@@ -15,12 +15,14 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 from __future__ import annotations
 
 from goodpoint_ros.cli.common import check_outputs, parse_size, write_json
+from goodpoint_ros.deploy.benchmark import format_table, plot_latency, run_benchmark
 
 
 def add_arguments(p):
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma list: torch,onnxruntime,tensorrt (the ratios' reference, eager "
-                        "fp32 torch, always runs first)")
+                   help="comma list: torch,onnxruntime,tensorrt, and inductor (PyTorch 2 "
+                        "compiled fp32/bf16, PT2E int8; bench only, compiles first). The ratios' "
+                        "reference, eager fp32 torch, always runs first")
     p.add_argument("--precision", default="fp32,bf16,int8", help="comma list: fp32,bf16,fp16,int8 "
                    "(a pair a backend cannot run is reported as unavailable)")
     p.add_argument("--sizes", default="320x240,640x480", help="comma list of WxH")
@@ -37,7 +39,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from goodpoint_ros.deploy.benchmark import format_table, run_benchmark
     check_outputs([args.weights], [args.json])
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
@@ -50,6 +51,5 @@ def run(args) -> int:
     if args.json:
         write_json(args.json, result)
     if args.plot:
-        from goodpoint_ros.deploy.benchmark import plot_latency
         print(f"wrote {plot_latency(result, args.plot)}")
     return 0

@@ -16,9 +16,27 @@ and mean descriptor cosine ≥ 0.98; it exits 1 when the gate fails.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+from goodpoint_ros.backends import BackendUnavailable, create_backend
+from goodpoint_ros.backends.engine_cache import engine_dir, parse_profile
 from goodpoint_ros.cli.common import UserError, check_outputs, parse_size, write_json
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.imageio import read_image
+from goodpoint_ros.core.weights import DEFAULT_ONNX, PACKAGE_WEIGHTS_DIR, atomic_write_bytes, resolve_path
+from goodpoint_ros.deploy.export import (
+    DEFAULT_INT8_ONNX,
+    ExportError,
+    calibration_images,
+    calibration_tensors,
+    export_onnx,
+    file_sha256,
+    int8_sensitivity,
+    quantize_int8,
+    read_onnx_metadata,
+)
+from goodpoint_ros.deploy.gate import accuracy_gate, record_gate, sample_images
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +114,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from goodpoint_ros.deploy.export import ExportError
     try:
         return args._what(args)
     except ExportError as exc:      # a fixable problem with the inputs: one line, exit 2
@@ -107,7 +124,6 @@ def _outside_package(out, args) -> Path:
     """``out``, refused when it lies inside the installed package and the user did not
     pass ``--into-package``: the shipped models are what the torch-free runtime starts
     from, so overwriting one by accident breaks every later run."""
-    from goodpoint_ros.core.weights import PACKAGE_WEIGHTS_DIR
     out = Path(out)
     if not getattr(args, "into_package", False) and \
             out.resolve().is_relative_to(PACKAGE_WEIGHTS_DIR.resolve().parent):
@@ -119,11 +135,10 @@ def _outside_package(out, args) -> Path:
 
 
 def _onnx(args) -> int:
+    # lazy: this module imports onnxruntime (heavy), which `goodpoint --help` must not pay
     from goodpoint_ros.backends.onnxruntime_backend import onnx_variant
-    from goodpoint_ros.core.weights import resolve_path
-    from goodpoint_ros.deploy.export import export_onnx
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  (optional heavy dependency: only the export needs it)
     except ImportError:
         raise UserError("ONNX export needs torch (pip install .[torch]); the runtime does not")
     size = args.size
@@ -142,14 +157,6 @@ def _onnx(args) -> int:
 
 
 def _int8(args) -> int:
-    from goodpoint_ros.core.weights import DEFAULT_ONNX
-    from goodpoint_ros.deploy.export import (
-        DEFAULT_INT8_ONNX,
-        ExportError,
-        calibration_images,
-        calibration_tensors,
-        quantize_int8,
-    )
     src = Path(args.onnx) if args.onnx else DEFAULT_ONNX
     out = args.out or (DEFAULT_INT8_ONNX if src == DEFAULT_ONNX
                        else src.with_name(src.name.split(".")[0] + ".int8.onnx"))
@@ -170,7 +177,6 @@ def _int8(args) -> int:
     print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "
           f"from {len(paths)} photos, {args.method})")
     # the gate's verdict travels in the file: the runtime warns about a failed one
-    from goodpoint_ros.deploy.gate import record_gate
     result = record_gate(src, out)
     print(f"accuracy gate vs fp32: {result.summary()}")
     return 0
@@ -178,8 +184,6 @@ def _int8(args) -> int:
 
 def _int8_sensitivity(args, src, calib, paths) -> int:
     """One layer at a time in int8 (the rest fp32), gated against fp32 on the photos."""
-    from goodpoint_ros.core.imageio import read_image
-    from goodpoint_ros.deploy.export import int8_sensitivity
     check_outputs([src, args.calib_list], [args.sensitivity])
     rows = int8_sensitivity(src, calib, [read_image(p) for p in paths], method=args.method,
                             percentile=args.percentile)
@@ -192,15 +196,10 @@ def _int8_sensitivity(args, src, calib, paths) -> int:
 
 
 def _engine(args) -> int:
-    from goodpoint_ros.backends import BackendUnavailable, create_backend
-    from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes
-    from goodpoint_ros.deploy.export import file_sha256, read_onnx_metadata
-    try:
+    try:   # lazy: importing it imports tensorrt (optional, GPU machines only)
         from goodpoint_ros.backends import tensorrt_backend as trtb
     except (ImportError, BackendUnavailable) as exc:
         raise UserError(f"cannot build an engine here: {exc}") from None
-    from goodpoint_ros.backends.engine_cache import engine_dir, parse_profile
-    from goodpoint_ros.deploy.export import DEFAULT_INT8_ONNX
     if args.onnx:
         onnx_path = Path(args.onnx)
     else:   # int8 without photos to calibrate on: the QDQ model carries its own scales
@@ -209,7 +208,6 @@ def _engine(args) -> int:
     profile = tuple(parse_profile(s) for s in (args.min_shape, args.opt_shape, args.max_shape))
     calib = None
     if args.precision == "int8" and args.calib_images:
-        from goodpoint_ros.deploy.export import calibration_tensors
         files = sorted(p for p in Path(args.calib_images).iterdir()
                        if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".ppm", ".pgm"))
         calib = calibration_tensors(files, size=(profile[1][1], profile[1][0]), crops_per_image=2)
@@ -224,7 +222,6 @@ def _engine(args) -> int:
     backend = trtb.TensorRTBackend(data, args.precision, meta["weights"])
     gate = None
     if not args.no_gate:
-        from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
         ref = create_backend("onnxruntime", weights=str(onnx_path), precision="fp32")
         gate = accuracy_gate(ref, backend, sample_images(), resize=(profile[1][1], profile[1][0]))
         print(f"accuracy gate: {gate.summary()}")
@@ -233,7 +230,7 @@ def _engine(args) -> int:
             return 1
     atomic_write_bytes(args.out, data)
     key = trtb.engine_key(onnx_path, args.precision, profile)
-    side = {"key": key.to_dict(), "engine_sha256": __import__("hashlib").sha256(data).hexdigest(),
+    side = {"key": key.to_dict(), "engine_sha256": hashlib.sha256(data).hexdigest(),
             "onnx": str(onnx_path), "onnx_sha256": file_sha256(onnx_path),
             "weights": meta["weights"], "gate": gate.to_dict() if gate else None}
     write_json(str(args.out) + ".json", side)
@@ -242,7 +239,7 @@ def _engine(args) -> int:
 
 
 def _weights(args) -> int:
-    try:
+    try:   # lazy: the training package (and torch) is an optional install
         from goodpoint_training.release import export_weights
     except ImportError as exc:
         raise UserError(f"`export weights` needs the training package (goodpoint_training): {exc}")
@@ -256,9 +253,6 @@ def _weights(args) -> int:
 
 
 def _gate(args) -> int:
-    from goodpoint_ros.backends import create_backend
-    from goodpoint_ros.core.config import GoodPointConfig
-    from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
     check_outputs([args.weights, args.reference_weights, *(args.images or [])], [args.json])
     ref_weights = args.reference_weights or (
         None if args.weights and args.weights.endswith(".onnx") else args.weights)

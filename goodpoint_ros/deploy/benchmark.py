@@ -18,6 +18,7 @@ machine and by load (a shared 2-core VM moved them by 2× between runs):
 """
 from __future__ import annotations
 
+import io
 import os
 import resource
 import time
@@ -26,11 +27,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
+from goodpoint_ros.backends import BackendUnavailable, create_backend
+from goodpoint_ros.backends.auto import cpu_signature, library_versions
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.matching import match_descriptors
 from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.core.weights import atomic_write_bytes, load_model
 from goodpoint_ros.deploy.flops import network_flops
+from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
+from goodpoint_ros.deploy.inductor import InductorBackend
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
 #: Sizes of the latency-vs-size plot (W, H).
@@ -42,7 +49,6 @@ REFERENCE = ("reference", "fp32")
 
 def machine_info() -> Dict:
     """CPU model, kernel-relevant flags, cores, library versions, load (for the report)."""
-    from goodpoint_ros.backends.auto import cpu_signature, library_versions
     model, flags, cpus = cpu_signature()
     try:
         load = [round(v, 2) for v in os.getloadavg()]
@@ -113,9 +119,7 @@ class EagerReference:
     name, precision = "reference", "fp32"
 
     def __init__(self, weights=None, threads: Optional[int] = None):
-        import torch  # optional dependency: the bench's reference needs it
-
-        from goodpoint_ros.core.weights import load_model
+        import torch  # lazy: optional heavy dependency, only the bench's reference needs it
         if threads:
             torch.set_num_threads(int(threads))
         self._torch = torch
@@ -130,10 +134,12 @@ class EagerReference:
 
 
 def make_backend(backend: str, precision: str, weights=None, threads=None):
-    """A backend for the bench: ``reference`` is :class:`EagerReference`."""
+    """A backend for the bench: ``reference`` is :class:`EagerReference`, ``inductor``
+    the PyTorch 2 compiled paths (:mod:`goodpoint_ros.deploy.inductor`, bench only)."""
     if (backend, precision) == REFERENCE:
         return EagerReference(weights, threads)
-    from goodpoint_ros.backends import create_backend
+    if backend == "inductor":
+        return InductorBackend(weights, precision=precision, threads=threads)
     kw = {"threads": threads} if threads else {}
     return create_backend(backend, weights=weights, precision=precision, device="auto", **kw)
 
@@ -176,7 +182,6 @@ def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
 
 
 def _gate(reference, backend_obj, size) -> Optional[Dict]:
-    from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
     g = accuracy_gate(reference, backend_obj, sample_images(), resize=tuple(size))
     return {"passed": bool(g.passed), "repeatability": g.repeatability,
             "descriptor_cosine": g.descriptor_cosine, "reason": g.reason}
@@ -212,7 +217,6 @@ def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),)
     with its reason, not fatal.  Ratios: ``ratio_to_reference`` = total /
     reference total (lower is faster), ``speedup_vs_reference`` its inverse.
     """
-    from goodpoint_ros.backends import BackendUnavailable
     info = machine_info()
     paths = [(b, p) for b in backends for p in precisions if (b, p) != REFERENCE]
     loaded, runs, baselines = {}, [], []
@@ -224,7 +228,6 @@ def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),)
         reference = None
     jobs = [(s, bp) for s in sizes for bp in paths]
     if progress:
-        from tqdm import tqdm
         jobs = tqdm(jobs, desc="bench", unit="run")
     for size, (b, p) in jobs:
         row = {"backend": b, "precision": p, "width": size[0], "height": size[1]}
@@ -240,6 +243,8 @@ def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),)
             runs.append(row)
             continue
         row.update(run, backend=b, precision=p)
+        if getattr(obj, "compile_seconds", None):   # inductor: quantise + compile, not timed
+            row["compile_s"] = round(obj.compile_seconds.get(tuple(size), 0.0), 1)
         if gate and reference is not None and obj is not reference:
             row["gate"] = _gate(reference, obj, size)
         elif obj is reference:
@@ -290,13 +295,9 @@ def format_table(result: Dict) -> str:
 
 def plot_latency(result: Dict, path: os.PathLike) -> Path:
     """Latency (median total, ms) vs input size, one line per path; written atomically."""
-    import matplotlib  # optional dependency: only for --plot
+    import matplotlib  # lazy: heavy, and only --plot needs it
     matplotlib.use("Agg")
-    import io
-
     import matplotlib.pyplot as plt
-
-    from goodpoint_ros.core.weights import atomic_write_bytes
     series: Dict[str, List[Tuple[int, float, str]]] = {}
     for r in result["runs"]:
         if "error" in r:

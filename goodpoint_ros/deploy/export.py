@@ -21,10 +21,14 @@ torch is imported only inside :func:`export_onnx`; quantisation needs
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
+
+from goodpoint_ros.backends.gate import accuracy_gate
 
 # the model file format (metadata, export) is the backends'; re-exported here, where it
 # was first documented (goodpoint_ros.deploy.export.export_onnx ...)
@@ -44,6 +48,7 @@ from goodpoint_ros.backends.onnx_model import (  # noqa: F401
     read_onnx_metadata,
     set_metadata,
 )
+from goodpoint_ros.core.keypoints import to_gray_float
 from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes
 
 #: The int8 variant shipped beside the fp32 file.
@@ -68,7 +73,7 @@ CALIBRATION_SIZE = (320, 240)
 
 def _constants(graph) -> Dict[str, np.ndarray]:
     """Initializers, also under the names the exporter aliases with Identity nodes."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # lazy: onnx is an optional extra (.[onnx])
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     for n in graph.node:
         if n.op_type == "Identity" and n.input[0] in consts:
@@ -90,7 +95,7 @@ def fold_batchnorm(proto, skip_first: bool = False) -> int:
     left unchanged, and with ``skip_first`` the block reading the image (for
     int8: see :func:`int8_keep_float`).  Returns the number of blocks folded.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper  # lazy: onnx is an optional extra (.[onnx])
     g = proto.graph
     consts = _constants(g)
     producer = {o: n for n in g.node for o in n.output}
@@ -221,9 +226,6 @@ def calibration_tensors(paths: Sequence[os.PathLike], size: Tuple[int, int] = CA
     Each photo gives its full view plus random crops (scale variety the node
     sees), preprocessed exactly as the runtime does (gray, [0,1]).
     """
-    import cv2
-
-    from goodpoint_ros.core.keypoints import to_gray_float
     rng = np.random.default_rng(seed)
     w, h = size
     out = []
@@ -287,6 +289,8 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
     :data:`INT8_KEEP_FLOAT` (a graph without the exporter's layer names falls
     back to :func:`int8_keep_float`: the first block and the detector head).
     """
+    # lazy: onnx (optional extra) and onnxruntime's quantiser are heavy; `goodpoint --help`
+    # imports this module
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -328,7 +332,6 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
         if unknown:
             raise ExportError(f"unknown layer(s) {', '.join(unknown)}; layers: {', '.join(layers)}")
         keep_nodes = [n for name in keep_float for n in layers[name]]
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, q = Path(tmp) / "src.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
         onnx.save(proto, str(src))
@@ -364,12 +367,10 @@ def int8_sensitivity(onnx_in: os.PathLike, inputs: Sequence[np.ndarray], images:
     fp32 keypoints).  The layers that lose the most are the ones to keep in
     float (``quantize_int8(keep_float=...)``).
     """
-    import tempfile
-
+    # lazy: onnx (optional extra) and onnxruntime (imported by the backend module) are heavy
     import onnx
 
     from goodpoint_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from goodpoint_ros.deploy.gate import accuracy_gate
     proto = onnx.load(str(onnx_in))
     fold_batchnorm(proto, skip_first=True)
     names = list(int8_layers(proto))
