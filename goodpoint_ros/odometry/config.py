@@ -39,6 +39,8 @@ class VOConfig:
             projection (pixels); matching falls back to an unguided search
             when too few are found.
         pnp_threshold: USAC reprojection threshold (pixels).
+        ransac_seed: USAC's random generator state (a benchmark varies it to
+            report the spread of a short sequence's ATE, not one draw).
         min_inliers: fewer PnP inliers → LOST.
         max_translation / max_rotation_deg: a larger jump in one frame is
             rejected as a failure (LOST) rather than believed.
@@ -58,6 +60,8 @@ class VOConfig:
         subpixel_stereo: refine disparities by patch matching along the row
             (GoodPoint keypoints sit on whole pixels).
         min_parallax_deg: mono triangulation needs this ray angle.
+        mono_triangulation_keyframes: mono triangulates a new keyframe against this
+            many previous keyframes (newest first; wider baselines for what is left).
         epipolar_threshold: mono triangulation candidates lie within this many
             pixels of the epipolar line given by the two keyframes' poses.
         klt_refine: align each tracked keypoint with its landmark's newest keyframe
@@ -93,6 +97,7 @@ class VOConfig:
     min_spread_cells: int = 3
     search_radius: float = 24.0
     pnp_threshold: float = 2.0
+    ransac_seed: int = 0
     min_inliers: int = 12
     max_translation: float = 5.0
     max_rotation_deg: float = 30.0
@@ -106,6 +111,7 @@ class VOConfig:
     subpixel_stereo: bool = True
     min_parallax_deg: float = 1.0
     epipolar_threshold: float = 2.0
+    mono_triangulation_keyframes: int = 2
     klt_refine: bool = True
     klt_window: int = 11
     klt_check: float = 0.25
@@ -134,6 +140,9 @@ class VOConfig:
                              f"got {self.stereo_matching!r}")
         if self.stereo_window < 3 or self.stereo_window % 2 == 0:
             raise ValueError(f"stereo_window must be odd and >= 3, got {self.stereo_window}")
+        if self.mono_triangulation_keyframes < 1:
+            raise ValueError("mono_triangulation_keyframes must be >= 1, got "
+                             f"{self.mono_triangulation_keyframes}")
         if self.klt_window < 3:
             raise ValueError(f"klt_window must be >= 3, got {self.klt_window}")
         if self.window < 2:

@@ -593,7 +593,7 @@ class VisualOdometry:
                 X.reshape(-1, 1, 3).astype(np.float64), uv.reshape(-1, 1, 2).astype(np.float64),
                 self.K, None, iterationsCount=500, reprojectionError=cfg.pnp_threshold,
                 confidence=0.999, flags=cv2.SOLVEPNP_SQPNP) if ROBUST == cv2.RANSAC else \
-                _usac_pnp(X, uv, self.K, cfg.pnp_threshold)
+                _usac_pnp(X, uv, self.K, cfg.pnp_threshold, cfg.ransac_seed)
         except cv2.error:
             return None, inl
         if not ok or idx is None or len(idx) < 4:
@@ -658,11 +658,20 @@ class VisualOdometry:
         return cov, ms
 
     def _triangulate_mono(self, kf: Keyframe, free: np.ndarray) -> None:
-        """New mono landmarks: unmatched keypoints of the newest two keyframes."""
+        """New mono landmarks: unmatched keypoints of the new keyframe against those of
+        the previous ``mono_triangulation_keyframes`` keyframes, newest first.
+
+        Keyframes come every frame or two when inliers are few, so the newest pair
+        alone often has too little parallax; an older keyframe gives the remaining
+        keypoints a wider baseline (as ORB-SLAM triangulates against several
+        neighbours)."""
+        for prev in list(self.keyframes)[::-1][:self.config.mono_triangulation_keyframes]:
+            self._triangulate_pair(prev, kf)
+
+    def _triangulate_pair(self, prev: Keyframe, kf: Keyframe) -> None:
         cfg = self.config
-        prev = self.keyframes[-1]
         pf = np.nonzero(prev.lm < 0)[0]
-        cf = np.nonzero(free)[0]
+        cf = np.nonzero(kf.lm < 0)[0]
         if not len(pf) or not len(cf):
             return
         dist = np.asarray(self.source.distances(prev.desc[pf], kf.desc[cf]), np.float64)
@@ -675,13 +684,14 @@ class VisualOdometry:
         m, _ = ratio_match(dist, self.source.max_distance, cfg.ratio)
         if not len(m):
             return
+        uv1 = kf.kp[cf[m[:, 1]]]
         if cfg.klt_refine and prev.gray is not None and kf.gray is not None:
-            kf.kp[cf[m[:, 1]]], _ = self._lk(prev.gray, kf.gray, prev.kp[pf[m[:, 0]]],
-                                              kf.kp[cf[m[:, 1]]])
-        X0, ok = triangulate(self.K, np.eye(4), T_10, prev.kp[pf[m[:, 0]]], kf.kp[cf[m[:, 1]]],
+            uv1, _ = self._lk(prev.gray, kf.gray, prev.kp[pf[m[:, 0]]], uv1)
+        X0, ok = triangulate(self.K, np.eye(4), T_10, prev.kp[pf[m[:, 0]]], uv1,
                              cfg.pnp_threshold, cfg.min_parallax_deg)
         if not ok.any():
             return
+        kf.kp[cf[m[ok, 1]]] = uv1[ok]                  # only triangulated ones move
         Xw = X0[ok] @ prev.T_wc[:3, :3].T + prev.T_wc[:3, 3]
         self._new_landmarks(kf, cf[m[ok, 1]], Xw)
         prev.lm[pf[m[ok, 0]]] = kf.lm[cf[m[ok, 1]]]
@@ -821,9 +831,10 @@ def _gray_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(a * (255.0 / top if top > 0 else 0.0), 0, 255).astype(np.uint8)
 
 
-def _usac_pnp(X, uv, K, threshold):
-    """PnP with OpenCV's USAC (MAGSAC scoring)."""
+def _usac_pnp(X, uv, K, threshold, seed: int = 0):
+    """PnP with OpenCV's USAC (MAGSAC scoring); ``seed``: its random generator's state."""
     params = cv2.UsacParams()
+    params.randomGeneratorState = int(seed)
     params.confidence = 0.999
     params.maxIterations = 1000
     params.threshold = float(threshold)
