@@ -294,11 +294,13 @@ def format_table(result: Dict) -> str:
 
 
 def plot_latency(result: Dict, path: os.PathLike) -> Path:
-    """Latency (median total, ms) vs input size, one line per path; written atomically."""
+    """Latency vs input size, one line per path: median total ms (left, log) and the ratio
+    to the same run's eager fp32 reference (right: what survives the machine's load).
+    Written atomically."""
     import matplotlib  # lazy: heavy, and only --plot needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    series: Dict[str, List[Tuple[int, float, str]]] = {}
+    series: Dict[str, List[Tuple[int, float, Optional[float], str]]] = {}
     for r in result["runs"]:
         if "error" in r:
             continue
@@ -306,22 +308,30 @@ def plot_latency(result: Dict, path: os.PathLike) -> Path:
         if r.get("gate") and not r["gate"]["passed"]:
             label += " (fails gate)"
         series.setdefault(label, []).append((r["width"] * r["height"], r["total_ms"]["median"],
+                                             r.get("ratio_to_reference"),
                                              f"{r['width']}x{r['height']}"))
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, (ax, axr) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
     ticks = {}
     for label, pts in series.items():
         pts.sort()
-        ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], marker="o", label=label,
-                linestyle="--" if "reference" in label or "fails" in label else "-")
-        ticks.update({p[0] / 1e6: p[2] for p in pts})
-    ax.set_xticks(sorted(ticks), [ticks[k] for k in sorted(ticks)])
-    ax.set_xlabel("network input (W×H)")
+        style = "--" if "reference" in label or "fails" in label else "-"
+        x = [p[0] / 1e6 for p in pts]
+        ax.plot(x, [p[1] for p in pts], marker="o", label=label, linestyle=style)
+        axr.plot(x, [p[2] if p[2] is not None else float("nan") for p in pts], marker="o",
+                 label=label, linestyle=style)
+        ticks.update({p[0] / 1e6: p[3] for p in pts})
+    for a in (ax, axr):
+        a.set_xticks(sorted(ticks), [ticks[k] for k in sorted(ticks)])
+        a.set_xlabel("network input (W×H)")
+        a.grid(True, which="both", alpha=0.3)
     ax.set_ylabel("full pipeline, median ms / frame")
     ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
+    axr.set_ylabel("ratio to eager fp32 reference, same run (lower = faster)")
+    axr.set_ylim(bottom=0)
     m = result.get("machine", {})
-    ax.set_title(f"GoodPoint latency vs size — {m.get('cpu_model', '?')}, {m.get('cpus', '?')} CPUs",
-                 fontsize=9)
+    load = (m.get("load_average") or ["?"])[0]
+    fig.suptitle(f"GoodPoint latency vs size — {m.get('cpu_model', '?')}, {m.get('cpus', '?')} "
+                 f"CPUs, load average {load} at the start", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()

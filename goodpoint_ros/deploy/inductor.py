@@ -22,6 +22,7 @@ first call compiles for a minute.  Inductor's on-disk FX graph cache
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -70,7 +71,9 @@ def pt2e_int8(model, example, calibration: Sequence[np.ndarray],
     quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
     for layer in keep_float:
         quantizer.set_module_name_qconfig(quantizable_name(layer), None)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # "input of maxpool2d is not quantized": the pools stay fp32 by design (BN before them)
+        warnings.simplefilter("ignore", UserWarning)
         gm = torch.export.export(model, (example,)).module()
         gm = prepare_pt2e(gm, quantizer)
         for x in calibration:
