@@ -49,9 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=0, help="use the first N frames (0 = all)")
     p.add_argument("--solver", choices=["gtsam", "scipy"], default="gtsam",
                    help="sliding-window BA solver (default gtsam)")
-    p.add_argument("--stereo-matching", choices=["patch", "descriptor"], default="patch",
-                   help="patch: the network on the left image only, right positions by an NCC row "
-                        "search (default); descriptor: detect in both and match in the row band")
+    p.add_argument("--stereo-matching", choices=["descriptor", "patch"], default="descriptor",
+                   help="descriptor: detect in both images and match in the row band (default); "
+                        "patch: the network on the left image only, right positions by an NCC "
+                        "row search (half the network time)")
     p.add_argument("--threshold", type=float, default=None,
                    help="GoodPoint θ_keypoint (default: the weights' metadata)")
     p.add_argument("--nms", type=int, default=None,

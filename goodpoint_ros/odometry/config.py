@@ -51,11 +51,12 @@ class VOConfig:
             this count, or this many frames have passed.
         min_disparity / max_depth_baselines: stereo points kept for
             triangulation (disparity px; depth ≤ this many baselines).
-        stereo_matching: ``patch`` — the detector runs on the left image only and
-            each keypoint's right-image position is found by an NCC search along
-            its row (half the network time, every left keypoint gets a chance);
-            ``descriptor`` — detect in both images and match descriptors in the
-            row band (then ``subpixel_stereo`` refines).
+        stereo_matching: ``descriptor`` (default) — detect in both images and match
+            descriptors in the row band (then ``subpixel_stereo`` refines);
+            ``patch`` — the detector runs on the left image only and each
+            keypoint's right-image position is found by an NCC search along its
+            row: half the network time, at some accuracy on KITTI
+            (docs/odometry.md).
         stereo_window: NCC patch side for ``patch`` (pixels, odd).
         subpixel_stereo: refine disparities by patch matching along the row
             (GoodPoint keypoints sit on whole pixels).
@@ -106,7 +107,7 @@ class VOConfig:
     keyframe_max_gap: int = 5
     min_disparity: float = 0.5
     max_depth_baselines: float = 80.0
-    stereo_matching: str = "patch"
+    stereo_matching: str = "descriptor"
     stereo_window: int = 11
     subpixel_stereo: bool = True
     min_parallax_deg: float = 1.0

@@ -101,7 +101,7 @@ def test_eval_vo_cli_writes_trajectories_report_and_json(tmp_path):
     out, js = tmp_path / "out", tmp_path / "m.json"
     code = main(["eval", "vo", str(data), "--methods", "orb,akaze", "--scale", "0.5", "--frames", "6",
                  "--out", str(out), "--json", str(js), "--no-progress",
-                 "--stereo-matching", "descriptor"])
+                 "--stereo-matching", "patch"])
     assert code == 0
     for name in ("trajectory_orb.tum", "trajectory_akaze.tum", "report.md", "trajectory.png",
                  "errors.png"):
@@ -111,7 +111,7 @@ def test_eval_vo_cli_writes_trajectories_report_and_json(tmp_path):
     result = json.loads(js.read_text())
     m = result["methods"]["orb"]
     assert m["ate"]["rmse"] < 0.15 and m["lost_count"] == 0 and m["alignment"] == "SE(3)"
-    assert result["settings"]["vo"]["stereo_matching"] == "descriptor"
+    assert result["settings"]["vo"]["stereo_matching"] == "patch"
     assert "| orb |" in (out / "report.md").read_text()
 
 

@@ -27,6 +27,11 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vo"
 
 def one(seq, method, config, limit=0, extractor=None):
     from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
+    if method == "goodpoint" and extractor is None:
+        # the reference runtime, as `goodpoint eval vo` (auto could pick int8 under load)
+        from goodpoint_ros.core.pipeline import FeatureExtractor
+        cfg = method_source("goodpoint", 2000).detect_fn.config
+        extractor = FeatureExtractor("onnxruntime", cfg, precision="fp32")
     src = method_source(method, 2000, extractor=extractor)
     cpu0 = time.process_time()
     r = run_sequence(seq, src, config, limit=limit)
@@ -78,21 +83,19 @@ def main():
                 line(f"kitti06 stereo x{scale} {name}", m)
                 save()
     if "stereo" in parts:
-        # GoodPoint on both images with descriptor matching in the row band (the old
-        # path) against the default: the network on the left only + an NCC row search;
-        # and the int8 model (accuracy-gated) for speed.
+        # The network on the left image only + an NCC row search (the speed path) against
+        # the default descriptor stereo, fp32 and the int8 model (accuracy-gated).
+        from goodpoint_ros.core.pipeline import FeatureExtractor
         from goodpoint_ros.evaluation.vo.run import method_source
         seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
-        m = one(seq, "goodpoint", VOConfig(stereo_matching="descriptor"))
-        res["runs"]["stereo/descriptor/goodpoint"] = m
-        line("kitti06 x0.5 goodpoint descriptor stereo", m)
-        from goodpoint_ros.core.pipeline import FeatureExtractor
-        ex = method_source("goodpoint", 2000).detect_fn
-        ex8 = FeatureExtractor("onnxruntime", ex.config, precision="int8")
-        m = one(seq, "goodpoint", VOConfig(), extractor=ex8)
-        res["runs"]["stereo/int8/goodpoint"] = m
-        line("kitti06 x0.5 goodpoint int8 (left only)", m)
-        save()
+        cfg = method_source("goodpoint", 2000).detect_fn.config
+        for prec in ("fp32", "int8"):
+            ex = FeatureExtractor("onnxruntime", cfg, precision=prec)
+            for sm in ("descriptor", "patch"):
+                m = one(seq, "goodpoint", VOConfig(stereo_matching=sm), extractor=ex)
+                res["runs"][f"stereo/{prec}/{sm}/goodpoint"] = m
+                line(f"kitti06 x0.5 goodpoint {prec} {sm}", m)
+                save()
     if "solvers" in parts:
         seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
         for solver in ("gtsam", "scipy"):
