@@ -280,6 +280,8 @@ def format_table(result: Dict) -> str:
         verdict = ("-" if g is None else ("PASS" if g["passed"] else "FAIL")
                    + (f" {g['repeatability']:.3f}/{g['descriptor_cosine']:.4f}"
                       if g and g.get("reason") != "the reference" else ""))
+        if r.get("compile_s"):          # inductor: the untimed first-call cost
+            verdict += f"  (compile {r['compile_s']:.0f} s)"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{size:<10}{r.get('ratio_to_reference', 0):>6.2f}"
                      f"{r['total_ms']['median']:>8.1f}{r['total_ms']['p90']:>7.1f}{s['preprocess']:>6.1f}"
                      f"{s['network']:>7.1f}{s['postprocess']:>6.1f}{s['matching']:>6.1f}"
