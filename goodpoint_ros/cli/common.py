@@ -179,12 +179,13 @@ def add_feature_args(p: argparse.ArgumentParser,
     add_config_options(g, max_keypoints=max_keypoints)
     g.add_argument("--resize", type=parse_size, default=None,
                    help="run the network at WxH; keypoints are mapped back to the original pixels")
-    g.add_argument("--memory-budget", type=float, default=4000.0, metavar="MB",
+    budget, white = field_info("memory_budget_mb"), field_info("input_max")
+    g.add_argument("--memory-budget", type=float, default=budget["default"], metavar="MB",
                    help="refuse a frame whose network input would take more memory than this "
-                        "(default 4000 MB; pass --resize or raise it)")
-    g.add_argument("--input-max", type=float, default=0.0,
+                        f"(default {budget['default']:g} MB; pass --resize or raise it)")
+    g.add_argument("--input-max", type=float, default=white["default"],
                    help="pixel value meaning white (4095: 12-bit camera in a 16-bit file; "
-                        "default 0: the type's full range)")
+                        f"default {white['default']:g}: the type's full range)")
 
 
 def config_from_args(args):

@@ -137,10 +137,10 @@ class GoodPointConfig:
     subpixel_radius: int = 2
     memory_budget_mb: float = field(default=4000.0, metadata={
         "help": "most memory (MB) one frame may take; larger frames are refused (CLI) or "
-                "downscaled (node) before allocating"})
+                "downscaled (node) before allocating", "range": (100.0, 1.0e6)})
     input_max: float = field(default=0.0, metadata={
         "help": "pixel value meaning white; 0: the type's full range (4095 for a 12-bit "
-                "mono16 camera, 255 for floats in 0..255)"})
+                "mono16 camera, 255 for floats in 0..255)", "range": (0.0, 1.0e9)})
 
     #: Used when neither the user nor the weights' metadata gives θ_keypoint / the radius.
     DEFAULT_KEYPOINT_THRESHOLD = 0.021

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import yaml
 
 from goodpoint_ros.core.config import GoodPointConfig
-from goodpoint_ros.frontend.frontend import VERIFICATIONS, FrontendConfig
+from goodpoint_ros.frontend.frontend import FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
 MODES = ("mono", "stereo")
@@ -88,9 +88,7 @@ PARAMETERS = (
     # ---- what to run
     P("mode", "mono", "mono: one camera; stereo: a synchronised left/right pair",
       True, MODES),
-    from_field(FrontendConfig, "rectified", read_only=True, description=(
-        "stereo only: the pair is rectified, so left-right matches are searched on the same "
-        "row (± stereo_row_tolerance px) and carry disparity")),
+    from_field(FrontendConfig, "rectified", read_only=True),
     P("backend", "auto", "inference backend; auto tries tensorrt → onnxruntime → torch",
       True, BACKENDS),
     P("precision", "auto", "network precision; auto: with backend auto the fastest that passes "
@@ -104,8 +102,8 @@ PARAMETERS = (
     P("resize_width", 0, "width the network sees (keypoints are mapped back); 0: native",
       True, range=(0, 8192)),
     P("resize_height", 0, "height the network sees; 0: native", True, range=(0, 8192)),
-    from_field(GoodPointConfig, "memory_budget_mb", range=(100.0, 1.0e6)),
-    from_field(GoodPointConfig, "input_max", range=(0.0, 1.0e9)),
+    from_field(GoodPointConfig, "memory_budget_mb"),
+    from_field(GoodPointConfig, "input_max"),
     # ---- inputs
     P("image_topic", "image", "mono input image topic (remappable)", True),
     P("camera_info_topic", "camera_info", "mono camera_info topic (optional input)", True),
@@ -115,8 +113,7 @@ PARAMETERS = (
     P("right_camera_info_topic", "right/camera_info", "stereo right camera_info topic", True),
     P("compressed", False, "subscribe sensor_msgs/CompressedImage (jpeg/png) instead of Image",
       True),
-    from_field(FrontendConfig, "use_camera_info", read_only=True, description=(
-        "use camera_info (when it arrives) for essential-matrix verification after undistortion")),
+    from_field(FrontendConfig, "use_camera_info", read_only=True),
     P("qos_reliability", "best_effort", "input QoS reliability (sensor data: best_effort)",
       True, RELIABILITIES),
     P("qos_depth", 5, "input QoS history depth (sensor data: 5)", True, range=(1, 1000)),
@@ -136,13 +133,9 @@ PARAMETERS = (
     _detection("descriptor_threshold", 0.8),
     _detection("ratio_test", 0.0, "0 = off"),
     _detection("mutual", True),
-    from_field(FrontendConfig, "match", description=(
-        "match each frame to the previous one (~/matches, track ids)")),
-    from_field(FrontendConfig, "verification", choices=VERIFICATIONS, description=(
-        "geometric verification of previous→current matches; auto: essential with "
-        "camera_info, else fundamental")),
-    from_field(FrontendConfig, "ransac_threshold", range=(0.1, 50.0),
-               description="USAC/MAGSAC inlier threshold in pixels"),
+    from_field(FrontendConfig, "match"),
+    from_field(FrontendConfig, "verification"),
+    from_field(FrontendConfig, "ransac_threshold"),
     from_field(StereoParams, "row_tolerance", "stereo_row_tolerance", range=(0.0, 20.0),
                description="rectified stereo: max |y_left - y_right| in pixels"),
     from_field(StereoParams, "min_disparity", range=(0.0, 8192.0),
