@@ -257,3 +257,12 @@ def test_normal_map_made_from_a_photo_is_rejected():
     assert st.normal_map
     assert bps.reject_reason(st) != ""
     assert not bps.image_stats(photo()).normal_map
+
+
+def test_strip_rejected_once_resized_short_side_would_be_too_small():
+    """A 240-px-high strip of a real photo, 4× as wide: 800 px long → 200 px short: rejected."""
+    rgb = photo()
+    strip = cv2.resize(rgb, (rgb.shape[1] * 4, 240), interpolation=cv2.INTER_CUBIC)
+    assert bps.reject_reason(bps.image_stats(strip)) == "elongated"
+    ok = cv2.resize(rgb, (800, 240), interpolation=cv2.INTER_AREA)    # 800 × 240 stays 240 px high
+    assert bps.reject_reason(bps.image_stats(ok)) == ""
