@@ -17,10 +17,23 @@ drift, lost-track count and the per-frame time split.  See docs/odometry.md.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from goodpoint_ros.cli.common import UserError, add_model_args, write_json
+from goodpoint_ros.core.config import GoodPointConfig
+from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.evaluation.aggregate import json_safe
+from goodpoint_ros.evaluation.methods import parse_methods
+from goodpoint_ros.evaluation.vo.datasets import DatasetError, load_sequence
+from goodpoint_ros.evaluation.vo.metrics import write_tum
+from goodpoint_ros.evaluation.vo.report import table, write_report
+from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
+from goodpoint_ros.odometry.camera import CalibrationError
+from goodpoint_ros.odometry.config import VOConfig
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
 
@@ -70,32 +83,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _extractor(args):
-    from goodpoint_ros.core.config import GoodPointConfig
-    from goodpoint_ros.core.pipeline import FeatureExtractor
     kw = {"threads": args.threads} if getattr(args, "threads", None) else {}
     ex = FeatureExtractor(args.backend, None, weights=args.weights, device=args.device,
                           precision=args.precision, **kw)
-    det = ex.metadata.get("detection", {})
-    nms = args.nms if args.nms is not None else int(det.get("nms_radius", 8))
-    ex.set_config(GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=nms,
+    # unset θ_keypoint / NMS radius resolve from the weights (set_config → resolved)
+    ex.set_config(GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
                                   max_keypoints=args.max_keypoints or None))
     return ex
 
 
 def run(args) -> int:
-    import sys
-
-    import numpy as np
-
-    from goodpoint_ros.evaluation.aggregate import json_safe
-    from goodpoint_ros.evaluation.methods import parse_methods
-    from goodpoint_ros.evaluation.vo.datasets import DatasetError, load_sequence
-    from goodpoint_ros.evaluation.vo.metrics import write_tum
-    from goodpoint_ros.evaluation.vo.report import table, write_report
-    from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
-    from goodpoint_ros.odometry.camera import CalibrationError
-    from goodpoint_ros.odometry.config import VOConfig
-
     names = parse_methods(args.methods)
     if not 0.05 <= args.scale <= 4:
         raise UserError(f"--scale must be in [0.05, 4], got {args.scale}")

@@ -18,6 +18,7 @@ docs/odometry.md records the measured comparison that made gtsam the default.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -82,7 +83,6 @@ def gtsam_available() -> bool:
             import gtsam  # noqa: F401  (optional: pip install goodpoint_ros[odometry])
             _GTSAM = True
         except ImportError:
-            import logging
             logging.getLogger(__name__).warning(
                 "gtsam is not installed (pip install 'goodpoint_ros[odometry]'): bundle "
                 "adjustment uses scipy's least_squares")

@@ -16,6 +16,7 @@ import numpy as np
 
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import descriptor_distances
+from goodpoint_ros.core.pipeline import FeatureExtractor
 
 
 @dataclass
@@ -38,7 +39,6 @@ class FeatureSource:
 def goodpoint_source(extractor=None) -> FeatureSource:
     """GoodPoint through the core's extractor (default: bundled weights, default backend)."""
     if extractor is None:
-        from goodpoint_ros.core.pipeline import FeatureExtractor
         extractor = FeatureExtractor()
     return FeatureSource("goodpoint", extractor, descriptor_distances,
                          extractor.config.descriptor_threshold)

@@ -27,8 +27,11 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
+import yaml
 
 from goodpoint_ros.core.geometry import inv_T, make_T, quat_to_R
+from goodpoint_ros.evaluation.bags import evaluate as bag_defaults
+from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
 from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig
 
 LAYOUTS = ("kitti", "euroc", "tum", "bag")
@@ -180,7 +183,6 @@ def load_kitti(path, size=None, scale: float = 1.0) -> Sequence:
 
 def _read_yaml_opencv(path: Path) -> dict:
     """EuRoC's sensor.yaml (``%YAML:1.0`` header that PyYAML rejects)."""
-    import yaml
     text = path.read_text()
     text = "\n".join(line for line in text.splitlines() if not line.startswith("%YAML"))
     return yaml.safe_load(text)
@@ -341,8 +343,6 @@ def load_bag(path, size=None, scale: float = 1.0, image_topic: Optional[str] = N
              pose_topic: Optional[str] = None, extrinsic: str = "auto",
              max_frames: int = 0) -> Sequence:
     """A rosbag2 through the bag replay (defaults: the AirSim topics of make-sample-bag)."""
-    from goodpoint_ros.evaluation.bags import evaluate as bag_defaults
-    from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
     try:
         rep = read_bag(path, image_topic or bag_defaults.DEFAULT_IMAGE,
                        camera_info_topic or bag_defaults.DEFAULT_INFO,

@@ -24,7 +24,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from goodpoint_ros.core.geometry import inv_T, quaternion_xyzw, rotation_angle
+from goodpoint_ros.core.geometry import inv_T, make_T, quat_to_R, quaternion_xyzw, rotation_angle
+from goodpoint_ros.core.weights import atomic_write_bytes
 
 KITTI_LENGTHS = (100, 200, 300, 400, 500, 600, 700, 800)
 
@@ -153,13 +154,11 @@ def tum_lines(stamps, poses) -> List[str]:
 
 def write_tum(path, stamps, poses, header: str = "") -> None:
     """Write a TUM trajectory atomically."""
-    from goodpoint_ros.core.weights import atomic_write_bytes
     lines = ([f"# {header}"] if header else []) + tum_lines(stamps, poses)
     atomic_write_bytes(str(path), ("\n".join(lines) + "\n").encode())
 
 
 def read_tum(path) -> Tuple[np.ndarray, np.ndarray]:
     """TUM file → (stamps [N], poses [N,4,4])."""
-    from goodpoint_ros.core.geometry import make_T, quat_to_R
     data = np.loadtxt(Path(path), comments="#").reshape(-1, 8)
     return data[:, 0], np.stack([make_T(quat_to_R(r[4:]), r[1:4]) for r in data])

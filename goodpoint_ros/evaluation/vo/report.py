@@ -7,6 +7,9 @@ from typing import Dict, List
 
 import numpy as np
 
+from goodpoint_ros.core.weights import atomic_write_bytes
+from goodpoint_ros.evaluation.vo.metrics import align
+
 
 def _fmt(v, digits=3, suffix=""):
     if v is None:
@@ -43,7 +46,6 @@ def plot_trajectories(runs, gt: np.ndarray, path: Path, sim3: bool) -> None:
     matplotlib.use("Agg")     # headless: never needs a display
     import matplotlib.pyplot as plt
 
-    from goodpoint_ros.evaluation.vo.metrics import align
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.plot(gt[:, 0, 3], gt[:, 2, 3], "k-", lw=2, label="ground truth")
     for name, est in runs.items():
@@ -82,7 +84,6 @@ def plot_errors(result: Dict, stamps: Dict[str, np.ndarray], path: Path) -> None
 
 def write_report(result: Dict, out: Path, runs, gt, stamps) -> Path:
     """DIR/report.md + trajectory.png + errors.png (atomic writes)."""
-    from goodpoint_ros.core.weights import atomic_write_bytes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sim3 = result["settings"]["mode"] == "mono"

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
+from tqdm import tqdm
 
+from goodpoint_ros.evaluation.methods import OpenCVMethod, hamming_distances, l2_distances, make_method
 from goodpoint_ros.evaluation.vo.datasets import Sequence
 from goodpoint_ros.evaluation.vo.metrics import trajectory_metrics
 from goodpoint_ros.odometry.config import VOConfig
@@ -21,7 +23,6 @@ from goodpoint_ros.odometry.vo import VisualOdometry
 
 def method_source(name: str, max_keypoints: int = 2000, extractor=None) -> FeatureSource:
     """A :class:`FeatureSource` for ``goodpoint``, ``orb``, ``sift`` or ``akaze``."""
-    from goodpoint_ros.evaluation.methods import OpenCVMethod, hamming_distances, l2_distances, make_method
     if name == "goodpoint":
         if extractor is None:
             method = make_method("goodpoint", max_keypoints)
@@ -83,7 +84,6 @@ def run_sequence(seq: Sequence, source: FeatureSource, config: VOConfig, limit: 
                                      "total": []}
     frames = seq.frames(limit)
     if progress:
-        from tqdm import tqdm
         frames = tqdm(frames, total=min(limit or len(seq), len(seq)), desc=source.name,
                       unit="frame")
     t0 = time.perf_counter()
