@@ -9,7 +9,7 @@ Belikov & Potapov 2020 §6.1) stay in
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 MODES = ("stereo", "rgbd", "mono")
@@ -89,7 +89,11 @@ class VOConfig:
         lost_covariance: diagonal variance published while LOST (m², rad²).
     """
 
-    mode: str = "stereo"
+    # metadata: the VO node's parameter help / range / choices (ros/vo_params.py from_field)
+    mode: str = field(default="stereo", metadata={
+        "help": "stereo: rectified left/right pair + both camera_info (baseline from the right "
+                "P); rgbd: image + registered depth (16UC1 mm / 32FC1 m); mono: up to scale",
+        "choices": MODES})
     ratio: float = 0.9
     min_score: Optional[float] = None
     distinct_fraction: float = 0.25
@@ -99,7 +103,9 @@ class VOConfig:
     search_radius: float = 24.0
     pnp_threshold: float = 2.0
     ransac_seed: int = 0
-    min_inliers: int = 12
+    min_inliers: int = field(default=12, metadata={
+        "help": "fewer PnP inliers: LOST (covariance inflated, map restarted)",
+        "range": (4, 10000)})
     max_translation: float = 5.0
     max_rotation_deg: float = 30.0
     keyframe_ratio: float = 0.8
@@ -107,7 +113,10 @@ class VOConfig:
     keyframe_max_gap: int = 5
     min_disparity: float = 0.5
     max_depth_baselines: float = 80.0
-    stereo_matching: str = "descriptor"
+    stereo_matching: str = field(default="descriptor", metadata={
+        "help": "stereo right-image correspondences: descriptor (the network on both "
+                "images) or patch (the network on the left image only, a row search on the "
+                "right: ~2x faster)", "choices": STEREO_MATCHING})
     stereo_window: int = 11
     subpixel_stereo: bool = True
     min_parallax_deg: float = 1.0
@@ -118,8 +127,12 @@ class VOConfig:
     klt_check: float = 0.25
     klt_max_shift: float = 2.0
     klt_max_scale_change: float = 0.05
-    window: int = 6
-    solver: str = "gtsam"
+    window: int = field(default=6, metadata={
+        "help": "keyframes in the sliding-window bundle adjustment", "range": (2, 100)})
+    solver: str = field(default="gtsam", metadata={
+        "help": "sliding-window bundle adjustment: gtsam (Levenberg-Marquardt, marginal "
+                "covariance) or scipy (least_squares; the fallback when gtsam is missing)",
+        "choices": SOLVERS})
     pixel_sigma: float = 1.0
     huber: float = 1.345
     ba_iterations: int = 10

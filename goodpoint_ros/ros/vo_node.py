@@ -106,7 +106,8 @@ class VONode(Node):
         kwargs = {"threads": v["threads"]} if v["threads"] else {}
         try:
             ex = FeatureExtractor(v["backend"], GoodPointConfig(max_keypoints=v["max_keypoints"]),
-                                  weights=v["weights"] or None, **kwargs)
+                                  weights=v["weights"] or None, precision=v["precision"],
+                                  **kwargs)
         except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:
             raise FatalError(f"no inference backend could load: {exc}") from None
         return goodpoint_source(ex)

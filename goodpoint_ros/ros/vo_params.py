@@ -1,6 +1,6 @@
 """The VO node's parameters, without ROS: one table, as :mod:`.params` is the detector's.
 
-The VO settings (``mode``, ``solver``, ``window``, ``min_inliers``) are fields of
+The VO settings (``mode``, ``solver``, ``window``, ``min_inliers``, ``stereo_matching``) are fields of
 :class:`~goodpoint_ros.odometry.config.VOConfig` and ``max_keypoints`` one of
 :class:`~goodpoint_ros.core.config.GoodPointConfig`: their defaults (and, where the
 dataclass has it, help and range) come from there (:func:`.params.from_field`).
@@ -15,8 +15,8 @@ import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.geometry import R_BASE_OPTICAL, make_T, quat_to_R, quaternion_xyzw
-from goodpoint_ros.odometry.config import MODES, SOLVERS, VOConfig
-from goodpoint_ros.ros.params import BACKENDS, RELIABILITIES, ParamSpec, check_value, from_field
+from goodpoint_ros.odometry.config import VOConfig
+from goodpoint_ros.ros.params import BACKENDS, PRECISIONS, RELIABILITIES, ParamSpec, check_value, from_field
 
 P = ParamSpec
 
@@ -26,24 +26,21 @@ REP103_QUATERNION = [float(v) for v in quaternion_xyzw(R_BASE_OPTICAL)]
 
 VO_PARAMETERS = (
     # ---- what to run
-    from_field(VOConfig, "mode", read_only=True, choices=MODES, description=(
-        "stereo: rectified left/right pair + both camera_info (baseline from the right P); "
-        "rgbd: image + registered depth (16UC1 mm / 32FC1 m); mono: up to scale")),
+    from_field(VOConfig, "mode", read_only=True),
     P("backend", "onnxruntime", "inference backend (onnxruntime: the shipped ONNX model)",
       True, BACKENDS),
+    P("precision", "fp32", "network precision: fp32 (the reference) or int8 (the shipped "
+      "gated int8 model on onnxruntime, ~2x faster)", True, PRECISIONS),
     P("weights", "", "GoodPoint weights (.safetensors or .onnx); empty: the bundled weights",
       True),
     P("threads", 0, "CPU threads for the network; 0: all cores", True, range=(0, 256)),
     from_field(GoodPointConfig, "max_keypoints", read_only=True),
     P("resize_scale", 1.0, "the VO runs on the frames scaled by this (0.5: half resolution, "
       "~4x faster); the calibration is scaled with them", True, range=(0.1, 1.0)),
-    from_field(VOConfig, "solver", read_only=True, choices=SOLVERS, description=(
-        "sliding-window bundle adjustment: gtsam (Levenberg-Marquardt, marginal covariance) "
-        "or scipy (least_squares; the fallback when gtsam is missing)")),
-    from_field(VOConfig, "window", read_only=True, range=(2, 100),
-               description="keyframes in the sliding-window bundle adjustment"),
-    from_field(VOConfig, "min_inliers", read_only=True, range=(4, 10000),
-               description="fewer PnP inliers: LOST (covariance inflated, map restarted)"),
+    from_field(VOConfig, "solver", read_only=True),
+    from_field(VOConfig, "window", read_only=True),
+    from_field(VOConfig, "min_inliers", read_only=True),
+    from_field(VOConfig, "stereo_matching", read_only=True),
     # ---- inputs
     P("image_topic", "image", "rgbd / mono image topic", True),
     P("camera_info_topic", "camera_info", "rgbd / mono camera_info topic", True),
@@ -90,7 +87,8 @@ def check_vo_values(values: Dict[str, Any]) -> Dict[str, Any]:
 
 def vo_config(values: Dict[str, Any]) -> VOConfig:
     return VOConfig(mode=values["mode"], solver=values["solver"], window=values["window"],
-                    min_inliers=values["min_inliers"]).validate()
+                    min_inliers=values["min_inliers"],
+                    stereo_matching=values["stereo_matching"]).validate()
 
 
 def T_base_camera(values: Dict[str, Any]) -> np.ndarray:

@@ -138,8 +138,10 @@ def test_vo_yaml_lists_every_vo_parameter_with_the_dataclass_defaults():
     assert check_vo_values(yaml_values) == vo_defaults()
     assert vo_config(yaml_values) == VOConfig()
     vo_fields = {f.name: f.default for f in dataclasses.fields(VOConfig)}
-    for name in ("mode", "solver", "window", "min_inliers"):
+    for name in ("mode", "solver", "window", "min_inliers", "stereo_matching"):
         assert vo_defaults()[name] == vo_fields[name], name
+    # the left-image-only speed path is reachable from the node
+    assert vo_config(dict(yaml_values, stereo_matching="patch")).stereo_matching == "patch"
     assert vo_defaults()["max_keypoints"] == GoodPointConfig().max_keypoints
     for p in VO_PARAMETERS:
         assert p.description and p.read_only, p.name
@@ -160,6 +162,8 @@ def test_vo_camera_pose_default_is_rep103_and_bad_values_are_refused():
                                ("camera_quaternion", [0.0] * 4, "non-zero"),
                                ("camera_xyz", ["a", 0.0, 0.0], "list of numbers"),
                                ("solver", "ceres", "solver must be one of"),
+                               ("stereo_matching", "klt", "stereo_matching must be one of"),
+                               ("precision", "fp64", "precision must be one of"),
                                ("resize_scale", 0.0, r"resize_scale must be in")):
         with pytest.raises(ValueError, match=match):
             check_vo_values(dict(vo_defaults(), **{name: value}))
