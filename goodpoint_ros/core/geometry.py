@@ -226,3 +226,50 @@ def twist(T_prev: np.ndarray, T_cur: np.ndarray, dt: float) -> np.ndarray:
     D = inv_T(T_prev) @ T_cur
     rvec, _ = cv2.Rodrigues(np.ascontiguousarray(D[:3, :3]))
     return np.concatenate([D[:3, 3] / dt, rvec.reshape(3) / dt])
+
+
+# --------------------------------------------------------------------------- pinhole cameras
+
+def reprojection_errors(K, T_cw, X, uv) -> np.ndarray:
+    """Pixel distance of X [M,3] (world) projected by T_cw (camera from world) to uv [M,2]
+    → [M]; points behind the camera get 1e9."""
+    Xc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
+    z = np.where(Xc[:, 2] > 1e-6, Xc[:, 2], np.nan)
+    u = K[0, 0] * Xc[:, 0] / z + K[0, 2]
+    v = K[1, 1] * Xc[:, 1] / z + K[1, 2]
+    return np.nan_to_num(np.hypot(u - uv[:, 0], v - uv[:, 1]), nan=1e9)
+
+
+def epipolar_distances(K, T_10, uv0: np.ndarray, uv1: np.ndarray) -> np.ndarray:
+    """Pixel distance of every uv1 [N1,2] to the epipolar line of every uv0 [N0,2]
+    → [N0,N1]; T_10: camera 1 from camera 0 (4×4), one intrinsic matrix K."""
+    Ki = np.linalg.inv(K)
+    F = Ki.T @ skew(T_10[:3, 3]) @ T_10[:3, :3] @ Ki
+    h0 = np.c_[uv0, np.ones(len(uv0))]
+    h1 = np.c_[uv1, np.ones(len(uv1))]
+    lines = h0 @ F.T                                  # [N0,3] lines in image 1
+    norm = np.maximum(np.linalg.norm(lines[:, :2], axis=1), 1e-12)
+    return np.abs(lines @ h1.T) / norm[:, None]
+
+
+def triangulate(K, T_0, T_1, uv0, uv1, max_error: float, min_parallax_deg: float):
+    """Two-view triangulation. T_i: camera-i from frame-0 (4×4); uv [M,2] →
+    (points in frame 0 [M,3], ok [M]: in front of both, reprojection ≤ max_error,
+    ray angle ≥ min_parallax_deg)."""
+    P0 = K @ T_0[:3]
+    P1 = K @ T_1[:3]
+    Xh = cv2.triangulatePoints(P0, P1, uv0.T.astype(np.float64), uv1.T.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        X = (Xh[:3] / Xh[3]).T
+    ok = np.all(np.isfinite(X), axis=1)
+    X = np.where(ok[:, None], X, 0.0)
+    e0 = reprojection_errors(K, T_0, X, uv0)
+    e1 = reprojection_errors(K, T_1, X, uv1)
+    c0 = inv_T(T_0)[:3, 3]
+    c1 = inv_T(T_1)[:3, 3]
+    r0, r1 = X - c0, X - c1
+    cosang = np.sum(r0 * r1, 1) / np.maximum(np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1),
+                                             1e-12)
+    ok &= (e0 <= max_error) & (e1 <= max_error)
+    ok &= cosang <= np.cos(np.radians(min_parallax_deg))
+    return X, ok

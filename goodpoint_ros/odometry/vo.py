@@ -45,13 +45,17 @@ import numpy as np
 from goodpoint_ros.core.geometry import (
     R_BASE_OPTICAL,
     adjoint,
+    epipolar_distances,
     inv_T,
     make_T,
+    reprojection_errors,
     rot_trans_to_ros,
     rotation_angle,
     skew,
+    triangulate,
     twist,
 )
+from goodpoint_ros.core.image_msgs import to_uint8
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import ROBUST, verify_essential
 from goodpoint_ros.frontend.stereo import patch_disparities
@@ -314,7 +318,7 @@ class VisualOdometry:
             z = sample_depth(depth_to_metres(depth, depth_encoding), kp)
             z[~(z <= cfg.max_depth)] = np.nan
             ur = kp[:, 0] - self.camera.fx * self.baseline / z
-        gray = _gray_u8(image) if cfg.klt_refine else None
+        gray = to_uint8(np.asarray(image), gray=True) if cfg.klt_refine else None
         return FrameData(feats, kp, desc, ur, gray), net
 
     def _stereo_patches(self, kp, left_img, right_img) -> np.ndarray:
@@ -608,7 +612,7 @@ class VisualOdometry:
         thr = self.config.pnp_threshold
         T_cw = inv_T(T_wc)
         if seed is None:
-            seed = _reproj(self.K, T_cw, X, uv) <= thr
+            seed = reprojection_errors(self.K, T_cw, X, uv) <= thr
         if seed.sum() < 4:
             return None, seed
         rvec, _ = cv2.Rodrigues(np.ascontiguousarray(T_cw[:3, :3]))
@@ -619,7 +623,7 @@ class VisualOdometry:
                                                   uv[seed].astype(np.float64), self.K, None,
                                                   rvec, tvec)
                 T_cw = make_T(cv2.Rodrigues(rvec)[0], tvec)
-                seed = _reproj(self.K, T_cw, X, uv) <= thr
+                seed = reprojection_errors(self.K, T_cw, X, uv) <= thr
                 if seed.sum() < 4:
                     return None, seed
         except cv2.error:
@@ -818,19 +822,6 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, x
     return out
 
 
-def _gray_u8(img: np.ndarray) -> np.ndarray:
-    """Any image → 8-bit grey (KLT needs 8 bits): colour converted, wider types scaled by
-    their maximum."""
-    a = np.asarray(img)
-    if a.ndim == 3:
-        a = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY) if a.shape[2] == 3 else a[..., 0]
-    if a.dtype == np.uint8:
-        return np.ascontiguousarray(a)
-    a = np.nan_to_num(a.astype(np.float32))
-    top = float(a.max()) if a.size else 0.0
-    return np.clip(a * (255.0 / top if top > 0 else 0.0), 0, 255).astype(np.uint8)
-
-
 def _usac_pnp(X, uv, K, threshold, seed: int = 0):
     """PnP with OpenCV's USAC (MAGSAC scoring); ``seed``: its random generator's state."""
     params = cv2.UsacParams()
@@ -849,14 +840,6 @@ def _usac_pnp(X, uv, K, threshold, seed: int = 0):
         if idx.dtype == np.uint8 or (len(idx) == len(X) and set(np.unique(idx)) <= {0, 1}):
             idx = np.nonzero(idx)[0]
     return ok, rvec, tvec, idx
-
-
-def _reproj(K, T_cw, X, uv) -> np.ndarray:
-    Xc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
-    z = np.where(Xc[:, 2] > 1e-6, Xc[:, 2], np.nan)
-    u = K[0, 0] * Xc[:, 0] / z + K[0, 2]
-    v = K[1, 1] * Xc[:, 1] / z + K[1, 2]
-    return np.nan_to_num(np.hypot(u - uv[:, 0], v - uv[:, 1]), nan=1e9)
 
 
 def pnp_covariance(cam: PinholeCamera, T_cw, X, uv, sigma: float) -> np.ndarray:
@@ -878,7 +861,7 @@ def pnp_covariance(cam: PinholeCamera, T_cw, X, uv, sigma: float) -> np.ndarray:
         dX[i, :, :3] = -skew(Xc[i])
     dX[:, :, 3:] = np.eye(3)
     J = np.einsum("nij,njk->nik", Jp, dX).reshape(-1, 6)
-    r = _reproj(cam.K, T_cw, X, uv)
+    r = reprojection_errors(cam.K, T_cw, X, uv)
     s2 = max(sigma ** 2, float(np.mean(r ** 2)) / 2.0 if len(r) else sigma ** 2)
     try:
         return np.linalg.inv(J.T @ J) * s2
@@ -886,41 +869,5 @@ def pnp_covariance(cam: PinholeCamera, T_cw, X, uv, sigma: float) -> np.ndarray:
         return np.eye(6) * 1e4
 
 
-def epipolar_distances(K, T_10, uv0: np.ndarray, uv1: np.ndarray) -> np.ndarray:
-    """Pixel distance of every uv1 [N1,2] to the epipolar line of every uv0 [N0,2]
-    → [N0,N1]; T_10: camera 1 from camera 0 (4×4), one intrinsic matrix K."""
-    Ki = np.linalg.inv(K)
-    F = Ki.T @ skew(T_10[:3, 3]) @ T_10[:3, :3] @ Ki
-    h0 = np.c_[uv0, np.ones(len(uv0))]
-    h1 = np.c_[uv1, np.ones(len(uv1))]
-    lines = h0 @ F.T                                  # [N0,3] lines in image 1
-    norm = np.maximum(np.linalg.norm(lines[:, :2], axis=1), 1e-12)
-    return np.abs(lines @ h1.T) / norm[:, None]
-
-
-def triangulate(K, T_0, T_1, uv0, uv1, max_error: float, min_parallax_deg: float):
-    """Two-view triangulation. T_i: camera-i from frame-0 (4×4); uv [M,2] →
-    (points in frame 0 [M,3], ok [M]: in front of both, reprojection ≤ max_error,
-    ray angle ≥ min_parallax_deg)."""
-    P0 = K @ T_0[:3]
-    P1 = K @ T_1[:3]
-    Xh = cv2.triangulatePoints(P0, P1, uv0.T.astype(np.float64), uv1.T.astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X = (Xh[:3] / Xh[3]).T
-    ok = np.all(np.isfinite(X), axis=1)
-    X = np.where(ok[:, None], X, 0.0)
-    e0 = _reproj(K, T_0, X, uv0)
-    e1 = _reproj(K, T_1, X, uv1)
-    c0 = inv_T(T_0)[:3, 3]
-    c1 = inv_T(T_1)[:3, 3]
-    r0, r1 = X - c0, X - c1
-    cosang = np.sum(r0 * r1, 1) / np.maximum(np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1),
-                                             1e-12)
-    ok &= (e0 <= max_error) & (e1 <= max_error)
-    ok &= cosang <= np.cos(np.radians(min_parallax_deg))
-    return X, ok
-
-
-__all__ = ["VisualOdometry", "OdometryResult", "TrackingState", "Keyframe", "triangulate",
-           "epipolar_distances",
+__all__ = ["VisualOdometry", "OdometryResult", "TrackingState", "Keyframe",
            "refine_disparity", "pnp_covariance", "default_T_base_camera"]

@@ -230,10 +230,10 @@ def test_klt_moves_goodpoint_detections_onto_a_known_subpixel_shift(bag, goodpoi
     them to the true positions, far closer than the detections themselves."""
     import cv2
 
-    from goodpoint_ros.odometry.vo import _gray_u8
+    from goodpoint_ros.core.image_msgs import to_uint8
     f = next(iter(bag.frames(1)))
     vo = VisualOdometry(VOConfig(mode="rgbd"), goodpoint, camera=bag.camera)
-    g0 = _gray_u8(f.image)
+    g0 = to_uint8(f.image, gray=True)
     shift = np.array([0.4, -0.3])
     g1 = cv2.warpAffine(g0, np.float32([[1, 0, shift[0]], [0, 1, shift[1]]]), g0.shape[::-1],
                         flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
@@ -256,7 +256,7 @@ def test_klt_moves_goodpoint_detections_onto_a_known_subpixel_shift(bag, goodpoi
 def test_epipolar_distances_on_ground_truth_geometry(bag):
     """Points of a rendered frame (exact depth) seen from the next frame's exact pose lie
     on their epipolar lines; a wrong pairing does not."""
-    from goodpoint_ros.odometry.vo import epipolar_distances
+    from goodpoint_ros.core.geometry import epipolar_distances
     fa, fb = list(bag.frames(6))[::5]
     cam = bag.camera
     rng = np.random.default_rng(1)
