@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 import yaml
 
+from goodpoint_ros.core.config import AIRSIM_TOPICS
 from goodpoint_ros.core.geometry import inv_T, make_T, quat_to_R
-from goodpoint_ros.evaluation.bags import evaluate as bag_defaults
 from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
 from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig
 
@@ -344,10 +344,10 @@ def load_bag(path, size=None, scale: float = 1.0, image_topic: Optional[str] = N
              max_frames: int = 0) -> Sequence:
     """A rosbag2 through the bag replay (defaults: the AirSim topics of make-sample-bag)."""
     try:
-        rep = read_bag(path, image_topic or bag_defaults.DEFAULT_IMAGE,
-                       camera_info_topic or bag_defaults.DEFAULT_INFO,
-                       depth_topic or bag_defaults.DEFAULT_DEPTH,
-                       pose_topic or bag_defaults.DEFAULT_POSE, extrinsic,
+        rep = read_bag(path, image_topic or AIRSIM_TOPICS.image,
+                       camera_info_topic or AIRSIM_TOPICS.camera_info,
+                       depth_topic or AIRSIM_TOPICS.depth,
+                       pose_topic or AIRSIM_TOPICS.pose, extrinsic,
                        eval_size=None, max_frames=max_frames)
     except BagError as exc:
         raise DatasetError(str(exc)) from None
