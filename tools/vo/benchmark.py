@@ -6,7 +6,9 @@
   full and half resolution (ATE, RPE, drift, lost, time split, Hz);
 * BA solver comparison on the same slice (gtsam vs scipy): ATE and BA ms;
 * EuRoC static slice: estimated motion and rotation over all 95 frames, LOST count;
-* a generated bag (make-sample-bag, 60 frames): RGB-D ATE as % of the path, per method.
+* a generated bag (make-sample-bag, 60 frames): RGB-D ATE as % of the path, per method;
+* memory (``--parts memory``, not in the default set): RSS over 1000 frames of the KITTI
+  slice at half resolution played forward and backward with growing stamps (ORB).
 
 Writes OUT/benchmark.json and prints one line per run.  Evaluation data only: the
 settings are the defaults, nothing here is tuned on these sequences.
@@ -54,6 +56,31 @@ def line(tag, m):
           f"trk {t['tracking']:.0f} ba {t['ba']:.0f}; cpu {m['cpu_ms_per_frame']:.0f})  "
           f"motion {m['estimated_motion_m']:.3f} m "
           f"{m['estimated_rotation_deg']:.3f}°", flush=True)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) / 1024 for x in f if x.startswith("VmRSS"))
+
+
+def memory_run(seq, frames: int = 1000, every: int = 250):
+    """RSS, keyframes and landmarks every ``every`` frames of a forward-backward replay."""
+    from goodpoint_ros.evaluation.vo.run import method_source
+    from goodpoint_ros.odometry import VOConfig
+    from goodpoint_ros.odometry.vo import VisualOdometry
+    clip = list(seq.frames(0))
+    order = list(range(len(clip))) + list(range(len(clip) - 2, 0, -1))
+    vo = VisualOdometry(VOConfig(mode="stereo"), method_source("orb"), rig=seq.rig,
+                        camera=seq.camera)
+    rows = []
+    for i in range(frames):
+        f = clip[order[i % len(order)]]
+        r = vo.process(0.1 * (i + 1), f.image, right=f.right)    # stamps keep growing
+        if i % every == every - 1 or i == 99:
+            rows.append({"frame": i + 1, "rss_mib": _rss_mib(), "keyframes": len(vo.keyframes),
+                         "landmarks": len(vo.points), "state": r.state.value})
+            print(rows[-1], flush=True)
+    return {"rows": rows, "lost": vo.lost_count}
 
 
 def main():
@@ -126,6 +153,10 @@ def main():
                     res["runs"][f"{tag}/{mode}/{name}"] = m
                     line(f"{tag} {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
                     save()
+    if "memory" in parts:
+        seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
+        res["runs"]["memory/orb"] = memory_run(seq)
+        save()
     res["machine"]["load_end"] = os.getloadavg()
     save()
 
