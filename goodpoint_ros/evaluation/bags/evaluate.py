@@ -266,29 +266,13 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
     bar = tqdm(desc="eval bag", unit="pair", disable=not opts.progress, leave=False)
     n_pairs = 0
     prev_j = -1
-    while True:
-        try:
-            fb = next(it_a) if same else next(it_b)
-            if not same:
-                newest_a = next(it_a)
-                buf_a[newest_a.index] = newest_a
-        except StopIteration:
-            break
+    for fb in _second_frames(it_a, it_b, buf_a):
         buf_b[fb.index] = fb
         j = fb.index
-        # frames lost in a damaged bag keep their numbers (BagStream): their pairs are skipped
-        for m in range(prev_j + 1, j):
-            if m - opts.shift >= 0 and (m - opts.shift) % opts.stride == 0:
-                skipped.append((f"{m - opts.shift}-{m}", "frame b is missing from the bag"))
+        skipped += _missing_pairs_between(prev_j, j, opts)
         prev_j = j
         if trackers and j >= 1 and (j - 1) in buf_a:
-            for name, method in methods.items():       # consecutive frames of the first bag
-                f0, f1 = buf_a[j - 1], buf_a[j]
-                d0, _ = detect(name, method, "a", f0, False, f0.image)
-                d1, _ = detect(name, method, "a", f1, False, f1.image)
-                t0 = time.perf_counter()
-                trackers[name].update(len(d0), len(d1), inlier_links(method, d0, d1, f0, f1))
-                timing.tracks += time.perf_counter() - t0
+            _track_step(trackers, methods, buf_a[j - 1], buf_a[j], detect, timing)
         i = j - opts.shift
         if i >= 0 and i % opts.stride == 0 and i not in buf_a:
             skipped.append((f"{i}-{j}", "frame a is missing from the bag"))
@@ -311,18 +295,54 @@ def evaluate_bag(frames_a: Iterable, frames_b: Optional[Iterable], methods: Dict
                 bar.update(1)
             if opts.max_pairs and n_pairs >= opts.max_pairs:
                 break
-        # Drop frames (and features) no later pair needs: the next pair is (i + 1, j + 1)
-        # and the next track step needs j, which is ≥ i + 1 since shift ≥ 1.
-        low_a = i + 1
-        for buf, low in ((buf_a, low_a), (buf_b, j if not same else low_a)):
-            for k in [k for k in buf if k < low]:
-                del buf[k]
-        cache.evict(lambda k: (k[1] == "a" and k[2] < low_a) or (k[1] == "b" and k[2] < j))
+        _evict(buf_a, buf_b, cache, low_a=i + 1, low_b=j if not same else i + 1)
     bar.close()
     if gt_check is not None and not gt_check.done:
         gt_check.decide()
     tracks = {name: t.summary() for name, t in trackers.items()}
     return per_pair, skipped, examples, tracks
+
+
+def _second_frames(it_a: Iterator, it_b: Optional[Iterator], buf_a: Dict[int, object]):
+    """The frames b of the pairs, in order: the first bag's own frames (``it_b`` None), or
+    the second bag's, reading the first bag in step into ``buf_a``."""
+    while True:
+        try:
+            fb = next(it_a) if it_b is None else next(it_b)
+            if it_b is not None:
+                newest_a = next(it_a)
+                buf_a[newest_a.index] = newest_a
+        except StopIteration:
+            return
+        yield fb
+
+
+def _missing_pairs_between(prev_j: int, j: int, opts: BagOptions) -> List[Tuple[str, str]]:
+    """Pairs whose frame b (numbers prev_j+1 … j-1) is lost in a damaged bag: frames keep
+    their numbers (BagStream), so those pairs are skipped with a reason."""
+    return [(f"{m - opts.shift}-{m}", "frame b is missing from the bag")
+            for m in range(prev_j + 1, j)
+            if m - opts.shift >= 0 and (m - opts.shift) % opts.stride == 0]
+
+
+def _track_step(trackers, methods, f0, f1, detect, timing: Timing) -> None:
+    """Track lengths (no-depth mode): one step between consecutive frames of the first bag."""
+    for name, method in methods.items():
+        d0, _ = detect(name, method, "a", f0, False, f0.image)
+        d1, _ = detect(name, method, "a", f1, False, f1.image)
+        t0 = time.perf_counter()
+        trackers[name].update(len(d0), len(d1), inlier_links(method, d0, d1, f0, f1))
+        timing.tracks += time.perf_counter() - t0
+
+
+def _evict(buf_a: Dict[int, object], buf_b: Dict[int, object], cache: FeatureCache,
+           low_a: int, low_b: int) -> None:
+    """Drop frames (and their features) no later pair needs: the next pair is (i + 1, j + 1)
+    and the next track step needs j, which is ≥ i + 1 since shift ≥ 1."""
+    for buf, low in ((buf_a, low_a), (buf_b, low_b)):
+        for k in [k for k in buf if k < low]:
+            del buf[k]
+    cache.evict(lambda k: (k[1] == "a" and k[2] < low_a) or (k[1] == "b" and k[2] < low_b))
 
 
 def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b: str,
