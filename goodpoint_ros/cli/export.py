@@ -26,6 +26,8 @@ from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.imageio import read_image
 from goodpoint_ros.core.weights import DEFAULT_ONNX, PACKAGE_WEIGHTS_DIR, atomic_write_bytes, resolve_path
 from goodpoint_ros.deploy.export import (
+    CALIBRATION_DIR,
+    CALIBRATION_LIST,
     DEFAULT_INT8_ONNX,
     ExportError,
     calibration_images,
@@ -37,8 +39,6 @@ from goodpoint_ros.deploy.export import (
     read_onnx_metadata,
 )
 from goodpoint_ros.deploy.gate import accuracy_gate, record_gate, sample_images
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p):
@@ -64,9 +64,9 @@ def add_arguments(p):
     q.add_argument("--into-package", action="store_true",
                    help="allow writing inside the installed package (regenerate the shipped "
                         "int8 model; `make models` passes this)")
-    q.add_argument("--calib-list", default=str(REPO / "training" / "validation_split.txt"),
+    q.add_argument("--calib-list", default=str(CALIBRATION_LIST),
                    help="file listing the calibration photos (the training validation split)")
-    q.add_argument("--calib-dir", default=str(REPO.parent / "shared" / "train-images"),
+    q.add_argument("--calib-dir", default=str(CALIBRATION_DIR),
                    help="folder holding them")
     q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"])
     q.add_argument("--percentile", type=float, default=99.99,

@@ -67,6 +67,10 @@ INT8_OPS = ("Conv", "LeakyRelu", "Add", "MaxPool")
 INT8_KEEP_FLOAT = ("conv1a", "conv4a", "det_b")
 #: Network input size used for int8 calibration: the node's default resolution.
 CALIBRATION_SIZE = (320, 240)
+#: Calibration photos of ``goodpoint export int8`` (and the bench's PT2E int8): the
+#: training validation split, never the evaluation data.
+CALIBRATION_LIST = Path(__file__).resolve().parents[2] / "training" / "validation_split.txt"
+CALIBRATION_DIR = Path(__file__).resolve().parents[3] / "shared" / "train-images"
 
 
 # --------------------------------------------------------------------------- graph rewrite

@@ -31,16 +31,14 @@ import numpy as np
 from goodpoint_ros.backends import BackendUnavailable, check_input
 from goodpoint_ros.core.weights import load_model
 from goodpoint_ros.deploy.export import (
+    CALIBRATION_DIR,
+    CALIBRATION_LIST,
     INT8_KEEP_FLOAT,
     ExportError,
     calibration_images,
     calibration_tensors,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-#: The calibration photos of ``goodpoint export int8`` (training validation split).
-CALIB_LIST = REPO / "training" / "validation_split.txt"
-CALIB_DIR = REPO.parent / "shared" / "train-images"
 #: Photos (× 4 views) calibrated on: observers make each calibration frame slow.
 CALIB_PHOTOS = 8
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -91,7 +89,7 @@ class InductorBackend:
     name = "inductor"
 
     def __init__(self, weights=None, precision: str = "fp32", threads: Optional[int] = None,
-                 calib_list: Path = CALIB_LIST, calib_dir: Path = CALIB_DIR,
+                 calib_list: Path = CALIBRATION_LIST, calib_dir: Path = CALIBRATION_DIR,
                  calib_photos: int = CALIB_PHOTOS, **_):
         import torch  # lazy: heavy optional dependency
         import torch._inductor.config as inductor_config
