@@ -21,6 +21,16 @@ def require_shared(sub: str = "") -> Path:
     return path
 
 
+def network_inputs(size, names=("1.png", "2.png")):
+    """Bundled sample photos as network inputs [1,1,H,W] float32 in 0..1 at ``size`` (W, H)."""
+    import cv2
+    out = []
+    for n in names:
+        img = cv2.imread(str(SAMPLE / n), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+        out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA)[None, None].copy())
+    return out
+
+
 @pytest.fixture
 def sample_pair():
     import cv2

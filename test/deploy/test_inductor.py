@@ -2,32 +2,25 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import network_inputs  # noqa: E402
 from goodpoint_ros.backends import BackendUnavailable  # noqa: E402
 from goodpoint_ros.core.model import GoodPointNet  # noqa: E402
 from goodpoint_ros.core.weights import load_model  # noqa: E402
 from goodpoint_ros.deploy import inductor as I  # noqa: E402
 from goodpoint_ros.deploy.export import INT8_KEEP_FLOAT  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
 SIZE = (64, 48)
 LAYERS = ("conv1a", "conv1b", "conv2a", "conv2b", "conv3a", "conv3b", "conv4a", "conv4b",
           "det_a", "det_b", "desc_a", "desc_b")
 
 
 def _inputs(names=("1.png", "2.png")):
-    out = []
-    for n in names:
-        img = cv2.imread(str(SAMPLE / n), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
-        out.append(cv2.resize(img, SIZE, interpolation=cv2.INTER_AREA)[None, None].copy())
-    return out
+    return network_inputs(SIZE, names)
 
 
 def test_every_layer_name_is_a_convolution_of_the_network():

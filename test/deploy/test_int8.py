@@ -1,28 +1,20 @@
 """int8 mixed precision: layers, keep_float, the per-layer sensitivity study."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
-import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from conftest import SAMPLE, network_inputs  # noqa: E402
 from goodpoint_ros.core.weights import DEFAULT_ONNX  # noqa: E402
 from goodpoint_ros.deploy import export as E  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
 SIZE = (96, 64)
 
 
 def _inputs(names=("1.png", "2.png")):
-    out = []
-    for n in names:
-        img = cv2.imread(str(SAMPLE / n), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
-        out.append(cv2.resize(img, SIZE, interpolation=cv2.INTER_AREA)[None, None].copy())
-    return out
+    return network_inputs(SIZE, names)
 
 
 def test_int8_layers_cover_every_conv_once_with_its_activation_shift_and_pool():
