@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable
-from goodpoint_ros.backends.engine_cache import cache_root
+from goodpoint_ros.backends.engine_cache import SHUTTING_DOWN, cache_root
 from goodpoint_ros.backends.gate import accuracy_gate, sample_images
 from goodpoint_ros.backends.onnx_model import file_sha256
 from goodpoint_ros.core.keypoints import to_gray_float
@@ -60,7 +60,8 @@ PROBE_VERSION = 1
 #: probed: where it loads, :func:`create_backend` uses it (its own engine
 #: build, gate and hot swap); a minutes-long build is no "short probe".
 CANDIDATES: Tuple[Tuple[str, str], ...] = (
-    ("onnxruntime", "fp32"), ("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "int8"),
+    ("onnxruntime", "fp32"), ("torch", "fp32"), ("openvino", "fp32"), ("torch", "bf16"),
+    ("openvino", "bf16"), ("onnxruntime", "int8"), ("openvino", "int8"),
     ("torch", "fp16"), ("onnxruntime", "fp16"))
 #: Size probed when the caller does not resize (native camera size unknown yet).
 DEFAULT_SIZE = (640, 480)
@@ -94,7 +95,7 @@ def cpu_signature(cpuinfo: Optional[str] = None) -> Tuple[str, str, int]:
 def library_versions() -> Dict[str, str]:
     """Versions of the libraries whose kernels are timed (absent ones: '-')."""
     out = {}
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "numpy", "goodpoint_ros"):
+    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "goodpoint_ros"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -277,6 +278,9 @@ def run_probe(factory: Factory, candidates: Sequence[Tuple[str, str]] = CANDIDAT
         row = {"backend": name, "precision": precision, "status": "unavailable", "ms": None,
                "reason": "", "gate": None}
         results.append(row)
+        if SHUTTING_DOWN.is_set():          # the interpreter is exiting: stop measuring
+            row["reason"] = "not probed: the process is exiting"
+            continue
         try:
             b = factory(name, precision)
         except (BackendUnavailable, ImportError, ValueError) as exc:
@@ -332,7 +336,8 @@ def cached_or_probe(factory: Factory, key: ProbeKey, cache: Optional[ProbeCache]
         t0 = time.monotonic()
         result = run_probe(factory, key.candidates, key.size, keep=keep)
         result["probe_seconds"] = round(time.monotonic() - t0, 1)
-        if result["choice"] is not None:
+        # an interrupted probe (process exiting) measured only some candidates: not kept
+        if result["choice"] is not None and not SHUTTING_DOWN.is_set():
             cache.store(key, {k: v for k, v in result.items() if k != "backend"})
         result["cached"] = False
         return result

@@ -21,6 +21,7 @@ logic is tested on CPU with fakes.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import fcntl
@@ -30,6 +31,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
@@ -201,6 +203,28 @@ class EngineCache:
             return data
 
 
+#: Set when the interpreter exits: a background build / probe stops at its next step.
+SHUTTING_DOWN = threading.Event()
+#: Seconds an exiting interpreter waits for a background build's current step.
+EXIT_JOIN_S = 60.0
+_RUNNING: "weakref.WeakSet[HotSwapBackend]" = weakref.WeakSet()
+
+
+@atexit.register
+def _join_background_builds() -> None:
+    """Wait for background threads still inside a native runtime.
+
+    A daemon thread left inside ONNX Runtime / OpenVINO while the interpreter
+    finalises aborts the process ("terminate called without an active
+    exception", exit 134), e.g. a node stopped during its auto probe.  atexit
+    runs before finalisation, so the thread finishes its current step
+    (:data:`SHUTTING_DOWN` ends the probe's loop) and the exit stays clean.
+    """
+    SHUTTING_DOWN.set()
+    for swap in list(_RUNNING):
+        swap._thread.join(EXIT_JOIN_S)
+
+
 class HotSwapBackend:
     """Serve with ``fallback`` while ``make_fast()`` runs in a thread; then switch.
 
@@ -227,6 +251,7 @@ class HotSwapBackend:
         self._thread = threading.Thread(target=self._run, args=(make_fast, heartbeat_s),
                                         name=f"goodpoint-{label.replace(' ', '-')}", daemon=True)
         if start:
+            _RUNNING.add(self)
             self._thread.start()
 
     @property
