@@ -38,6 +38,8 @@ setup(
         # Pinned so the CPU wheel 2.13.0 satisfies it; a bare `torch` pulls a CUDA build.
         "torch": ["torch>=2.1,<=2.13.0"],
         "onnx": ["onnx>=1.14", "onnxruntime>=1.16"],
+        # the fastest CPU runtime measured here (goodpoint_ros/backends/openvino_backend.py)
+        "openvino": ["openvino>=2024.0"],
         "train": ["torch>=2.1,<=2.13.0", "tensorboard>=2.12", "scikit-image>=0.21"],
         "tensorrt": ["tensorrt>=8.6", "cuda-python>=12"],
         # visual odometry (goodpoint_ros/odometry): gtsam for the sliding-window BA

@@ -36,7 +36,7 @@ def generate_launch_description():
         DeclareLaunchArgument("right_camera_info", default_value="right/camera_info",
                               description="stereo: right camera_info topic"),
         DeclareLaunchArgument("backend", default_value="auto",
-                              choices=["auto", "tensorrt", "onnxruntime", "torch"],
+                              choices=["auto", "tensorrt", "onnxruntime", "openvino", "torch"],
                               description="inference backend (auto: tensorrt, onnxruntime, torch)"),
         DeclareLaunchArgument("precision", default_value="auto",
                               choices=["auto", "fp32", "fp16", "bf16", "int8"],

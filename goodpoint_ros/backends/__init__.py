@@ -45,6 +45,7 @@ REGISTRY: Dict[str, str] = {
     "torch": "goodpoint_ros.backends.torch_backend:TorchBackend",
     "onnxruntime": "goodpoint_ros.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "tensorrt": "goodpoint_ros.backends.tensorrt_backend:create_tensorrt_backend",
+    "openvino": "goodpoint_ros.backends.openvino_backend:OpenVinoBackend",
 }
 
 #: ``auto`` tries these in order: TensorRT (an engine cached or buildable: needs

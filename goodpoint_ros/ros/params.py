@@ -27,7 +27,7 @@ from goodpoint_ros.frontend.frontend import FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
 MODES = ("mono", "stereo")
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 DESCRIPTOR_ENCODINGS = ("float32", "uint8")
 RELIABILITIES = ("best_effort", "reliable")

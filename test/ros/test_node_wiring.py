@@ -399,7 +399,7 @@ def test_bundled_model_through_the_auto_backend_chain(ros):
     assert (k.width, k.height) == (images[1].shape[1], images[1].shape[0]) and len(k.x) > 0
     assert len(k.descriptors) == 256 * len(k.x)
     s = st.msgs[-1]
-    assert s.backend in ("onnxruntime", "torch", "tensorrt") and s.network_ms > 0
+    assert s.backend in ("onnxruntime", "openvino", "torch", "tensorrt") and s.network_ms > 0
     logger = node.get_logger()
     if hasattr(logger, "records") and s.backend != "tensorrt":
         assert any("tensorrt" in m and level == "warning" for level, m in logger.records)
