@@ -126,6 +126,15 @@ def read_onnx_metadata(path: os.PathLike) -> Dict:
     return metadata_from_map(sess.get_modelmeta().custom_metadata_map, path)
 
 
+def warn_if_gate_failed(log, path: os.PathLike, export_info: Dict, precision: str) -> None:
+    """Say once, at load, that a reduced-precision file failed its accuracy gate."""
+    gate = export_info.get("gate") or {}
+    if precision != "fp32" and gate.get("passed") is False:
+        log.warning("%s failed the accuracy gate when it was made (%s): its keypoints differ "
+                    "from fp32; use fp32 unless you re-checked it", Path(path).name,
+                    gate.get("reason") or "see goodpoint export gate")
+
+
 def onnx_precision(path: os.PathLike) -> str:
     """fp32 | int8 | ...: what ``goodpoint export`` recorded (fp32 if unrecorded)."""
     try:

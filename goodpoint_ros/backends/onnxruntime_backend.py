@@ -38,6 +38,7 @@ from goodpoint_ros.backends.onnx_model import (
     metadata_from_map,
     onnx_precision,
     read_onnx_metadata,
+    warn_if_gate_failed,
 )
 from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
 
@@ -234,11 +235,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailable(str(exc)) from None
         self.metadata: Dict = info["weights"]
         self.export_info: Dict = info["export"]
-        gate = self.export_info.get("gate") or {}
-        if self.precision != "fp32" and gate.get("passed") is False:
-            LOG.warning("%s failed the accuracy gate when it was made (%s): its keypoints differ "
-                        "from fp32; use fp32 unless you re-checked it", path.name,
-                        gate.get("reason") or "see goodpoint export gate")
+        warn_if_gate_failed(LOG, path, self.export_info, self.precision)
         self.providers = self.session.get_providers()
         self.device = "cuda" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         self.input_name = self.session.get_inputs()[0].name

@@ -27,7 +27,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from goodpoint_ros.backends import BackendUnavailable, check_input
-from goodpoint_ros.backends.onnx_model import ExportError, read_onnx_metadata
+from goodpoint_ros.backends.onnx_model import ExportError, read_onnx_metadata, warn_if_gate_failed
 from goodpoint_ros.backends.onnxruntime_backend import resolve_model
 
 try:
@@ -81,11 +81,7 @@ class OpenVinoBackend:
         self.model_path, self.model_source = path, how
         self.metadata: Dict = info["weights"]
         self.export_info: Dict = info["export"]
-        gate = self.export_info.get("gate") or {}
-        if precision == "int8" and gate.get("passed") is False:
-            LOG.warning("%s failed the accuracy gate when it was made (%s): its keypoints differ "
-                        "from fp32; use fp32 unless you re-checked it", path.name,
-                        gate.get("reason") or "see goodpoint export gate")
+        warn_if_gate_failed(LOG, path, self.export_info, precision)
         self.config = {"PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
                        "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION[precision]}
