@@ -106,3 +106,21 @@ def test_loading_and_running_opens_no_network_connection():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_file_that_failed_its_gate_is_loaded_with_a_warning(tmp_path, caplog, backend):
+    import logging
+
+    import onnx
+
+    from goodpoint_ros.backends.onnx_model import read_onnx_metadata, set_metadata
+    meta = read_onnx_metadata(DEFAULT_INT8_ONNX)
+    proto = onnx.load(str(DEFAULT_INT8_ONNX))
+    set_metadata(proto, meta["weights"], meta["weights_sha256"],
+                 dict(meta["export"], gate={"passed": False, "reason": "repeatability 0.80 < 0.90"}))
+    bad = tmp_path / "failed.int8.onnx"
+    onnx.save(proto, str(bad))
+    with caplog.at_level(logging.WARNING, logger="goodpoint_ros.backends"):
+        create_backend(backend, weights=bad, precision="int8")
+    assert "failed.int8.onnx failed the accuracy gate when it was made (repeatability 0.80" in caplog.text
