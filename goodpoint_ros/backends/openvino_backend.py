@@ -5,7 +5,7 @@ fuses the whole QDQ int8 graph (convolution, LeakyReLU, the folded BatchNorm
 shift, pooling) into oneDNN VNNI primitives, where ONNX Runtime runs ~25
 separate kernels with layout transposes between them.  Measured at 320×240,
 2 threads, AMD EPYC Zen 5 (docs/deployment.md): network int8 21 ms vs ONNX
-Runtime's 35 ms; bf16 34 ms vs PyTorch bf16 70 ms.
+Runtime's 35 ms; bf16 34 ms vs PyTorch bf16 43–70 ms.
 
 The files are the ones ONNX Runtime reads (:func:`resolve_model`: shipped,
 beside the weights, or exported to the user cache), with their recorded
@@ -58,13 +58,14 @@ class OpenVinoBackend:
         if precision == "bf16" and "BF16" not in caps:
             raise BackendUnavailable("this CPU has no bf16 instructions (OpenVINO would run f32); "
                                      "use --precision fp32 or int8")
-        path, how = resolve_model(weights, "fp32" if precision == "bf16" else precision)
+        stored = "fp32" if precision == "bf16" else precision   # bf16 runs the fp32 file
+        path, how = resolve_model(weights, stored)
         try:
             info = read_onnx_metadata(path)
         except ExportError as exc:
             raise BackendUnavailable(str(exc)) from None
         made = info["export"].get("precision", "fp32")
-        if made != ("fp32" if precision == "bf16" else precision):
+        if made != stored:
             raise BackendUnavailable(f"{path} is a {made} model, not {precision}")
         try:
             self.model = self.core.read_model(str(path))
