@@ -64,6 +64,11 @@ class TrainConfig:
     tensorboard: bool = True
     max_steps: Optional[int] = None      # stop early (benchmarks, tests)
     homography: HomographyConfig = field(default_factory=HomographyConfig)
+    # A fraction of the mini-batches drawn from wider ranges (issue 11 item 4: a mixed
+    # mild / wide stage, so viewpoint range is gained without giving up the mild pairs).
+    wide_fraction: float = 0.0
+    homography_wide: HomographyConfig = field(default_factory=lambda: HomographyConfig(
+        rotation=0.4, scale=(0.71, 1.41)))   # per image: the pair spans ±46°, zoom 0.5–2.0
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -80,7 +85,8 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_NESTED = {"homography": HomographyConfig, "noise": NoiseConfig, "loss": LossConfig}
+_NESTED = {"homography": HomographyConfig, "homography_wide": HomographyConfig,
+           "noise": NoiseConfig, "loss": LossConfig}
 
 
 def _build(cls, values: Dict[str, Any], where: str):
@@ -137,7 +143,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ValueError(f"precision must be fp32, bf16 or fp16, got {cfg.precision!r}")
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    lo, hi = cfg.homography.scale
-    if not (0 < lo <= hi):
-        raise ValueError(f"homography.scale must be 0 < lo <= hi, got {cfg.homography.scale}")
+    for name in ("homography", "homography_wide"):
+        lo, hi = getattr(cfg, name).scale
+        if not (0 < lo <= hi):
+            raise ValueError(f"{name}.scale must be 0 < lo <= hi, got {getattr(cfg, name).scale}")
+    if not 0.0 <= cfg.wide_fraction <= 1.0:
+        raise ValueError(f"wide_fraction must be in [0, 1], got {cfg.wide_fraction}")
     return cfg

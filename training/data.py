@@ -154,17 +154,21 @@ class PairBatches:
     ``{"image": [B,1,S,S], "image_h": [B,1,S,S], "mask": [B,S,S], "mask_h": [B,S,S],
     "H": [3,3]}`` with ``H`` mapping pixels of ``image`` to pixels of ``image_h``.
     Usable as a map-style ``torch.utils.data.Dataset`` with ``batch_size=None``.
+    With ``wide`` and ``wide_fraction`` > 0 that fraction of the batches draws
+    its homographies from ``wide`` instead of ``homography``.
     """
 
     def __init__(self, images: List[np.ndarray], crop: int, batch_size: int,
                  homography: HomographyConfig = HomographyConfig(),
                  noise: Optional[NoiseConfig] = NoiseConfig(), scale_range=(1.0, 1.0),
-                 seed: int = 0, rank: int = 0, length: int = 10 ** 9, start: int = 0):
+                 seed: int = 0, rank: int = 0, length: int = 10 ** 9, start: int = 0,
+                 wide: Optional[HomographyConfig] = None, wide_fraction: float = 0.0):
         if not images:
             raise ValueError("no usable training images")
         self.images, self.crop, self.batch_size = images, crop, batch_size
         self.homography, self.noise, self.scale_range = homography, noise, scale_range
         self.seed, self.rank, self.length, self.start = seed, rank, length, start
+        self.wide, self.wide_fraction = wide, float(wide_fraction)
 
     def __len__(self) -> int:
         return self.length
@@ -175,8 +179,12 @@ class PairBatches:
     def batch(self, step: int) -> Dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.rank, step])
         size = (self.crop, self.crop)
-        H_a = sample_homography(rng, size, self.homography)
-        H_b = sample_homography(rng, size, self.homography)
+        ranges = self.homography
+        # drawn only when mixing, so a run without wide batches keeps its old streams
+        if self.wide is not None and self.wide_fraction > 0 and rng.random() < self.wide_fraction:
+            ranges = self.wide
+        H_a = sample_homography(rng, size, ranges)
+        H_b = sample_homography(rng, size, ranges)
         H = H_b @ np.linalg.inv(H_a)
         picks = rng.integers(0, len(self.images), self.batch_size)
         imgs, imgs_h, masks, masks_h = [], [], [], []

@@ -106,7 +106,8 @@ def main(argv=None) -> int:
         print(f"θ={t:<6g} P={m['precision']:.3f} R={m['repeatability']:.3f} "
               f"C={m['coverage']:.3f} HM={m['harmonic_mean']:.3f} kpts={m['keypoints']:.0f}"
               f"  mild HM={m.get('mild_harmonic_mean', float('nan')):.3f}"
-              f"  strong HM={m.get('strong_harmonic_mean', float('nan')):.3f}")
+              f"  strong HM={m.get('strong_harmonic_mean', float('nan')):.3f}"
+              f"  wide HM={m.get('wide_harmonic_mean', float('nan')):.3f}")
     extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
     meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra)
     if args.table:

@@ -339,7 +339,8 @@ class Trainer:
         cfg = self.cfg
         ds = PairBatches(self.images, cfg.crop, cfg.batch_size, cfg.homography, cfg.noise,
                          cfg.image_scale, cfg.seed, self.dist.rank,
-                         length=max(self.total_steps - self.step, 0), start=self.step)
+                         length=max(self.total_steps - self.step, 0), start=self.step,
+                         wide=cfg.homography_wide, wide_fraction=cfg.wide_fraction)
         if cfg.workers <= 0:
             return (ds[i] for i in range(len(ds)))
         return iter(torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False,

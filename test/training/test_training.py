@@ -150,6 +150,46 @@ def test_pair_batches_are_deterministic_and_related_by_H():
     assert diff < 0.02 and shuffled > 3 * diff
 
 
+def pair_zoom_and_angle(H, size):
+    """Relative zoom and rotation (rad) of H about the image centre, from a small cross."""
+    c = np.array([(size[0] - 1) / 2, (size[1] - 1) / 2])
+    pts = np.array([c, c + [1.0, 0.0], c + [0.0, 1.0]])
+    q = apply_homography(H, pts)
+    ex, ey = q[1] - q[0], q[2] - q[0]
+    return math.sqrt(abs(ex[0] * ey[1] - ex[1] * ey[0])), math.atan2(ex[1], ex[0])
+
+
+def test_wide_fraction_mixes_wide_batches_and_zero_keeps_the_old_stream():
+    img = cv2.imread(str(SAMPLE / "1.png"), cv2.IMREAD_GRAYSCALE)
+    mild = HomographyConfig(rotation=0.0, scale=(1.0, 1.0), corner_shift=0, perspective_shift=0)
+    wide = HomographyConfig(rotation=0.45, scale=(0.6, 1.6), corner_shift=0, perspective_shift=0)
+    plain = PairBatches([img], 64, 1, mild, noise=None, seed=3)
+    off = PairBatches([img], 64, 1, mild, noise=None, seed=3, wide=wide, wide_fraction=0.0)
+    np.testing.assert_array_equal(plain.batch(5)["image"], off.batch(5)["image"])
+    mixed = PairBatches([img], 64, 1, mild, noise=None, seed=3, wide=wide, wide_fraction=0.5)
+    moved = [not np.allclose(mixed.batch(i)["H"], np.eye(3), atol=1e-6) for i in range(200)]
+    assert 0.35 < np.mean(moved) < 0.65          # about half the batches are wide
+    with pytest.raises(ValueError, match="wide_fraction"):
+        validate(merge(TrainConfig(), {"wide_fraction": 1.5}))
+
+
+def test_validation_wide_tier_has_the_rotation_and_zoom_it_names():
+    from goodpoint_training.validation import KINDS, WIDE_ROTATION, WIDE_ZOOM, make_pair
+    img = cv2.imread(str(SAMPLE / "1.png"), cv2.IMREAD_GRAYSCALE)
+    for i in range(12):
+        p = make_pair(img, i, kind="wide")
+        zoom, angle = pair_zoom_and_angle(p.H, (320, 240))
+        z = max(zoom, 1 / zoom)
+        # the perspective jitter moves the centre's local zoom / angle a little
+        assert WIDE_ZOOM[0] * 0.85 < z < WIDE_ZOOM[1] * 1.15, z
+        assert WIDE_ROTATION[0] - 0.12 < abs(angle) < WIDE_ROTATION[1] + 0.12, angle
+        np.testing.assert_array_equal(make_pair(img, i, kind="wide").H, p.H)   # fixed
+    assert [make_pair(img, i).kind for i in range(2)] == ["mild", "strong"]
+    assert set(KINDS) == {"mild", "strong", "wide"}
+    with pytest.raises(ValueError, match="kind"):
+        make_pair(img, 0, kind="huge")
+
+
 def test_duplicate_guard_flags_copies_not_other_images():
     a = (textured(100, 0) * 255).astype(np.uint8)
     b = (textured(100, 9) * 255).astype(np.uint8)
@@ -459,7 +499,8 @@ def test_tensorboard_logs_loss_terms_validation_and_pictures(tmp_path):
     cfg = tiny_run_config(tmp_path, imgs, max_steps=2, tensorboard=True, log_every=1,
                           validate_every=2, image_every=1, validation_split=str(split))
     t = trainer.Trainer(cfg, validation_dir=str(imgs))
-    assert len(t.images) == 2 and len(t.validator) == 2        # 2 held out, 2 trained on
+    # 2 photos held out (each a mild-or-strong and a wide pair), 2 trained on
+    assert len(t.images) == 2 and len(t.validator) == 4
     result = t.fit()
     assert result["validation"] is not None and "harmonic_mean" in result["validation"]
     acc = EventAccumulator(str(tmp_path / "run" / "tb")).Reload()

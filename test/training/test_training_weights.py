@@ -31,7 +31,7 @@ def pairs():
         pytest.skip(f"{TRAIN_IMAGES} not present (training photos live beside the repo)")
     from goodpoint_training.data import read_split
     # load through the whole split so each photo keeps its fixed homography
-    ps = [p for p in load_pairs(TRAIN_IMAGES, read_split()) if p.name in PAIRS]
+    ps = [p for p in load_pairs(TRAIN_IMAGES, read_split(), wide=False) if p.name in PAIRS]
     if len(ps) != len(PAIRS):
         pytest.skip("validation photos missing")
     return ps
