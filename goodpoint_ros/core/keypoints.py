@@ -99,9 +99,12 @@ def nms(prob: np.ndarray, radius: int) -> np.ndarray:
     ys, xs = np.nonzero(keep)
     if len(ys) < 2:
         return keep
+    vals = prob[ys, xs]
+    if len(np.unique(vals)) == len(vals):
+        return keep                      # no two survivors share a score: no tie to break
     # Unique ranks: higher score first, then raster order.  float32 holds
     # integers exactly up to 2^24, far more candidates than any image has.
-    order = np.lexsort((ys * prob.shape[1] + xs, -prob[ys, xs]))
+    order = np.lexsort((ys * prob.shape[1] + xs, -vals))
     rank = np.zeros(prob.shape, np.float32)
     rank[ys[order], xs[order]] = np.arange(len(order), 0, -1, dtype=np.float32)
     rank_max = cv2.dilate(rank, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
@@ -138,7 +141,8 @@ def select_keypoints(prob: np.ndarray, image_size: Tuple[int, int],
         raise ValueError("config.keypoint_threshold is unset: call config.resolved(metadata)")
     w, h = image_size
     prob = np.ascontiguousarray(prob[:h, :w], dtype=np.float32)
-    masked = np.where(prob > config.keypoint_threshold, prob, 0).astype(np.float32)
+    # cv2's TOZERO keeps values strictly above θ, as ``np.where(prob > θ, prob, 0)``, ~4× faster
+    masked = cv2.threshold(prob, float(config.keypoint_threshold), 0, cv2.THRESH_TOZERO)[1]
     radius = config.nms_radius if config.nms_radius is not None else config.DEFAULT_NMS_RADIUS
     keep = nms(masked, radius)
     b = config.border
@@ -240,19 +244,37 @@ def sample_descriptors(desc, keypoints, cell: int = CELL):
     v1 = (v0 + 1).clip(max=h - 1) if torch_mode else np.minimum(v0 + 1, h - 1)
     flat = desc.reshape(b, c, h * w)
 
+    if not torch_mode:
+        return _bilinear_numpy(flat, [v0 * w + u0, v0 * w + u1, v1 * w + u0, v1 * w + u1],
+                               [(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
+
     def gather(iy, ix):  # → [B,N,C]
         idx = iy * w + ix
-        if torch_mode:
-            return flat.gather(2, idx[:, None, :].expand(b, c, n)).transpose(1, 2)
-        return np.take_along_axis(flat, idx[:, None, :], axis=2).transpose(0, 2, 1)
+        return flat.gather(2, idx[:, None, :].expand(b, c, n)).transpose(1, 2)
 
     fu, fv = fu[..., None], fv[..., None]
     out = (gather(v0, u0) * (1 - fu) * (1 - fv) + gather(v0, u1) * fu * (1 - fv)
            + gather(v1, u0) * (1 - fu) * fv + gather(v1, u1) * fu * fv)
-    if torch_mode:
-        return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    norm = np.sqrt((out * out).sum(-1, keepdims=True))
-    return (out / np.maximum(norm, 1e-12)).astype(np.float32)
+    return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _bilinear_numpy(flat: np.ndarray, idx, weights) -> np.ndarray:
+    """flat [B,C,h·w]; idx, weights: 4 corner index / weight arrays [B,N] → unit [B,N,C].
+
+    Gathers whole descriptor columns (``flat[i][:, idx]``, [C,N]) rather than
+    broadcasting an index per channel: on 640×480 it is ~5× faster (the
+    post-processor must stay a small part of the frame, issue 13).
+    """
+    b, c, _ = flat.shape
+    n = idx[0].shape[1]
+    out = np.empty((b, n, c), np.float32)
+    for i in range(b):
+        acc = flat[i][:, idx[0][i]] * weights[0][i].astype(np.float32)
+        for k in range(1, 4):
+            acc += flat[i][:, idx[k][i]] * weights[k][i].astype(np.float32)
+        norm = np.sqrt(np.einsum("cn,cn->n", acc, acc))
+        out[i] = (acc / np.maximum(norm, 1e-12)).T
+    return out
 
 
 # --------------------------------------------------------------------------- result

@@ -57,6 +57,20 @@ def test_nms_survivors_are_farther_apart_than_radius(radius):
     assert keep.sum() > 0.5 * prob.size / (2 * radius + 1) ** 2
 
 
+def test_nms_without_ties_keeps_exactly_the_window_maxima():
+    # the tie-free shortcut (no rank pass) must agree with the definition, brute force
+    rng = np.random.default_rng(7)
+    prob = rng.random((30, 40)).astype(np.float32)
+    prob[rng.random(prob.shape) < 0.5] = 0          # sparse, as after θ_keypoint
+    r = 2
+    padded = np.pad(prob, r)
+    want = np.zeros_like(prob, bool)
+    for y in range(30):
+        for x in range(40):
+            want[y, x] = prob[y, x] > 0 and prob[y, x] == padded[y:y + 2 * r + 1, x:x + 2 * r + 1].max()
+    np.testing.assert_array_equal(nms(prob, r), want)
+
+
 def test_border_and_padding_removed():
     prob = np.zeros((40, 48), np.float32)   # padded map of a 45x37 image
     prob[2, 20] = prob[20, 2] = 0.9          # inside the 4 px border
