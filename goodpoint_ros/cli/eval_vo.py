@@ -33,7 +33,7 @@ from goodpoint_ros.evaluation.vo.metrics import write_tum
 from goodpoint_ros.evaluation.vo.report import table, write_report
 from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
 from goodpoint_ros.odometry.camera import CalibrationError
-from goodpoint_ros.odometry.config import VOConfig
+from goodpoint_ros.odometry.config import VO_PYRAMID_LEVELS, VOConfig
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
 
@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GoodPoint θ_keypoint (default: the weights' metadata)")
     p.add_argument("--nms", type=int, default=None,
                    help="GoodPoint NMS radius (default: the weights' metadata, else 8)")
+    p.add_argument("--pyramid-levels", type=int, default=VO_PYRAMID_LEVELS,
+                   help=f"GoodPoint image pyramid levels (default {VO_PYRAMID_LEVELS}: the VO's, "
+                        "whatever the weights recommend for still pairs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     b = p.add_argument_group("rosbag2 input")
     b.add_argument("--image-topic", default=None)
@@ -88,7 +91,8 @@ def _extractor(args):
                           precision=args.precision, **kw)
     # unset θ_keypoint / NMS radius resolve from the weights (set_config → resolved)
     ex.set_config(GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
-                                  max_keypoints=args.max_keypoints or None))
+                                  max_keypoints=args.max_keypoints or None,
+                                  pyramid_levels=args.pyramid_levels))
     return ex
 
 

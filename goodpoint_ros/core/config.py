@@ -113,6 +113,13 @@ class GoodPointConfig:
         input_max: the pixel value that means white; ``0``: the type's full
             range (uint8 255, uint16 65535, float 1.0).  Set 4095 for a 12-bit
             camera publishing mono16, 1023 for 10-bit, 255 for floats in 0..255.
+        pyramid_levels: run the network on an image pyramid of this many levels,
+            each 1/√2 the size of the previous, and pool the keypoints of all
+            levels (mapped to the original pixels; ``max_keypoints`` applies to
+            the pool).  The network has one receptive field, so beyond ~1.5×
+            zoom its keypoints stop repeating; ORB, SIFT and AKAZE all detect on
+            pyramids.  3 levels cost 1.75× the network time.  ``None``: the
+            value recorded in the weights' metadata, else 1 (the paper).
     """
 
     keypoint_threshold: Optional[float] = field(default=None, metadata=_opt(
@@ -142,9 +149,23 @@ class GoodPointConfig:
         "help": "pixel value meaning white; 0: the type's full range (4095 for a 12-bit "
                 "mono16 camera, 255 for floats in 0..255)", "range": (0.0, 1.0e9)})
 
+    pyramid_levels: Optional[int] = field(default=None, metadata=_opt(
+        "image pyramid levels, each 1/sqrt(2) of the previous, keypoints pooled (3 levels: "
+        "1.75x the network time); unset: the value in the weights' metadata, else 1",
+        (1, 6), "--pyramid-levels"))
+
     #: Used when neither the user nor the weights' metadata gives θ_keypoint / the radius.
     DEFAULT_KEYPOINT_THRESHOLD = 0.021
     DEFAULT_NMS_RADIUS = 8
+    DEFAULT_PYRAMID_LEVELS = 1
+    #: Size ratio between pyramid levels.
+    PYRAMID_FACTOR = 2 ** -0.5
+
+    @property
+    def scales(self) -> tuple:
+        """Pyramid scales, largest first: (1.0,) or e.g. (1.0, 0.707, 0.5)."""
+        n = self.pyramid_levels or self.DEFAULT_PYRAMID_LEVELS
+        return tuple(self.PYRAMID_FACTOR ** i for i in range(n))
 
     def validate(self) -> "GoodPointConfig":
         """Raise ``ValueError`` with a readable message on a bad setting."""
@@ -171,6 +192,8 @@ class GoodPointConfig:
             raise ValueError(f"subpixel_radius must be in 0..4, got {self.subpixel_radius}")
         if not (self.memory_budget_mb > 0):
             raise ValueError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
+        if self.pyramid_levels is not None and not (1 <= self.pyramid_levels <= 6):
+            raise ValueError(f"pyramid_levels must be in 1..6, got {self.pyramid_levels}")
         if not (self.input_max >= 0) or self.input_max == float("inf"):
             raise ValueError(f"input_max must be 0 (full range) or positive, got {self.input_max}")
         if self.bucket_cells is not None:
@@ -181,7 +204,7 @@ class GoodPointConfig:
 
     def resolved(self, metadata: Optional[Dict[str, Any]] = None) -> "GoodPointConfig":
         """A copy with every field the weights record (``metadata["detection"]``:
-        θ_keypoint and the NMS radius) filled in where unset; then validated.
+        θ_keypoint, the NMS radius, pyramid levels) filled in where unset; then validated.
         The CLI, the node and the evaluator all resolve through here."""
         out = dataclasses.replace(self)
         det = (metadata or {}).get("detection", {})
@@ -190,6 +213,8 @@ class GoodPointConfig:
                                                    self.DEFAULT_KEYPOINT_THRESHOLD))
         if out.nms_radius is None:
             out.nms_radius = int(det.get("nms_radius", self.DEFAULT_NMS_RADIUS))
+        if out.pyramid_levels is None:
+            out.pyramid_levels = int(det.get("pyramid_levels", self.DEFAULT_PYRAMID_LEVELS))
         return out.validate()
 
     def to_dict(self) -> Dict[str, Any]:

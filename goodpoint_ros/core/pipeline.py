@@ -205,12 +205,9 @@ class FeatureExtractor:
                            "--input-max on the command line)")
         return image
 
-    def __call__(self, image: np.ndarray) -> Features:
-        t0 = time.perf_counter()
-        x, size, scale = self.preprocess(image)
-        t1 = time.perf_counter()
+    def _infer(self, x: np.ndarray):
         try:
-            prob, desc = self.backend.infer(np.ascontiguousarray(x, dtype=np.float32))
+            return self.backend.infer(np.ascontiguousarray(x, dtype=np.float32))
         except MemoryError:
             raise
         except Exception as exc:     # ONNX Runtime reports a failed allocation as its own type
@@ -220,12 +217,72 @@ class FeatureExtractor:
                               f"for a {x.shape[3]}x{x.shape[2]} network input (memory budget "
                               f"{self.config.memory_budget_mb:.0f} MB): lower the budget or "
                               "resize") from None
-        t2 = time.perf_counter()
-        feats = postprocess(prob, desc, size, self.config)
+
+    def __call__(self, image: np.ndarray) -> Features:
+        t0 = time.perf_counter()
+        x, size, scale = self.preprocess(image)
+        t_pre = (time.perf_counter() - t0) * 1e3
+        t_net = t_post = 0.0
+        levels = []
+        base = gray_of(x, size) if len(self.config.scales) > 1 else None
+        for k, s in enumerate(self.config.scales):
+            t1 = time.perf_counter()
+            level_size = size
+            if k:    # every level straight from the network-size image, area-averaged
+                level_size = pyramid_size(size, s)
+                if level_size is None:
+                    break
+                x = pad_to_multiple(cv2.resize(base, level_size,
+                                               interpolation=cv2.INTER_AREA))[None, None]
+            t2 = time.perf_counter()
+            prob, desc = self._infer(x)
+            t3 = time.perf_counter()
+            feats = postprocess(prob, desc, level_size, self.config)
+            if k:
+                feats = replace(feats, keypoints=scale_keypoints(
+                    feats.keypoints, size[0] / level_size[0], size[1] / level_size[1]),
+                    image_size=size)
+            levels.append(feats)
+            t4 = time.perf_counter()
+            t_pre += (t2 - t1) * 1e3
+            t_net += (t3 - t2) * 1e3
+            t_post += (t4 - t3) * 1e3
+        t5 = time.perf_counter()
+        feats = pool_levels(levels, self.config.max_keypoints)
         if scale != (1.0, 1.0):
             orig = (int(round(size[0] * scale[0])), int(round(size[1] * scale[1])))
             feats = replace(feats, keypoints=scale_keypoints(feats.keypoints, *scale),
                             image_size=orig)
-        t3 = time.perf_counter()
-        self.times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        t_post += (time.perf_counter() - t5) * 1e3
+        self.times = StageTimes(t_pre, t_net, t_post)
         return feats
+
+
+#: Pyramid levels smaller than this (either side) are not run.
+MIN_LEVEL_SIDE = 32
+
+
+def pyramid_size(size: Tuple[int, int], s: float) -> Optional[Tuple[int, int]]:
+    """(W, H) of the level at scale ``s`` of a (W, H) image, or None when too small."""
+    w, h = max(int(round(size[0] * s)), 1), max(int(round(size[1] * s)), 1)
+    return (w, h) if min(w, h) >= MIN_LEVEL_SIDE else None
+
+
+def gray_of(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """The unpadded [H,W] image of a padded network input [1,1,H',W']."""
+    return np.ascontiguousarray(x[0, 0, :size[1], :size[0]])
+
+
+def pool_levels(levels, max_keypoints: Optional[int]) -> Features:
+    """Keypoints of all pyramid levels (already in level-0 pixels) → one :class:`Features`,
+    strongest first, at most ``max_keypoints``.  Keypoints of different levels at one
+    place are all kept: their descriptors see different scales (as SIFT's do)."""
+    if len(levels) == 1:
+        return levels[0]
+    kpts = np.concatenate([f.keypoints for f in levels])
+    scores = np.concatenate([f.scores for f in levels])
+    desc = np.concatenate([f.descriptors for f in levels])
+    order = np.argsort(-scores, kind="stable")
+    if max_keypoints:
+        order = order[:max_keypoints]
+    return Features(kpts[order], scores[order], desc[order], levels[0].image_size)

@@ -74,6 +74,8 @@ def from_field(cls, name: str, ros_name: str = "", *, off: str = "", default: An
         lo, hi = rng
         if off.startswith("-1"):
             lo = -1
+        elif off.startswith("0 ="):     # the 'unset' value lies below the field's range
+            lo = min(lo, 0)
         rng = (type(default)(lo), type(default)(hi))
     return ParamSpec(ros_name or name, default, help_ + (f"; ROS: {off}" if off else ""),
                      read_only, meta.get("choices") or choices, rng)
@@ -126,6 +128,7 @@ PARAMETERS = (
     _detection("nms_radius", -1, "-1 = unset"),
     _detection("border", 4),
     _detection("max_keypoints", 1000),
+    _detection("pyramid_levels", 0, "0 = unset"),
     P("bucket_cols", 0, "grid bucketing columns for an even spread; 0: off", range=(0, 256)),
     P("bucket_rows", 0, "grid bucketing rows; 0: off", range=(0, 256)),
     P("max_per_bucket", 0, "max keypoints per grid cell when bucketing", range=(0, 100000)),
@@ -188,6 +191,7 @@ def config_from_params(values: Dict[str, Any]) -> GoodPointConfig:
         nms_radius=int(values["nms_radius"]) if int(values["nms_radius"]) >= 0 else None,
         border=int(values["border"]),
         max_keypoints=int(values["max_keypoints"]) or None,
+        pyramid_levels=int(values.get("pyramid_levels", 0)) or None,
         bucket_cells=(cols, rows) if bucketing else None,
         max_per_bucket=int(values["max_per_bucket"]) if bucketing else 0,
         descriptor_threshold=float(values["descriptor_threshold"]),

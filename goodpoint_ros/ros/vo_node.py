@@ -105,7 +105,8 @@ class VONode(Node):
     def _load_source(v):
         kwargs = {"threads": v["threads"]} if v["threads"] else {}
         try:
-            ex = FeatureExtractor(v["backend"], GoodPointConfig(max_keypoints=v["max_keypoints"]),
+            ex = FeatureExtractor(v["backend"], GoodPointConfig(
+                max_keypoints=v["max_keypoints"], pyramid_levels=v["pyramid_levels"]),
                                   weights=v["weights"] or None, precision=v["precision"],
                                   **kwargs)
         except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:

@@ -15,7 +15,7 @@ import numpy as np
 
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.geometry import R_BASE_OPTICAL, make_T, quat_to_R, quaternion_xyzw
-from goodpoint_ros.odometry.config import VOConfig
+from goodpoint_ros.odometry.config import VO_PYRAMID_LEVELS, VOConfig
 from goodpoint_ros.ros.params import BACKENDS, PRECISIONS, RELIABILITIES, ParamSpec, check_value, from_field
 
 P = ParamSpec
@@ -35,6 +35,7 @@ VO_PARAMETERS = (
       True),
     P("threads", 0, "CPU threads for the network; 0: all cores", True, range=(0, 256)),
     from_field(GoodPointConfig, "max_keypoints", read_only=True),
+    from_field(GoodPointConfig, "pyramid_levels", default=VO_PYRAMID_LEVELS, read_only=True),
     P("resize_scale", 1.0, "the VO runs on the frames scaled by this (0.5: half resolution, "
       "~4x faster); the calibration is scaled with them", True, range=(0.1, 1.0)),
     from_field(VOConfig, "solver", read_only=True),

@@ -141,3 +141,43 @@ def test_the_nms_radius_recorded_in_the_weights_is_honoured_by_detect():
     explicit = config_from_args(p.parse_args(["--nms", "4"]))
     meta8 = {"detection": {"keypoint_threshold": 0.5, "nms_radius": 8}}
     assert FeatureExtractor(FakeBackend(two_peaks, meta8), explicit).config.nms_radius == 4
+
+
+def test_pyramid_levels_find_a_blob_at_its_original_place_on_every_level():
+    # A 6x6 bright block: the echo network "detects" its brightest pixel on each level;
+    # every level's keypoint, mapped back, lands on the block (a level resized from the
+    # wrong image or scaled by the wrong factor would miss it).
+    img = np.zeros((240, 320), np.uint8)
+    img[100:106, 200:206] = 255
+    backend = InputEchoBackend()
+    ex = FeatureExtractor(backend, GoodPointConfig(keypoint_threshold=0.5, pyramid_levels=3,
+                                                   max_keypoints=None))
+    f = ex(img)
+    assert [tuple(c[2:]) for c in backend.calls] == [(240, 320), (176, 232), (120, 160)]
+    assert len(f) == 3 and f.image_size == (320, 240)
+    assert (np.abs(f.keypoints - [202.5, 102.5]) <= 3.5).all(), f.keypoints
+    one = FeatureExtractor(InputEchoBackend(), GoodPointConfig(keypoint_threshold=0.5))(img)
+    assert len(one) == 1                       # one level: the paper's single-scale detector
+
+
+def test_pyramid_makes_keypoints_repeat_under_2x_zoom_with_real_network():
+    # the same view at 2x zoom: keypoints of the zoomed image repeat in the original far
+    # more often with a 3-level pyramid (the network alone has one receptive field)
+    import cv2
+    from pathlib import Path
+    img = cv2.imread(str(Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
+                         / "1.png"), cv2.IMREAD_GRAYSCALE)
+    img = cv2.resize(img, (480, 360), interpolation=cv2.INTER_AREA)
+    zoom = cv2.resize(img[90:270, 120:360], (480, 360), interpolation=cv2.INTER_LINEAR)
+
+    def repeat(levels):
+        ex = FeatureExtractor("torch", GoodPointConfig(pyramid_levels=levels, max_keypoints=None),
+                              device="cpu", precision="fp32")
+        a, b = ex(img), ex(zoom)
+        back = (b.keypoints + 0.5) / 2 - 0.5 + [120, 90]          # zoomed → original pixels
+        inside = (a.keypoints[:, 0] > 124) & (a.keypoints[:, 0] < 355) & \
+                 (a.keypoints[:, 1] > 94) & (a.keypoints[:, 1] < 265)
+        d = np.linalg.norm(a.keypoints[inside][:, None] - back[None], axis=2)
+        return float((d.min(1) <= 3).mean())
+    r1, r3 = repeat(1), repeat(3)
+    assert r3 > r1 + 0.1, (r1, r3)

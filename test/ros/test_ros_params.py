@@ -180,3 +180,14 @@ def test_generated_specs_take_the_dataclass_defaults():
     assert SPECS["min_disparity"].default == st.min_disparity
     assert st.max_disparity is None and SPECS["max_disparity"].default == 0.0   # ROS "off"
     assert "0 = unbounded" in SPECS["max_disparity"].description
+
+
+def test_pyramid_levels_parameter_unset_takes_the_weights_value():
+    meta = {"detection": {"keypoint_threshold": 0.1, "pyramid_levels": 3}}
+    assert config_from_params(defaults()).resolved(meta).pyramid_levels == 3
+    assert config_from_params(dict(defaults(), pyramid_levels=1)).resolved(meta).scales == (1.0,)
+    assert config_from_params(defaults()).resolved({}).pyramid_levels == 1
+    with pytest.raises(ValueError, match="pyramid_levels"):
+        check_value("pyramid_levels", 9)
+    from goodpoint_ros.ros.vo_params import vo_defaults
+    assert vo_defaults()["pyramid_levels"] == 1            # the VO runs one level (odometry/config)
