@@ -163,8 +163,9 @@ def test_pyramid_levels_find_a_blob_at_its_original_place_on_every_level():
 def test_pyramid_makes_keypoints_repeat_under_2x_zoom_with_real_network():
     # the same view at 2x zoom: keypoints of the zoomed image repeat in the original far
     # more often with a 3-level pyramid (the network alone has one receptive field)
-    import cv2
     from pathlib import Path
+
+    import cv2
     img = cv2.imread(str(Path(__file__).resolve().parents[2] / "data" / "hpatches_v_churchill"
                          / "1.png"), cv2.IMREAD_GRAYSCALE)
     img = cv2.resize(img, (480, 360), interpolation=cv2.INTER_AREA)
