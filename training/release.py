@@ -40,7 +40,8 @@ def checkpoint_metadata(state: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float] = None,
-                   nms_radius: Optional[int] = None, extra: Optional[Dict[str, Any]] = None
+                   nms_radius: Optional[int] = None, extra: Optional[Dict[str, Any]] = None,
+                   pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS
                    ) -> Dict[str, Any]:
     """Write ``out_path`` (.safetensors) from a training checkpoint → its metadata.
 
@@ -62,7 +63,10 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
             if not np.isfinite(arr).all():
                 raise ValueError(f"{checkpoint_path}: tensor {k} has NaN/inf values")
         tensors[k] = arr
+    if not 1 <= int(pyramid_levels) <= 6:
+        raise ValueError(f"pyramid_levels must be in 1..6, got {pyramid_levels}")
     meta = default_metadata(keypoint_threshold=float(keypoint_threshold), nms_radius=nms,
+                            pyramid_levels=int(pyramid_levels),
                             training=checkpoint_metadata(state), source=Path(checkpoint_path).name)
     if extra:
         meta.update(extra)
@@ -99,6 +103,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--threshold", type=float, help="skip the sweep and record this θ")
     p.add_argument("--table", help="write the sweep as JSON here")
+    p.add_argument("--pyramid-levels", type=int, default=GoodPointConfig.DEFAULT_PYRAMID_LEVELS,
+                   help="pyramid levels recorded as the weights' default for detection (chosen "
+                        "on the validation split, training/README.md; default %(default)s)")
     args = p.parse_args(argv)
     theta, table = (args.threshold, {}) if args.threshold else choose_threshold(
         args.checkpoint, args.images)
@@ -109,7 +116,8 @@ def main(argv=None) -> int:
               f"  strong HM={m.get('strong_harmonic_mean', float('nan')):.3f}"
               f"  wide HM={m.get('wide_harmonic_mean', float('nan')):.3f}")
     extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
-    meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra)
+    meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra,
+                          pyramid_levels=args.pyramid_levels)
     if args.table:
         atomic_write_bytes(args.table, json.dumps({str(k): v for k, v in table.items()},
                                                   indent=1).encode())

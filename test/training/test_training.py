@@ -436,6 +436,15 @@ def test_export_weights_writes_core_format(tmp_path):
     model, meta2 = load_model(out)
     assert meta2["detection"]["keypoint_threshold"] == 0.03 == meta["detection"]["keypoint_threshold"]
     assert meta2["training"]["step"] == 1
+    assert meta2["detection"]["pyramid_levels"] == 1          # the paper's single level
+    three = tmp_path / "w3.safetensors"
+    export_weights(tmp_path / "run" / "last.ckpt", three, keypoint_threshold=0.03, pyramid_levels=3)
+    from goodpoint_ros.core.pipeline import FeatureExtractor
+    ex = FeatureExtractor("torch", weights=three, device="cpu")
+    assert ex.config.pyramid_levels == 3 and len(ex.config.scales) == 3   # users get it unasked
+    with pytest.raises(ValueError, match="pyramid_levels"):
+        export_weights(tmp_path / "run" / "last.ckpt", three, keypoint_threshold=0.03,
+                       pyramid_levels=0)
     with pytest.raises(ValueError, match="1/64"):
         export_weights(tmp_path / "run" / "last.ckpt", out, keypoint_threshold=0.01)
     bad = tmp_path / "bad.ckpt"
