@@ -39,6 +39,27 @@ def checkpoint_metadata(state: Dict[str, Any]) -> Dict[str, Any]:
             "paper": "Belikov & Potapov 2020, GoodPoint (unsupervised, §4-5)"}
 
 
+def load_release_source(path) -> Dict[str, Any]:
+    """A training checkpoint, or released ``.safetensors`` weights (to re-release them with
+    other detection defaults) → a checkpoint-like ``{"model", "step", ...}`` dict."""
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        return load_checkpoint(p)
+    from goodpoint_ros.core.weights import WeightsError, load_weights
+    try:
+        tensors, meta = load_weights(p)
+    except WeightsError as exc:
+        raise ValueError(str(exc)) from None
+    train = meta.get("training", {}) or {}
+    return {"model": {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()},
+            "step": train.get("step", 0), "epoch": train.get("epoch", 0),
+            "best": train.get("validation_harmonic_mean", float("nan")),
+            "threshold": meta.get("detection", {}).get("keypoint_threshold"),
+            "config": yaml.safe_dump({k: train.get(k) for k in
+                                      ("crop", "batch_size", "precision", "homography", "images")}),
+            "released_from": p.name}
+
+
 def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float] = None,
                    nms_radius: Optional[int] = None, extra: Optional[Dict[str, Any]] = None,
                    pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS
@@ -49,9 +70,9 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
     checkpoint's validation chose (``state["threshold"]``) or the paper's 0.021.
     Raises ``ValueError`` (one line) on a bad checkpoint or threshold.
     """
-    state = load_checkpoint(Path(checkpoint_path))
+    state = load_release_source(checkpoint_path)
     if keypoint_threshold is None:
-        keypoint_threshold = float(state.get("threshold", GoodPointConfig.DEFAULT_KEYPOINT_THRESHOLD))
+        keypoint_threshold = float(state.get("threshold") or GoodPointConfig.DEFAULT_KEYPOINT_THRESHOLD)
     if not (FLAT_CELL_SCORE < float(keypoint_threshold) < 1.0):
         raise ValueError(f"keypoint_threshold must be in (1/64, 1), got {keypoint_threshold}")
     nms = int(nms_radius if nms_radius is not None else GoodPointConfig.DEFAULT_NMS_RADIUS)
@@ -83,7 +104,7 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
 def choose_threshold(checkpoint_path, image_dir, names=None):
     """θ_keypoint maximising the validation harmonic mean (fp32, the shared
     post-processor and matcher) → (θ, {θ: metrics}).  Never uses ../shared/data."""
-    state = load_checkpoint(Path(checkpoint_path))
+    state = load_release_source(checkpoint_path)
     model = GoodPointNet()
     model.load_state_dict(state["model"])
     pairs = load_pairs(Path(image_dir), names)
@@ -98,7 +119,8 @@ def main(argv=None) -> int:
     """``python -m goodpoint_training.release CKPT --images DIR --out X.safetensors``:
     choose θ_keypoint on the validation split, then export."""
     p = argparse.ArgumentParser(prog="goodpoint_training.release", description=main.__doc__)
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a training checkpoint (.ckpt) or released weights "
+                                      "(.safetensors: re-released with new detection defaults)")
     p.add_argument("--images", required=True, help="folder holding the validation split's photos")
     p.add_argument("--out", required=True)
     p.add_argument("--threshold", type=float, help="skip the sweep and record this θ")

@@ -547,3 +547,17 @@ def test_checkpoint_records_validation_threshold_for_export(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.ckpt")["threshold"] == 0.065
     meta = export_weights(tmp_path / "run" / "last.ckpt", tmp_path / "w.safetensors")
     assert meta["detection"]["keypoint_threshold"] == 0.065
+
+
+def test_released_weights_can_be_re_released_with_new_detection_defaults(tmp_path):
+    from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, load_weights
+    from goodpoint_training.release import export_weights
+    out = tmp_path / "again.safetensors"
+    before = DEFAULT_WEIGHTS.read_bytes()
+    export_weights(DEFAULT_WEIGHTS, out, pyramid_levels=3)
+    (t0, m0), (t1, m1) = load_weights(DEFAULT_WEIGHTS), load_weights(out)
+    assert sorted(t0) == sorted(t1) and all(np.array_equal(t0[k], t1[k]) for k in t0)
+    assert m1["detection"]["pyramid_levels"] == 3
+    assert m1["detection"]["keypoint_threshold"] == m0["detection"]["keypoint_threshold"]
+    assert m1["training"]["step"] == m0["training"]["step"]       # provenance carried over
+    assert DEFAULT_WEIGHTS.read_bytes() == before                  # the input is not touched
