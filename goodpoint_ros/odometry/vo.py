@@ -745,8 +745,9 @@ class VisualOdometry:
             fixed[:2] = True
         if fixed.all():
             return None, 0.0
-        uv = np.stack([kfs[k].kp[i] for k, i in zip(obs_k, obs_i)])
-        ur = np.array([kfs[k].ur[i] for k, i in zip(obs_k, obs_i)])
+        # gather per keyframe (obs_k is grouped by keyframe, in order)
+        uv = np.concatenate([kfs[k].kp[obs_i[obs_k == k]] for k in range(len(kfs))])
+        ur = np.concatenate([kfs[k].ur[obs_i[obs_k == k]] for k in range(len(kfs))])
         problem = bundle.BAProblem(np.stack([kf.T_wc for kf in kfs]), fixed,
                                    np.stack([self.points[int(lid)] for lid in lm_ids]),
                                    obs_k, obs_row, uv, ur, self.camera.fx, self.camera.fy,
