@@ -22,7 +22,13 @@ import yaml
 
 from goodpoint_ros.core.config import FLAT_CELL_SCORE, GoodPointConfig
 from goodpoint_ros.core.model import GoodPointNet
-from goodpoint_ros.core.weights import atomic_write_bytes, default_metadata, save_weights
+from goodpoint_ros.core.weights import (
+    WeightsError,
+    atomic_write_bytes,
+    default_metadata,
+    load_weights,
+    save_weights,
+)
 
 from .checkpoint import load_checkpoint
 from .validation import load_pairs, run_network, sweep_thresholds
@@ -45,7 +51,6 @@ def load_release_source(path) -> Dict[str, Any]:
     p = Path(path)
     if p.suffix != ".safetensors":
         return load_checkpoint(p)
-    from goodpoint_ros.core.weights import WeightsError, load_weights
     try:
         tensors, meta = load_weights(p)
     except WeightsError as exc:
