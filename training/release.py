@@ -62,7 +62,7 @@ def load_release_source(path) -> Dict[str, Any]:
             "threshold": meta.get("detection", {}).get("keypoint_threshold"),
             "config": yaml.safe_dump({k: train.get(k) for k in
                                       ("crop", "batch_size", "precision", "homography", "images")}),
-            "released_from": p.name}
+            "validation": meta.get("validation"), "source": meta.get("source")}
 
 
 def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float] = None,
@@ -94,6 +94,10 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
     meta = default_metadata(keypoint_threshold=float(keypoint_threshold), nms_radius=nms,
                             pyramid_levels=int(pyramid_levels),
                             training=checkpoint_metadata(state), source=Path(checkpoint_path).name)
+    if state.get("validation") is not None:       # re-release: the old sweep stays on record
+        meta["validation"] = state["validation"]
+    if state.get("source"):
+        meta["source"] = f"{state['source']} (re-released from {Path(checkpoint_path).name})"
     if extra:
         meta.update(extra)
     # Check the tensors fit the network before writing anything.
