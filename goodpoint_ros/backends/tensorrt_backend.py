@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -54,6 +55,8 @@ except ImportError as exc:  # the usual case on CPU machines: auto falls back
 LOG = logging.getLogger("goodpoint_ros.backends.tensorrt")
 TRT_VERSION = tuple(int(v) for v in trt.__version__.split(".")[:2])
 INPUT = "image"
+#: Input shapes whose buffers are kept (a 3-level pyramid uses 3).
+MAX_SHAPES = 4
 
 
 class _TrtLogger(trt.ILogger):
@@ -319,18 +322,29 @@ class TensorRTBackend:
                         if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._shape: Optional[Tuple[int, ...]] = None
         self._bufs: Dict[str, tuple] = {}
+        # Buffers of the last few input shapes: an image pyramid alternates 3 shapes per
+        # frame, and pinned allocations each call would cost more than the network.
+        self._by_shape: "OrderedDict[Tuple[int, ...], Dict[str, tuple]]" = OrderedDict()
 
     def _allocate(self, shape: Tuple[int, ...]) -> None:
-        """Buffers for one input shape: reused for every frame of that shape."""
-        for buf in self._bufs.values():
-            self.cuda.free(buf)
+        """Bind the buffers of one input shape, allocated on its first use and kept
+        (the ``MAX_SHAPES`` most recent shapes)."""
         self.context.set_input_shape(INPUT, shape)
-        self._bufs = {INPUT: self.cuda.pair(shape)}
-        for n in self.outputs:
-            self._bufs[n] = self.cuda.pair(tuple(self.context.get_tensor_shape(n)))
-        for n, buf in self._bufs.items():
+        bufs = self._by_shape.get(shape)
+        if bufs is None:
+            bufs = {INPUT: self.cuda.pair(shape)}
+            for n in self.outputs:
+                bufs[n] = self.cuda.pair(tuple(self.context.get_tensor_shape(n)))
+            self._by_shape[shape] = bufs
+            while len(self._by_shape) > MAX_SHAPES:
+                _, old = self._by_shape.popitem(last=False)
+                for buf in old.values():
+                    self.cuda.free(buf)
+        else:
+            self._by_shape.move_to_end(shape)
+        for n, buf in bufs.items():
             self.context.set_tensor_address(n, buf.dev)
-        self._shape = shape
+        self._bufs, self._shape = bufs, shape
 
     def infer(self, image: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         check_input(image)

@@ -258,8 +258,9 @@ class FeatureExtractor:
         return feats
 
 
-#: Pyramid levels smaller than this (either side) are not run.
-MIN_LEVEL_SIDE = 32
+#: Pyramid levels smaller than this (either side) are not run: too few cells to matter,
+#: and below the TensorRT engines' default optimisation profile (64×64).
+MIN_LEVEL_SIDE = 64
 
 
 def pyramid_size(size: Tuple[int, int], s: float) -> Optional[Tuple[int, int]]:

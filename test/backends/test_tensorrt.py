@@ -74,7 +74,7 @@ def test_build_run_and_compare_with_onnxruntime(trt_mod, tmp_path, precision):
     b = trt_mod.TensorRTBackend(data, precision, {})
     ref = OnnxRuntimeBackend(device="cpu")
     rng = np.random.default_rng(0)
-    for h, w in [(240, 320), (128, 96), (240, 320)]:          # shape changes reallocate once
+    for h, w in [(240, 320), (128, 96), (240, 320)]:          # each shape allocates once
         x = rng.random((1, 1, h, w), dtype=np.float32)
         prob, desc = b.infer(x)
         rp, rd = ref.infer(x)
@@ -82,6 +82,7 @@ def test_build_run_and_compare_with_onnxruntime(trt_mod, tmp_path, precision):
         assert prob.shape == rp.shape and desc.shape == rd.shape
         assert np.abs(prob - rp).max() < tol
         assert (desc * rd).sum(1).mean() > 0.99
+    assert len(b._by_shape) == 2                  # a pyramid's shapes keep their buffers
 
 
 @needs_gpu
