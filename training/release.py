@@ -41,6 +41,7 @@ def checkpoint_metadata(state: Dict[str, Any]) -> Dict[str, Any]:
             "validation_harmonic_mean": float(state.get("best", float("nan"))),
             "crop": cfg.get("crop"), "batch_size": cfg.get("batch_size"),
             "precision": cfg.get("precision"), "homography": cfg.get("homography"),
+            "wide_fraction": cfg.get("wide_fraction"), "homography_wide": cfg.get("homography_wide"),
             "images": os.path.basename(str(cfg.get("images", "")).rstrip("/")) or None,
             "paper": "Belikov & Potapov 2020, GoodPoint (unsupervised, §4-5)"}
 
