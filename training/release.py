@@ -61,8 +61,9 @@ def load_release_source(path) -> Dict[str, Any]:
             "step": train.get("step", 0), "epoch": train.get("epoch", 0),
             "best": train.get("validation_harmonic_mean", float("nan")),
             "threshold": meta.get("detection", {}).get("keypoint_threshold"),
-            "config": yaml.safe_dump({k: train.get(k) for k in
-                                      ("crop", "batch_size", "precision", "homography", "images")}),
+            # the recorded training facts stand in for the run's config, whole: a key list
+            # here would drop whatever checkpoint_metadata learns to record later
+            "config": yaml.safe_dump(train),
             "validation": meta.get("validation"), "source": meta.get("source")}
 
 
@@ -90,8 +91,7 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
             if not np.isfinite(arr).all():
                 raise ValueError(f"{checkpoint_path}: tensor {k} has NaN/inf values")
         tensors[k] = arr
-    if not 1 <= int(pyramid_levels) <= 6:
-        raise ValueError(f"pyramid_levels must be in 1..6, got {pyramid_levels}")
+    GoodPointConfig(pyramid_levels=int(pyramid_levels)).validate()   # one range check
     meta = default_metadata(keypoint_threshold=float(keypoint_threshold), nms_radius=nms,
                             pyramid_levels=int(pyramid_levels),
                             training=checkpoint_metadata(state), source=Path(checkpoint_path).name)

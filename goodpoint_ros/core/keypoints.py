@@ -262,8 +262,8 @@ def _bilinear_numpy(flat: np.ndarray, idx, weights) -> np.ndarray:
     """flat [B,C,h·w]; idx, weights: 4 corner index / weight arrays [B,N] → unit [B,N,C].
 
     Gathers whole descriptor columns (``flat[i][:, idx]``, [C,N]) rather than
-    broadcasting an index per channel: on 640×480 it is ~5× faster (the
-    post-processor must stay a small part of the frame, issue 13).
+    broadcasting an index per channel: on 640×480 it is ~3× faster, and the
+    post-processor must stay a small part of the frame.
     """
     b, c, _ = flat.shape
     n = idx[0].shape[1]

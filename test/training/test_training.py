@@ -560,4 +560,6 @@ def test_released_weights_can_be_re_released_with_new_detection_defaults(tmp_pat
     assert m1["detection"]["pyramid_levels"] == 3
     assert m1["detection"]["keypoint_threshold"] == m0["detection"]["keypoint_threshold"]
     assert m1["training"]["step"] == m0["training"]["step"]       # provenance carried over
+    for k in ("homography", "wide_fraction", "homography_wide", "crop", "images"):
+        assert m1["training"].get(k) == m0["training"].get(k), k
     assert DEFAULT_WEIGHTS.read_bytes() == before                  # the input is not touched
