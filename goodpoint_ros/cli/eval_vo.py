@@ -73,6 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pyramid-levels", type=int, default=VO_PYRAMID_LEVELS,
                    help=f"GoodPoint image pyramid levels (default {VO_PYRAMID_LEVELS}: the VO's, "
                         "whatever the weights recommend for still pairs)")
+    p.add_argument("--network-scale", type=float, default=1.0,
+                   help="GoodPoint sees each frame resized by this factor (2: doubled, as "
+                        "SIFT's first octave — more and finer keypoints from small images, 4x "
+                        "the network time; default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     b = p.add_argument_group("rosbag2 input")
     b.add_argument("--image-topic", default=None)
@@ -88,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _extractor(args):
     kw = {"threads": args.threads} if getattr(args, "threads", None) else {}
     ex = FeatureExtractor(args.backend, None, weights=args.weights, device=args.device,
-                          precision=args.precision, **kw)
+                          precision=args.precision, scale=args.network_scale, **kw)
     # unset θ_keypoint / NMS radius resolve from the weights (set_config → resolved)
     ex.set_config(GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
                                   max_keypoints=args.max_keypoints or None,
@@ -100,6 +104,8 @@ def run(args) -> int:
     names = parse_methods(args.methods)
     if not 0.05 <= args.scale <= 4:
         raise UserError(f"--scale must be in [0.05, 4], got {args.scale}")
+    if not 0.25 <= args.network_scale <= 2.0:
+        raise UserError(f"--network-scale must be in [0.25, 2], got {args.network_scale}")
     if args.max_keypoints < 0 or args.frames < 0:
         raise UserError("--max-keypoints and --frames must be >= 0")
     bag_kw = {k: getattr(args, k) for k in ("image_topic", "camera_info_topic", "depth_topic",
@@ -125,7 +131,8 @@ def run(args) -> int:
                                extractor=_extractor(args) if name == "goodpoint" else None)
         if name == "goodpoint":
             ex = source.detect_fn
-            settings_methods[name] = {**ex.config.to_dict(), "backend": type(ex.backend).__name__}
+            settings_methods[name] = {**ex.config.to_dict(), "backend": type(ex.backend).__name__,
+                                      "network_scale": ex.scale}
         else:
             settings_methods[name] = {"max_keypoints": args.max_keypoints}
         r = run_sequence(seq, source, config, limit=args.frames,

@@ -93,6 +93,10 @@ class FeatureExtractor:
         config: post-processing settings (a :class:`GoodPointConfig`); unset
             θ_keypoint comes from the weights' metadata.
         resize: optional (W, H) the network sees; keypoints are mapped back.
+        scale: or a factor for every frame's size (2: the network sees each image
+            doubled, as SIFT's first octave does by default, Lowe 2004 §3.3 — denser
+            and finer keypoints from small images at 4× the network cost); keypoints
+            are mapped back.  Not with ``resize``.
         oversize: what a frame over ``config.memory_budget_mb`` gets:
             ``refuse`` (a one-line ``ValueError`` before anything is allocated;
             the CLI) or ``downscale`` (run the network at the largest size that
@@ -103,7 +107,7 @@ class FeatureExtractor:
     def __init__(self, backend="auto", config: Optional[GoodPointConfig] = None,
                  resize: Optional[Tuple[int, int]] = None, weights=None,
                  device: str = "auto", precision: str = "auto", oversize: str = "refuse",
-                 **backend_kwargs):
+                 scale: float = 1.0, **backend_kwargs):
         if isinstance(backend, GoodPointConfig):
             raise TypeError("FeatureExtractor's first argument is the backend (a name or an "
                             "object with infer); pass the settings as config=GoodPointConfig(...)")
@@ -116,6 +120,10 @@ class FeatureExtractor:
             raise ValueError(f"oversize must be refuse or downscale, got {oversize!r}")
         if resize is not None and (min(resize) < 8):
             raise ValueError(f"resize {resize[0]}x{resize[1]} is too small (at least 8x8)")
+        if not 0.1 <= float(scale) <= 4.0:
+            raise ValueError(f"scale must be in [0.1, 4], got {scale}")
+        if resize is not None and float(scale) != 1.0:
+            raise ValueError("pass resize (a fixed W, H) or scale (a factor), not both")
         if isinstance(backend, str):
             if resize and "size" not in backend_kwargs:   # the auto probe measures this size
                 backend_kwargs["size"] = tuple(resize)
@@ -125,6 +133,7 @@ class FeatureExtractor:
         self.metadata: Dict = getattr(backend, "metadata", {}) or {}
         self.config = (config or GoodPointConfig()).resolved(self.metadata)
         self.resize = tuple(resize) if resize else None
+        self.scale = float(scale)
         self.oversize = oversize
         self.times = StageTimes()
         self._notes: list = []        # one-time messages for the caller (node: its logger)
@@ -157,7 +166,7 @@ class FeatureExtractor:
         if max(h, w) > MAX_SIDE:
             raise ValueError(f"image is {w}x{h}; the largest side decoded is {MAX_SIDE} px")
         # the budget is checked on the size the network will see, before any allocation
-        net = self.resize or (w, h)
+        net = self.resize or (max(8, int(round(w * self.scale))), max(8, int(round(h * self.scale))))
         name = getattr(self.backend, "name", "?")
         budget = self.config.memory_budget_mb
         need = estimate_peak_mb(name, *net)
@@ -178,7 +187,9 @@ class FeatureExtractor:
         scale = (1.0, 1.0)
         if net != (w, h):
             rw, rh = net
-            gray = cv2.resize(gray, (rw, rh), interpolation=cv2.INTER_AREA)
+            # area averaging to shrink (no aliasing), bilinear to enlarge
+            gray = cv2.resize(gray, (rw, rh), interpolation=cv2.INTER_AREA if rw * rh < w * h
+                              else cv2.INTER_LINEAR)
             scale = (w / rw, h / rh)
         size = (gray.shape[1], gray.shape[0])
         return pad_to_multiple(gray)[None, None], size, scale

@@ -146,19 +146,24 @@ class OpenCVMethod(Method):
                 "mutual": True, "ratio_test": self.ratio}
 
 
-def _akaze_create():
+#: OpenCV's default AKAZE detector response threshold.
+AKAZE_THRESHOLD = 0.001
+
+
+def _akaze_create(threshold: float = AKAZE_THRESHOLD):
     """AKAZE lives in ``cv2`` on OpenCV 4 and in ``cv2.xfeatures2d`` on OpenCV 5."""
     if hasattr(cv2, "AKAZE_create"):
-        return cv2.AKAZE_create()
+        return cv2.AKAZE_create(threshold=threshold)
     xf = getattr(cv2, "xfeatures2d", None)
     if xf is not None and hasattr(xf, "AKAZE_create"):
-        return xf.AKAZE_create()
+        return xf.AKAZE_create(threshold=threshold)
     raise ValueError("this OpenCV build has no AKAZE (install opencv-contrib-python-headless)")
 
 
 def make_method(name: str, max_keypoints: int = field_info("max_keypoints")["default"],
                 extractor=None,
-                config: Optional[GoodPointConfig] = None) -> Method:
+                config: Optional[GoodPointConfig] = None,
+                akaze_threshold: float = AKAZE_THRESHOLD) -> Method:
     """A method by name: ``goodpoint``, ``orb``, ``sift`` or ``akaze``.
 
     ``max_keypoints`` (0 = no cap) keeps each method's strongest keypoints by
@@ -166,6 +171,7 @@ def make_method(name: str, max_keypoints: int = field_info("max_keypoints")["def
     :class:`~goodpoint_ros.core.pipeline.FeatureExtractor` (default: bundled
     weights, best backend) and ``config`` its thresholds; θ_keypoint left unset
     comes from the weights' metadata.  The extractor's config is replaced.
+    ``akaze_threshold``: AKAZE's detector response threshold (OpenCV's default).
     """
     key = name.strip().lower()
     k = int(max_keypoints or 0)
@@ -183,7 +189,7 @@ def make_method(name: str, max_keypoints: int = field_info("max_keypoints")["def
     if key == "sift":
         return OpenCVMethod("sift", cv2.SIFT_create(nfeatures=k), k, False, LOWE_RATIO)
     if key == "akaze":
-        return OpenCVMethod("akaze", _akaze_create(), k, True, LOWE_RATIO)
+        return OpenCVMethod("akaze", _akaze_create(akaze_threshold), k, True, LOWE_RATIO)
     raise ValueError(f"unknown method {name!r} (choose from {', '.join(METHOD_NAMES)})")
 
 

@@ -14,9 +14,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.keypoints import Features
 from goodpoint_ros.core.matching import descriptor_distances
 from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.odometry.config import VO_PYRAMID_LEVELS
 
 
 @dataclass
@@ -36,9 +38,16 @@ class FeatureSource:
         return feats
 
 
+def vo_goodpoint_config(**overrides) -> GoodPointConfig:
+    """GoodPoint settings for the VO: the weights' thresholds, :data:`VO_PYRAMID_LEVELS`."""
+    return GoodPointConfig(**{"pyramid_levels": VO_PYRAMID_LEVELS, **overrides})
+
+
 def goodpoint_source(extractor=None) -> FeatureSource:
-    """GoodPoint through the core's extractor (default: bundled weights, default backend)."""
+    """GoodPoint through the core's extractor (default: bundled weights, default backend,
+    :data:`VO_PYRAMID_LEVELS` levels whatever the weights recommend for still pairs; a
+    given extractor keeps its own config)."""
     if extractor is None:
-        extractor = FeatureExtractor()
+        extractor = FeatureExtractor(config=vo_goodpoint_config())
     return FeatureSource("goodpoint", extractor, descriptor_distances,
                          extractor.config.descriptor_threshold)

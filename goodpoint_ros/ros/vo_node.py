@@ -108,7 +108,7 @@ class VONode(Node):
             ex = FeatureExtractor(v["backend"], GoodPointConfig(
                 max_keypoints=v["max_keypoints"], pyramid_levels=v["pyramid_levels"]),
                                   weights=v["weights"] or None, precision=v["precision"],
-                                  **kwargs)
+                                  scale=v["network_scale"], **kwargs)
         except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:
             raise FatalError(f"no inference backend could load: {exc}") from None
         return goodpoint_source(ex)

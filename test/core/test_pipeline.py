@@ -56,6 +56,37 @@ def test_resize_maps_back_to_original_pixels():
     assert f.image_size == (320, 240)
 
 
+def test_scale_doubles_the_network_input_and_maps_back():
+    # network sees 640x480; a bright 1-px dot at (101, 61) becomes a 2x2 blob there whose
+    # argmax maps back to within half a pixel of the original pixel
+    ex = FeatureExtractor(InputEchoBackend(), GoodPointConfig(keypoint_threshold=0.5,
+                          subpixel="none"), scale=2.0)
+    f = ex(dot_image(320, 240, 101, 61))
+    assert ex.backend.calls[-1][2:] == (480, 640)
+    assert f.image_size == (320, 240)
+    assert np.abs(f.keypoints - [[101, 61]]).max() <= 0.5
+    with pytest.raises(ValueError, match="not both"):
+        FeatureExtractor(InputEchoBackend(), scale=2.0, resize=(64, 48))
+    with pytest.raises(ValueError, match="scale must be"):
+        FeatureExtractor(InputEchoBackend(), scale=0.0)
+
+
+def test_scale_two_gives_more_and_finer_keypoints_on_a_real_photo():
+    import cv2
+
+    from conftest import REPO
+    img = cv2.imread(str(sorted((REPO / "data" / "hpatches_v_churchill").glob("*.png"))[0]),
+                     cv2.IMREAD_GRAYSCALE)
+    img = cv2.resize(img, (320, 240), interpolation=cv2.INTER_AREA)
+    cfg = GoodPointConfig(pyramid_levels=1)
+    one = FeatureExtractor("onnxruntime", cfg, precision="fp32")(img)
+    two = FeatureExtractor("onnxruntime", cfg, precision="fp32", scale=2.0)(img)
+    assert len(two) > 1.5 * len(one)
+    assert two.image_size == (320, 240)
+    assert (two.keypoints >= 0).all() and (two.keypoints[:, 0] < 320).all() \
+        and (two.keypoints[:, 1] < 240).all()
+
+
 def test_odd_size_shapes_and_dtypes_with_real_network():
     ex = FeatureExtractor("torch", GoodPointConfig(keypoint_threshold=0.0157, max_keypoints=50),
                           device="cpu")

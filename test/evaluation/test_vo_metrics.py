@@ -129,3 +129,20 @@ def test_eval_vo_cli_bad_inputs(tmp_path, capsys):
     assert "missing calibration" in capsys.readouterr().err
     assert main(["eval", "vo", str(src), "--mode", "rgbd", "--out", str(tmp_path / "o")]) == 2
     assert "supports --mode stereo, mono" in capsys.readouterr().err
+    assert main(["eval", "vo", str(src), "--network-scale", "3", "--out", str(tmp_path / "o")]) == 2
+    assert "--network-scale must be in" in capsys.readouterr().err
+
+
+def test_eval_vo_cli_network_scale_reaches_goodpoint(tmp_path):
+    """--network-scale 2: the network sees doubled frames (recorded in the JSON) and the
+    trajectory is still in the input's pixels (ATE of a short, real drive stays small)."""
+    from goodpoint_ros.cli import main
+    data = require_shared(KITTI)
+    js = tmp_path / "m.json"
+    assert main(["eval", "vo", str(data), "--methods", "goodpoint", "--scale", "0.25",
+                 "--frames", "5", "--network-scale", "2", "--out", str(tmp_path / "o"),
+                 "--json", str(js), "--no-progress"]) == 0
+    result = json.loads(js.read_text())
+    assert result["settings"]["methods"]["goodpoint"]["network_scale"] == 2.0
+    m = result["methods"]["goodpoint"]
+    assert m["lost_count"] == 0 and m["ate"]["rmse"] < 0.15

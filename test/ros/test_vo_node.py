@@ -174,6 +174,16 @@ def test_bad_parameter_is_refused(env):
         assert "\n" not in str(err.value)
 
 
+def test_network_scale_and_pyramid_parameters_reach_goodpoint(env):
+    from goodpoint_ros.ros.vo_params import vo_defaults
+    v = {**vo_defaults(), "network_scale": 2.0}
+    source = env.mod.VONode._load_source(v)
+    assert source.detect_fn.scale == 2.0
+    assert source.detect_fn.config.pyramid_levels == 1        # the VO's, not the weights' 3
+    with pytest.raises(env.mod.FatalError, match="scale"):
+        env.mod.VONode._load_source({**v, "network_scale": 9.0})
+
+
 def test_tf_odom_to_base_follows_the_odometry_when_tf2_ros_is_there(env, kitti):
     """tf2_ros has no wheel (never in the ROS tier): a stand-in broadcaster records what
     the node sends — REP-105 odom → base_link, the odometry's stamp and pose."""
