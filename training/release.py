@@ -69,7 +69,8 @@ def load_release_source(path) -> Dict[str, Any]:
 
 def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float] = None,
                    nms_radius: Optional[int] = None, extra: Optional[Dict[str, Any]] = None,
-                   pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS
+                   pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS,
+                   pyramid_factor: float = GoodPointConfig.DEFAULT_PYRAMID_FACTOR
                    ) -> Dict[str, Any]:
     """Write ``out_path`` (.safetensors) from a training checkpoint → its metadata.
 
@@ -91,9 +92,11 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
             if not np.isfinite(arr).all():
                 raise ValueError(f"{checkpoint_path}: tensor {k} has NaN/inf values")
         tensors[k] = arr
-    GoodPointConfig(pyramid_levels=int(pyramid_levels)).validate()   # one range check
+    GoodPointConfig(pyramid_levels=int(pyramid_levels),                # one range check
+                    pyramid_factor=float(pyramid_factor)).validate()
     meta = default_metadata(keypoint_threshold=float(keypoint_threshold), nms_radius=nms,
                             pyramid_levels=int(pyramid_levels),
+                            pyramid_factor=float(pyramid_factor),
                             training=checkpoint_metadata(state), source=Path(checkpoint_path).name)
     if state.get("validation") is not None:       # re-release: the old sweep stays on record
         meta["validation"] = state["validation"]
@@ -138,6 +141,8 @@ def main(argv=None) -> int:
     p.add_argument("--pyramid-levels", type=int, default=GoodPointConfig.DEFAULT_PYRAMID_LEVELS,
                    help="pyramid levels recorded as the weights' default for detection (chosen "
                         "on the validation split, training/README.md; default %(default)s)")
+    p.add_argument("--pyramid-factor", type=float, default=GoodPointConfig.DEFAULT_PYRAMID_FACTOR,
+                   help="size ratio between those levels recorded with them (default %(default).3f)")
     args = p.parse_args(argv)
     theta, table = (args.threshold, {}) if args.threshold else choose_threshold(
         args.checkpoint, args.images)
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
               f"  wide HM={m.get('wide_harmonic_mean', float('nan')):.3f}")
     extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
     meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra,
-                          pyramid_levels=args.pyramid_levels)
+                          pyramid_levels=args.pyramid_levels,
+                          pyramid_factor=args.pyramid_factor)
     if args.table:
         atomic_write_bytes(args.table, json.dumps({str(k): v for k, v in table.items()},
                                                   indent=1).encode())

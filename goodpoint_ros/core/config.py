@@ -120,6 +120,10 @@ class GoodPointConfig:
             zoom its keypoints stop repeating; ORB, SIFT and AKAZE all detect on
             pyramids.  3 levels cost 1.75× the network time.  ``None``: the
             value recorded in the weights' metadata, else 1 (the paper).
+        pyramid_factor: size ratio between pyramid levels (1/√2 by default; 2^-1/4
+            with 5 levels spans the same 2× zoom at finer steps, as SIFT's several
+            scales per octave, for 2.8× the network time).  ``None``: the weights'
+            metadata, else 1/√2.
     """
 
     keypoint_threshold: Optional[float] = field(default=None, metadata=_opt(
@@ -150,22 +154,26 @@ class GoodPointConfig:
                 "mono16 camera, 255 for floats in 0..255)", "range": (0.0, 1.0e9)})
 
     pyramid_levels: Optional[int] = field(default=None, metadata=_opt(
-        "image pyramid levels, each 1/sqrt(2) of the previous, keypoints pooled (3 levels: "
+        "image pyramid levels, each pyramid_factor of the previous, keypoints pooled (3 levels: "
         "1.75x the network time); unset: the value in the weights' metadata, else 1",
         (1, 6), "--pyramid-levels"))
+    pyramid_factor: Optional[float] = field(default=None, metadata=_opt(
+        "size ratio between pyramid levels (0.707: 1/sqrt(2); 0.841: 2^-1/4, finer scale steps); "
+        "unset: the value in the weights' metadata, else 0.707", (0.5, 0.9), "--pyramid-factor"))
 
     #: Used when neither the user nor the weights' metadata gives θ_keypoint / the radius.
     DEFAULT_KEYPOINT_THRESHOLD = 0.021
     DEFAULT_NMS_RADIUS = 8
     DEFAULT_PYRAMID_LEVELS = 1
-    #: Size ratio between pyramid levels.
-    PYRAMID_FACTOR = 2 ** -0.5
+    #: Size ratio between pyramid levels when neither the user nor the weights give one.
+    DEFAULT_PYRAMID_FACTOR = 2 ** -0.5
 
     @property
     def scales(self) -> tuple:
         """Pyramid scales, largest first: (1.0,) or e.g. (1.0, 0.707, 0.5)."""
         n = self.pyramid_levels or self.DEFAULT_PYRAMID_LEVELS
-        return tuple(self.PYRAMID_FACTOR ** i for i in range(n))
+        f = self.pyramid_factor or self.DEFAULT_PYRAMID_FACTOR
+        return tuple(f ** i for i in range(n))
 
     def validate(self) -> "GoodPointConfig":
         """Raise ``ValueError`` with a readable message on a bad setting."""
@@ -194,6 +202,8 @@ class GoodPointConfig:
             raise ValueError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
         if self.pyramid_levels is not None and not (1 <= self.pyramid_levels <= 6):
             raise ValueError(f"pyramid_levels must be in 1..6, got {self.pyramid_levels}")
+        if self.pyramid_factor is not None and not (0.5 <= self.pyramid_factor <= 0.9):
+            raise ValueError(f"pyramid_factor must be in [0.5, 0.9], got {self.pyramid_factor}")
         if not (self.input_max >= 0) or self.input_max == float("inf"):
             raise ValueError(f"input_max must be 0 (full range) or positive, got {self.input_max}")
         if self.bucket_cells is not None:
@@ -204,7 +214,7 @@ class GoodPointConfig:
 
     def resolved(self, metadata: Optional[Dict[str, Any]] = None) -> "GoodPointConfig":
         """A copy with every field the weights record (``metadata["detection"]``:
-        θ_keypoint, the NMS radius, pyramid levels) filled in where unset; then validated.
+        θ_keypoint, the NMS radius, pyramid levels and factor) filled in where unset; then validated.
         The CLI, the node and the evaluator all resolve through here."""
         out = dataclasses.replace(self)
         det = (metadata or {}).get("detection", {})
@@ -215,6 +225,8 @@ class GoodPointConfig:
             out.nms_radius = int(det.get("nms_radius", self.DEFAULT_NMS_RADIUS))
         if out.pyramid_levels is None:
             out.pyramid_levels = int(det.get("pyramid_levels", self.DEFAULT_PYRAMID_LEVELS))
+        if out.pyramid_factor is None:
+            out.pyramid_factor = float(det.get("pyramid_factor", self.DEFAULT_PYRAMID_FACTOR))
         return out.validate()
 
     def to_dict(self) -> Dict[str, Any]:

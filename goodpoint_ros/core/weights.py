@@ -49,11 +49,13 @@ class WeightsError(RuntimeError):
 def default_metadata(keypoint_threshold: float = GoodPointConfig.DEFAULT_KEYPOINT_THRESHOLD,
                      nms_radius: int = GoodPointConfig.DEFAULT_NMS_RADIUS,
                      pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS,
+                     pyramid_factor: float = GoodPointConfig.DEFAULT_PYRAMID_FACTOR,
                      **extra: Any) -> Dict[str, Any]:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "architecture": ARCHITECTURE, "input": INPUT,
             "detection": {"keypoint_threshold": keypoint_threshold, "nms_radius": nms_radius,
-                          "pyramid_levels": int(pyramid_levels)}}
+                          "pyramid_levels": int(pyramid_levels),
+                          "pyramid_factor": float(pyramid_factor)}}
     meta.update(extra)
     return meta
 

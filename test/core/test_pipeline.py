@@ -191,6 +191,20 @@ def test_pyramid_levels_find_a_blob_at_its_original_place_on_every_level():
     assert len(one) == 1                       # one level: the paper's single-scale detector
 
 
+def test_pyramid_factor_sets_the_level_sizes_and_keypoints_still_land_on_the_blob():
+    img = np.zeros((240, 320), np.uint8)
+    img[100:106, 200:206] = 255
+    backend = InputEchoBackend()
+    cfg = GoodPointConfig(keypoint_threshold=0.5, pyramid_levels=3, pyramid_factor=2 ** -0.25,
+                          max_keypoints=None)
+    assert cfg.scales == pytest.approx((1.0, 0.8409, 0.7071), abs=1e-4)
+    f = FeatureExtractor(backend, cfg)(img)
+    assert [tuple(c[2:]) for c in backend.calls] == [(240, 320), (208, 272), (176, 232)]
+    assert len(f) == 3 and (np.abs(f.keypoints - [202.5, 102.5]) <= 3.5).all(), f.keypoints
+    with pytest.raises(ValueError, match="pyramid_factor"):
+        GoodPointConfig(pyramid_factor=0.3).validate()
+
+
 def test_pyramid_makes_keypoints_repeat_under_2x_zoom_with_real_network():
     # the same view at 2x zoom: keypoints of the zoomed image repeat in the original far
     # more often with a 3-level pyramid (the network alone has one receptive field)

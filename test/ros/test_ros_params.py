@@ -191,3 +191,13 @@ def test_pyramid_levels_parameter_unset_takes_the_weights_value():
         check_value("pyramid_levels", 9)
     from goodpoint_ros.ros.vo_params import vo_defaults
     assert vo_defaults()["pyramid_levels"] == 1            # the VO runs one level (odometry/config)
+
+
+def test_pyramid_factor_parameter_unset_takes_the_weights_value():
+    meta = {"detection": {"pyramid_levels": 5, "pyramid_factor": 0.8409}}
+    cfg = config_from_params(defaults()).resolved(meta)
+    assert cfg.pyramid_factor == 0.8409 and cfg.scales[-1] == pytest.approx(0.5, abs=1e-3)
+    assert config_from_params(dict(defaults(), pyramid_factor=0.5)).resolved(meta).scales[1] == 0.5
+    assert config_from_params(defaults()).resolved({}).pyramid_factor == pytest.approx(2 ** -0.5)
+    with pytest.raises(ValueError, match="pyramid_factor"):
+        check_value("pyramid_factor", 0.95)

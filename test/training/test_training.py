@@ -442,6 +442,15 @@ def test_export_weights_writes_core_format(tmp_path):
     from goodpoint_ros.core.pipeline import FeatureExtractor
     ex = FeatureExtractor("torch", weights=three, device="cpu")
     assert ex.config.pyramid_levels == 3 and len(ex.config.scales) == 3   # users get it unasked
+    assert ex.config.pyramid_factor == pytest.approx(2 ** -0.5)            # the default ratio
+    five = tmp_path / "w5.safetensors"
+    export_weights(tmp_path / "run" / "last.ckpt", five, keypoint_threshold=0.03,
+                   pyramid_levels=5, pyramid_factor=2 ** -0.25)
+    ex5 = FeatureExtractor("torch", weights=five, device="cpu")
+    assert ex5.config.scales[-1] == pytest.approx(0.5) and len(ex5.config.scales) == 5
+    with pytest.raises(ValueError, match="pyramid_factor"):
+        export_weights(tmp_path / "run" / "last.ckpt", five, keypoint_threshold=0.03,
+                       pyramid_levels=5, pyramid_factor=1.0)
     with pytest.raises(ValueError, match="pyramid_levels"):
         export_weights(tmp_path / "run" / "last.ckpt", three, keypoint_threshold=0.03,
                        pyramid_levels=0)

@@ -6,7 +6,9 @@
   full and half resolution (ATE, RPE, drift, lost, time split, Hz);
 * BA solver comparison on the same slice (gtsam vs scipy): ATE and BA ms;
 * EuRoC static slice: estimated motion and rotation over all 95 frames, LOST count;
-* a generated bag (make-sample-bag, 60 frames): RGB-D ATE as % of the path, per method;
+* generated bags (make-sample-bag, 60 frames): RGB-D and mono ATE as % of the path, per
+  method, GoodPoint also at network_scale 2 (``--parts bagtune``: the other-seed bags the
+  bag settings were chosen on);
 * memory (``--parts memory``, not in the default set): RSS over 1000 frames of the KITTI
   slice at half resolution played forward and backward with growing stamps (ORB).
 
@@ -28,13 +30,15 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vo"
 
 
 def one(seq, method, config, limit=0, extractor=None):
+    """``method``: a method name, or ``goodpoint_x2`` (GoodPoint at network_scale 2)."""
     from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
-    if method == "goodpoint" and extractor is None:
+    if method.startswith("goodpoint") and extractor is None:
         # the reference runtime, as `goodpoint eval vo` (auto could pick int8 under load)
         from goodpoint_ros.core.pipeline import FeatureExtractor
         cfg = method_source("goodpoint", 2000).detect_fn.config
-        extractor = FeatureExtractor("onnxruntime", cfg, precision="fp32")
-    src = method_source(method, 2000, extractor=extractor)
+        scale = 2.0 if method.endswith("_x2") else 1.0
+        extractor = FeatureExtractor("onnxruntime", cfg, precision="fp32", scale=scale)
+    src = method_source(method.split("_x")[0], 2000, extractor=extractor)
     cpu0 = time.process_time()
     r = run_sequence(seq, src, config, limit=limit)
     m = r.metrics()
@@ -146,12 +150,30 @@ def main():
             if not bag.exists():
                 write_sample_bag(bag, spec)
             seq = load_sequence(bag)
-            for mode in (("rgbd", "mono") if tag == "bag60" else ("rgbd",)):
-                for name in methods:
+            for mode in ("rgbd", "mono"):
+                # 320x240: GoodPoint also with the network seeing doubled frames
+                for name in ("goodpoint_x2",) + methods:
                     m = one(seq, name, VOConfig(mode=mode))
                     m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
                     res["runs"][f"{tag}/{mode}/{name}"] = m
                     line(f"{tag} {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
+                    save()
+    if "bagtune" in parts:
+        # the bags the VO's bag settings were chosen on (AKAZE's threshold, network_scale):
+        # other seeds than the reported bag60 / turns60
+        from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
+        for seed in (1, 2):
+            for motion in ("cruise", "turns"):
+                tag = f"tune_{motion}{seed}"
+                bag = out / tag
+                if not bag.exists():
+                    write_sample_bag(bag, SampleBagSpec(frames=60, motion=motion, seed=seed))
+                seq = load_sequence(bag)
+                for name in ("goodpoint_x2",) + methods:
+                    m = one(seq, name, VOConfig(mode="rgbd"))
+                    m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
+                    res["runs"][f"{tag}/rgbd/{name}"] = m
+                    line(f"{tag} rgbd {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
                     save()
     if "memory" in parts:
         seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
