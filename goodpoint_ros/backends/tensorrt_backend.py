@@ -55,8 +55,10 @@ except ImportError as exc:  # the usual case on CPU machines: auto falls back
 LOG = logging.getLogger("goodpoint_ros.backends.tensorrt")
 TRT_VERSION = tuple(int(v) for v in trt.__version__.split(".")[:2])
 INPUT = "image"
-#: Input shapes whose buffers are kept (a 3-level pyramid uses 3).
-MAX_SHAPES = 4
+#: Input shapes whose compiled models / buffers are kept: every level of the largest
+#: pyramid (6, GoodPointConfig) plus a stereo pair's other size and one to spare; a
+#: cache smaller than the level count recompiles each level of each frame (LRU on a cycle).
+MAX_SHAPES = 8
 
 
 class _TrtLogger(trt.ILogger):

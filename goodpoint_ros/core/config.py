@@ -118,7 +118,7 @@ class GoodPointConfig:
             levels (mapped to the original pixels; ``max_keypoints`` applies to
             the pool).  The network has one receptive field, so beyond ~1.5×
             zoom its keypoints stop repeating; ORB, SIFT and AKAZE all detect on
-            pyramids.  3 levels cost 1.75× the network time.  ``None``: the
+            pyramids.  3 levels at 1/√2 cost 1.75× the network time, 5 at 2^-¼ 2.8×.  ``None``: the
             value recorded in the weights' metadata, else 1 (the paper).
         pyramid_factor: size ratio between pyramid levels (1/√2 by default; 2^-1/4
             with 5 levels spans the same 2× zoom at finer steps, as SIFT's several

@@ -124,3 +124,20 @@ def test_a_file_that_failed_its_gate_is_loaded_with_a_warning(tmp_path, caplog, 
     with caplog.at_level(logging.WARNING, logger="goodpoint_ros.backends"):
         create_backend(backend, weights=bad, precision="int8")
     assert "failed.int8.onnx failed the accuracy gate when it was made (repeatability 0.80" in caplog.text
+
+
+
+def test_every_level_of_the_largest_pyramid_stays_compiled():
+    # a pyramid visits its level sizes in a cycle each frame: a cache smaller than the
+    # number of levels recompiles every level of every frame (LRU on a cycle)
+    from goodpoint_ros.core.config import GoodPointConfig
+    from goodpoint_ros.core.pipeline import FeatureExtractor
+    ex = FeatureExtractor("openvino", GoodPointConfig(pyramid_levels=6, pyramid_factor=0.841),
+                          precision="fp32")
+    img = (np.random.default_rng(0).random((240, 320)) * 255).astype(np.uint8)
+    ex(img)
+    compiles = []
+    real = ex.backend.core.compile_model
+    ex.backend.core.compile_model = lambda *a, **k: compiles.append(1) or real(*a, **k)
+    ex(img)
+    assert compiles == [], f"{len(compiles)} levels recompiled on the second frame"
