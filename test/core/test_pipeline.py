@@ -216,8 +216,9 @@ def test_pyramid_makes_keypoints_repeat_under_2x_zoom_with_real_network():
     img = cv2.resize(img, (480, 360), interpolation=cv2.INTER_AREA)
     zoom = cv2.resize(img[90:270, 120:360], (480, 360), interpolation=cv2.INTER_LINEAR)
 
-    def repeat(levels):
-        ex = FeatureExtractor("torch", GoodPointConfig(pyramid_levels=levels, max_keypoints=None),
+    def repeat(levels, factor=None):
+        ex = FeatureExtractor("torch", GoodPointConfig(pyramid_levels=levels, pyramid_factor=factor,
+                                                       max_keypoints=None),
                               device="cpu", precision="fp32")
         a, b = ex(img), ex(zoom)
         back = (b.keypoints + 0.5) / 2 - 0.5 + [120, 90]          # zoomed → original pixels
@@ -225,5 +226,6 @@ def test_pyramid_makes_keypoints_repeat_under_2x_zoom_with_real_network():
                  (a.keypoints[:, 1] > 94) & (a.keypoints[:, 1] < 265)
         d = np.linalg.norm(a.keypoints[inside][:, None] - back[None], axis=2)
         return float((d.min(1) <= 3).mean())
-    r1, r3 = repeat(1), repeat(3)
-    assert r3 > r1 + 0.1, (r1, r3)
+    # both pyramids that span the 2x: 3 levels 1/sqrt(2) apart, 5 levels 2^-1/4 apart
+    r1, r3, r5 = repeat(1), repeat(3, 2 ** -0.5), repeat(5, 2 ** -0.25)
+    assert r3 > r1 + 0.1 and r5 > r1 + 0.1, (r1, r3, r5)
