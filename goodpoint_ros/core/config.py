@@ -114,12 +114,13 @@ class GoodPointConfig:
             range (uint8 255, uint16 65535, float 1.0).  Set 4095 for a 12-bit
             camera publishing mono16, 1023 for 10-bit, 255 for floats in 0..255.
         pyramid_levels: run the network on an image pyramid of this many levels,
-            each 1/√2 the size of the previous, and pool the keypoints of all
+            each ``pyramid_factor`` the size of the previous, and pool the keypoints of all
             levels (mapped to the original pixels; ``max_keypoints`` applies to
             the pool).  The network has one receptive field, so beyond ~1.5×
             zoom its keypoints stop repeating; ORB, SIFT and AKAZE all detect on
-            pyramids.  3 levels at 1/√2 cost 1.75× the network time, 5 at 2^-¼ 2.8×.  ``None``: the
-            value recorded in the weights' metadata, else 1 (the paper).
+            pyramids.  3 levels at 1/√2 cost 1.75× the network time, 5 at 2^-¼
+            (the bundled weights' default) 2.8×.  ``None``: the value recorded in
+            the weights' metadata, else 1 (the paper).
         pyramid_factor: size ratio between pyramid levels (1/√2 by default; 2^-1/4
             with 5 levels spans the same 2× zoom at finer steps, as SIFT's several
             scales per octave, for 2.8× the network time).  ``None``: the weights'
