@@ -201,10 +201,10 @@ class GoodPointConfig:
             raise ValueError(f"subpixel_radius must be in 0..4, got {self.subpixel_radius}")
         if not (self.memory_budget_mb > 0):
             raise ValueError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
-        if self.pyramid_levels is not None and not (1 <= self.pyramid_levels <= 6):
-            raise ValueError(f"pyramid_levels must be in 1..6, got {self.pyramid_levels}")
-        if self.pyramid_factor is not None and not (0.5 <= self.pyramid_factor <= 0.9):
-            raise ValueError(f"pyramid_factor must be in [0.5, 0.9], got {self.pyramid_factor}")
+        for name in ("pyramid_levels", "pyramid_factor"):     # the ranges the CLI / node show
+            value, (lo, hi) = getattr(self, name), field_info(name)["range"]
+            if value is not None and not (lo <= value <= hi):
+                raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
         if not (self.input_max >= 0) or self.input_max == float("inf"):
             raise ValueError(f"input_max must be 0 (full range) or positive, got {self.input_max}")
         if self.bucket_cells is not None:

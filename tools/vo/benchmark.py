@@ -142,39 +142,31 @@ def main():
             res["runs"][f"euroc/0.5/{name}"] = m
             line(f"euroc static x0.5 {name}", m)
             save()
+    def bag_runs(tag, spec, modes):
+        """Every method (GoodPoint also at network_scale 2) on one generated bag."""
+        bag = out / tag
+        if not bag.exists():
+            write_sample_bag(bag, spec)
+        seq = load_sequence(bag)
+        for mode in modes:
+            for name in ("goodpoint_x2",) + methods:    # 320x240: GoodPoint also on doubled frames
+                m = one(seq, name, VOConfig(mode=mode))
+                m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
+                res["runs"][f"{tag}/{mode}/{name}"] = m
+                line(f"{tag} {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
+                save()
+
+    from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
     if "bag" in parts:
-        from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
-        for tag, spec in (("bag60", SampleBagSpec(frames=60)),
-                          ("turns60", SampleBagSpec(frames=60, motion="turns"))):
-            bag = out / tag
-            if not bag.exists():
-                write_sample_bag(bag, spec)
-            seq = load_sequence(bag)
-            for mode in ("rgbd", "mono"):
-                # 320x240: GoodPoint also with the network seeing doubled frames
-                for name in ("goodpoint_x2",) + methods:
-                    m = one(seq, name, VOConfig(mode=mode))
-                    m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
-                    res["runs"][f"{tag}/{mode}/{name}"] = m
-                    line(f"{tag} {mode} {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
-                    save()
+        bag_runs("bag60", SampleBagSpec(frames=60), ("rgbd", "mono"))
+        bag_runs("turns60", SampleBagSpec(frames=60, motion="turns"), ("rgbd", "mono"))
     if "bagtune" in parts:
         # the bags the VO's bag settings were chosen on (AKAZE's threshold, network_scale):
         # other seeds than the reported bag60 / turns60
-        from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
         for seed in (1, 2):
             for motion in ("cruise", "turns"):
-                tag = f"tune_{motion}{seed}"
-                bag = out / tag
-                if not bag.exists():
-                    write_sample_bag(bag, SampleBagSpec(frames=60, motion=motion, seed=seed))
-                seq = load_sequence(bag)
-                for name in ("goodpoint_x2",) + methods:
-                    m = one(seq, name, VOConfig(mode="rgbd"))
-                    m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
-                    res["runs"][f"{tag}/rgbd/{name}"] = m
-                    line(f"{tag} rgbd {name} ({m['ate_pct_of_path']:.2f}% of path)", m)
-                    save()
+                bag_runs(f"tune_{motion}{seed}", SampleBagSpec(frames=60, motion=motion, seed=seed),
+                         ("rgbd",))
     if "memory" in parts:
         seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
         res["runs"]["memory/orb"] = memory_run(seq)
