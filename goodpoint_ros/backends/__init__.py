@@ -36,6 +36,13 @@ class Backend(Protocol):
         ...
 
 
+#: Input shapes whose compiled models / buffers a shape-specialising
+#: backend (OpenVINO, TensorRT) keeps: every level of the largest
+#: pyramid (6, GoodPointConfig) plus a stereo pair's other size and one to spare; a
+#: cache smaller than the level count recompiles each level of each frame (LRU on a cycle).
+MAX_SHAPES = 8
+
+
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here (library missing, no device, bad engine...)."""
 

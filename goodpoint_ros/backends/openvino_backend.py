@@ -26,7 +26,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from goodpoint_ros.backends import BackendUnavailable, check_input
+from goodpoint_ros.backends import MAX_SHAPES, BackendUnavailable, check_input
 from goodpoint_ros.backends.onnx_model import ExportError, read_onnx_metadata, warn_if_gate_failed
 from goodpoint_ros.backends.onnxruntime_backend import resolve_model
 
@@ -37,10 +37,6 @@ except ImportError as exc:  # pragma: no cover - exercised where openvino is abs
 
 LOG = logging.getLogger("goodpoint_ros.backends.openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
-#: Input shapes whose compiled models / buffers are kept: every level of the largest
-#: pyramid (6, GoodPointConfig) plus a stereo pair's other size and one to spare; a
-#: cache smaller than the level count recompiles each level of each frame (LRU on a cycle).
-MAX_SHAPES = 8
 #: int8: the layers the export keeps in float (conv1a, conv4a, det_b: the sensitive ones,
 #: docs/deployment.md) run in bf16 where the CPU has it — 1–2 ms of a ~12 ms frame on Zen 5,
 #: gate still passed; OpenVINO falls back to f32 on CPUs without bf16.

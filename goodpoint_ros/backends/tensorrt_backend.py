@@ -34,7 +34,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from goodpoint_ros.backends import BackendUnavailable, check_input
+from goodpoint_ros.backends import MAX_SHAPES, BackendUnavailable, check_input
 from goodpoint_ros.backends.engine_cache import (
     DEFAULT_PROFILE,
     EngineCache,
@@ -55,10 +55,6 @@ except ImportError as exc:  # the usual case on CPU machines: auto falls back
 LOG = logging.getLogger("goodpoint_ros.backends.tensorrt")
 TRT_VERSION = tuple(int(v) for v in trt.__version__.split(".")[:2])
 INPUT = "image"
-#: Input shapes whose compiled models / buffers are kept: every level of the largest
-#: pyramid (6, GoodPointConfig) plus a stereo pair's other size and one to spare; a
-#: cache smaller than the level count recompiles each level of each frame (LRU on a cycle).
-MAX_SHAPES = 8
 
 
 class _TrtLogger(trt.ILogger):
