@@ -70,7 +70,8 @@ def load_release_source(path) -> Dict[str, Any]:
 def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float] = None,
                    nms_radius: Optional[int] = None, extra: Optional[Dict[str, Any]] = None,
                    pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS,
-                   pyramid_factor: float = GoodPointConfig.DEFAULT_PYRAMID_FACTOR
+                   pyramid_factor: float = GoodPointConfig.DEFAULT_PYRAMID_FACTOR,
+                   upsample_below: int = GoodPointConfig.DEFAULT_UPSAMPLE_BELOW
                    ) -> Dict[str, Any]:
     """Write ``out_path`` (.safetensors) from a training checkpoint → its metadata.
 
@@ -93,10 +94,12 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
                 raise ValueError(f"{checkpoint_path}: tensor {k} has NaN/inf values")
         tensors[k] = arr
     GoodPointConfig(pyramid_levels=int(pyramid_levels),                # one range check
-                    pyramid_factor=float(pyramid_factor)).validate()
+                    pyramid_factor=float(pyramid_factor),
+                    upsample_below=int(upsample_below)).validate()
     meta = default_metadata(keypoint_threshold=float(keypoint_threshold), nms_radius=nms,
                             pyramid_levels=int(pyramid_levels),
                             pyramid_factor=float(pyramid_factor),
+                            upsample_below=int(upsample_below),
                             training=checkpoint_metadata(state), source=Path(checkpoint_path).name)
     if state.get("validation") is not None:       # re-release: the old sweep stays on record
         meta["validation"] = state["validation"]
@@ -143,6 +146,9 @@ def main(argv=None) -> int:
                         "on the validation split, training/README.md; default %(default)s)")
     p.add_argument("--pyramid-factor", type=float, default=GoodPointConfig.DEFAULT_PYRAMID_FACTOR,
                    help="size ratio between those levels recorded with them (default %(default).3f)")
+    p.add_argument("--upsample-below", type=int, default=GoodPointConfig.DEFAULT_UPSAMPLE_BELOW,
+                   help="recorded default: frames whose longer side is under this many pixels are "
+                        "doubled before the network (0: never; default %(default)s)")
     args = p.parse_args(argv)
     theta, table = (args.threshold, {}) if args.threshold else choose_threshold(
         args.checkpoint, args.images)
@@ -155,7 +161,8 @@ def main(argv=None) -> int:
     extra = {"validation": {"threshold_sweep_best": table.get(theta)}} if table else None
     meta = export_weights(args.checkpoint, args.out, keypoint_threshold=theta, extra=extra,
                           pyramid_levels=args.pyramid_levels,
-                          pyramid_factor=args.pyramid_factor)
+                          pyramid_factor=args.pyramid_factor,
+                          upsample_below=args.upsample_below)
     if args.table:
         atomic_write_bytes(args.table, json.dumps({str(k): v for k, v in table.items()},
                                                   indent=1).encode())

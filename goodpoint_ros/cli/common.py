@@ -157,7 +157,7 @@ def add_model_args(p: argparse.ArgumentParser, precision: str = "auto") -> None:
 #: GoodPointConfig fields offered as options; flag, help, default and range come from the
 #: dataclass field's metadata (core/config.py), the one source of the settings.
 CONFIG_OPTIONS = ("keypoint_threshold", "nms_radius", "border", "max_keypoints", "pyramid_levels",
-                  "pyramid_factor",
+                  "pyramid_factor", "upsample_below",
                   "descriptor_threshold", "ratio_test")
 
 

@@ -70,7 +70,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"each method keeps its strongest k keypoints, 0 = all (default {k})")
     # GoodPoint's θ_keypoint, NMS radius, border, θ_desc, ratio, pyramid: from GoodPointConfig
     add_config_options(g, ("keypoint_threshold", "nms_radius", "border", "descriptor_threshold",
-                           "ratio_test", "pyramid_levels", "pyramid_factor"))
+                           "ratio_test", "pyramid_levels", "pyramid_factor", "upsample_below"))
     g.add_argument("--eps", type=_eps_list, default=(3.0, 5.0),
                    help="correctness tolerances in pixels; the first is the headline (default 3,5)")
     o = p.add_argument_group("output")

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from goodpoint_ros.cli.common import UserError, add_model_args, write_json
-from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.evaluation.aggregate import json_safe
 from goodpoint_ros.evaluation.methods import parse_methods
@@ -34,6 +33,7 @@ from goodpoint_ros.evaluation.vo.report import table, write_report
 from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
 from goodpoint_ros.odometry.camera import CalibrationError
 from goodpoint_ros.odometry.config import VO_PYRAMID_LEVELS, VOConfig
+from goodpoint_ros.odometry.features import vo_goodpoint_config
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
 
@@ -94,9 +94,9 @@ def _extractor(args):
     ex = FeatureExtractor(args.backend, None, weights=args.weights, device=args.device,
                           precision=args.precision, scale=args.network_scale, **kw)
     # unset θ_keypoint / NMS radius resolve from the weights (set_config → resolved)
-    ex.set_config(GoodPointConfig(keypoint_threshold=args.threshold, nms_radius=args.nms,
-                                  max_keypoints=args.max_keypoints or None,
-                                  pyramid_levels=args.pyramid_levels))
+    ex.set_config(vo_goodpoint_config(keypoint_threshold=args.threshold, nms_radius=args.nms,
+                                      max_keypoints=args.max_keypoints or None,
+                                      pyramid_levels=args.pyramid_levels))
     return ex
 
 

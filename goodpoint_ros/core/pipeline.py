@@ -96,7 +96,8 @@ class FeatureExtractor:
         scale: or a factor for every frame's size (2: the network sees each image
             doubled, as SIFT's first octave does by default, Lowe 2004 §3.3 — denser
             and finer keypoints from small images at 4× the network cost); keypoints
-            are mapped back.  Not with ``resize``.
+            are mapped back.  Not with ``resize``.  ``None`` (default): by the frame's
+            size, ``config.upsample_below`` (small frames doubled, others as they are).
         oversize: what a frame over ``config.memory_budget_mb`` gets:
             ``refuse`` (a one-line ``ValueError`` before anything is allocated;
             the CLI) or ``downscale`` (run the network at the largest size that
@@ -107,7 +108,7 @@ class FeatureExtractor:
     def __init__(self, backend="auto", config: Optional[GoodPointConfig] = None,
                  resize: Optional[Tuple[int, int]] = None, weights=None,
                  device: str = "auto", precision: str = "auto", oversize: str = "refuse",
-                 scale: float = 1.0, **backend_kwargs):
+                 scale: Optional[float] = None, **backend_kwargs):
         if isinstance(backend, GoodPointConfig):
             raise TypeError("FeatureExtractor's first argument is the backend (a name or an "
                             "object with infer); pass the settings as config=GoodPointConfig(...)")
@@ -120,9 +121,9 @@ class FeatureExtractor:
             raise ValueError(f"oversize must be refuse or downscale, got {oversize!r}")
         if resize is not None and (min(resize) < 8):
             raise ValueError(f"resize {resize[0]}x{resize[1]} is too small (at least 8x8)")
-        if not 0.1 <= float(scale) <= 4.0:
+        if scale is not None and not 0.1 <= float(scale) <= 4.0:
             raise ValueError(f"scale must be in [0.1, 4], got {scale}")
-        if resize is not None and float(scale) != 1.0:
+        if resize is not None and scale is not None and float(scale) != 1.0:
             raise ValueError("pass resize (a fixed W, H) or scale (a factor), not both")
         if isinstance(backend, str):
             if resize and "size" not in backend_kwargs:   # the auto probe measures this size
@@ -133,7 +134,7 @@ class FeatureExtractor:
         self.metadata: Dict = getattr(backend, "metadata", {}) or {}
         self.config = (config or GoodPointConfig()).resolved(self.metadata)
         self.resize = tuple(resize) if resize else None
-        self.scale = float(scale)
+        self.scale = None if scale is None else float(scale)
         self.oversize = oversize
         self.times = StageTimes()
         self._notes: list = []        # one-time messages for the caller (node: its logger)
@@ -155,6 +156,12 @@ class FeatureExtractor:
         """Swap thresholds at run time (validated first: a bad value leaves the old one)."""
         self.config = config.resolved(self.metadata)
 
+    def frame_scale(self, size: Tuple[int, int]) -> float:
+        """The factor a (W, H) frame is enlarged by for the network (1 with ``resize``)."""
+        if self.resize:
+            return 1.0
+        return self.config.frame_scale(size) if self.scale is None else self.scale
+
     def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int], Tuple[float, float]]:
         """image → (net input [1,1,H',W'], network image size (W,H), scale net→original)."""
         image = np.asarray(image)
@@ -166,7 +173,8 @@ class FeatureExtractor:
         if max(h, w) > MAX_SIDE:
             raise ValueError(f"image is {w}x{h}; the largest side decoded is {MAX_SIDE} px")
         # the budget is checked on the size the network will see, before any allocation
-        net = self.resize or (max(8, int(round(w * self.scale))), max(8, int(round(h * self.scale))))
+        s = self.frame_scale((w, h))
+        net = self.resize or (max(8, int(round(w * s))), max(8, int(round(h * s))))
         name = getattr(self.backend, "name", "?")
         budget = self.config.memory_budget_mb
         need = estimate_peak_mb(name, *net)

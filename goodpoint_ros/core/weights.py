@@ -50,12 +50,14 @@ def default_metadata(keypoint_threshold: float = GoodPointConfig.DEFAULT_KEYPOIN
                      nms_radius: int = GoodPointConfig.DEFAULT_NMS_RADIUS,
                      pyramid_levels: int = GoodPointConfig.DEFAULT_PYRAMID_LEVELS,
                      pyramid_factor: float = GoodPointConfig.DEFAULT_PYRAMID_FACTOR,
+                     upsample_below: int = GoodPointConfig.DEFAULT_UPSAMPLE_BELOW,
                      **extra: Any) -> Dict[str, Any]:
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "architecture": ARCHITECTURE, "input": INPUT,
             "detection": {"keypoint_threshold": keypoint_threshold, "nms_radius": nms_radius,
                           "pyramid_levels": int(pyramid_levels),
-                          "pyramid_factor": float(pyramid_factor)}}
+                          "pyramid_factor": float(pyramid_factor),
+                          "upsample_below": int(upsample_below)}}
     meta.update(extra)
     return meta
 

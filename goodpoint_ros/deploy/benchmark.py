@@ -147,9 +147,11 @@ def make_backend(backend: str, precision: str, weights=None, threads=None):
 def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
                threshold: Optional[float] = None) -> Dict:
     """Time the full pipeline of one loaded backend at ``size`` (W,H); see the module doc."""
-    # one pyramid level: the figures are per network input size (a 3-level pyramid adds 0.75x)
+    # one pyramid level, frames as they are: the figures are per network input size (a 3-level
+    # pyramid adds 0.75x; the weights' doubling of small frames 4x)
     ex = FeatureExtractor(backend_obj, GoodPointConfig(keypoint_threshold=threshold,
-                                                       max_keypoints=1000, pyramid_levels=1))
+                                                       max_keypoints=1000, pyramid_levels=1,
+                                                       upsample_below=0))
     imgs = _frames(size, frames + warmup)
     stages = {k: [] for k in ("preprocess", "network", "postprocess", "matching", "total")}
     keypoints, prev = [], None

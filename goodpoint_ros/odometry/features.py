@@ -39,8 +39,11 @@ class FeatureSource:
 
 
 def vo_goodpoint_config(**overrides) -> GoodPointConfig:
-    """GoodPoint settings for the VO: the weights' thresholds, :data:`VO_PYRAMID_LEVELS`."""
-    return GoodPointConfig(**{"pyramid_levels": VO_PYRAMID_LEVELS, **overrides})
+    """GoodPoint settings for the VO: the weights' thresholds, :data:`VO_PYRAMID_LEVELS`,
+    frames at their own size (the VO's ``network_scale`` enlarges them, not the weights'
+    ``upsample_below``: real time comes first here, as with the pyramid)."""
+    return GoodPointConfig(**{"pyramid_levels": VO_PYRAMID_LEVELS, "upsample_below": 0,
+                              **overrides})
 
 
 def goodpoint_source(extractor=None) -> FeatureSource:

@@ -112,9 +112,15 @@ class DetectorNode(Node):
             extractor = self._load_extractor(values, resize)
         self.frontend = Frontend(extractor, config_from_params(values),
                                  frontend_config_from_params(values))
+        c = extractor.config
+        # the weights' detection defaults favour quality (pyramid, doubled small frames):
+        # say what they cost and how to trade them for speed
+        sizes = (f"frames under {c.upsample_below} px doubled" if c.upsample_below
+                 else "frames at their size")
         self.get_logger().info(
-            "GoodPoint %s mode, backend %s (%s, %s), θ_keypoint %.4f"
-            % (values["mode"], *self.backend_info, extractor.config.keypoint_threshold))
+            "GoodPoint %s mode, backend %s (%s, %s), θ_keypoint %.4f, %d pyramid level(s), %s "
+            "(pyramid_levels 1 and upsample_below 0: fastest)"
+            % (values["mode"], *self.backend_info, c.keypoint_threshold, c.pyramid_levels, sizes))
 
         self._lock = threading.Lock()          # camera models, previous header, counters
         self._cameras = [None, None]

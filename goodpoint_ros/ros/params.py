@@ -130,6 +130,7 @@ PARAMETERS = (
     _detection("max_keypoints", 1000),
     _detection("pyramid_levels", 0, "0 = unset"),
     _detection("pyramid_factor", 0.0, "0 = unset"),
+    _detection("upsample_below", -1, "-1 = unset"),
     P("bucket_cols", 0, "grid bucketing columns for an even spread; 0: off", range=(0, 256)),
     P("bucket_rows", 0, "grid bucketing rows; 0: off", range=(0, 256)),
     P("max_per_bucket", 0, "max keypoints per grid cell when bucketing", range=(0, 100000)),
@@ -194,6 +195,8 @@ def config_from_params(values: Dict[str, Any]) -> GoodPointConfig:
         max_keypoints=int(values["max_keypoints"]) or None,
         pyramid_levels=int(values.get("pyramid_levels", 0)) or None,
         pyramid_factor=float(values.get("pyramid_factor", 0.0)) or None,
+        upsample_below=(int(values["upsample_below"])
+                        if int(values.get("upsample_below", -1)) >= 0 else None),
         bucket_cells=(cols, rows) if bucketing else None,
         max_per_bucket=int(values["max_per_bucket"]) if bucketing else 0,
         descriptor_threshold=float(values["descriptor_threshold"]),

@@ -45,14 +45,13 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from goodpoint_ros.backends import BackendUnavailable  # noqa: E402
-from goodpoint_ros.core.config import GoodPointConfig  # noqa: E402
 from goodpoint_ros.core.geometry import quaternion_xyzw  # noqa: E402
 from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_image  # noqa: E402
 from goodpoint_ros.core.pipeline import FeatureExtractor  # noqa: E402
 from goodpoint_ros.core.weights import WeightsError  # noqa: E402
 from goodpoint_ros.frontend.scheduler import LatestFrameWorker  # noqa: E402
 from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig  # noqa: E402
-from goodpoint_ros.odometry.features import goodpoint_source  # noqa: E402
+from goodpoint_ros.odometry.features import goodpoint_source, vo_goodpoint_config  # noqa: E402
 from goodpoint_ros.odometry.vo import OdometryResult, TrackingState, VisualOdometry  # noqa: E402
 from goodpoint_ros.ros.runtime import (  # noqa: E402
     FatalError,
@@ -105,7 +104,7 @@ class VONode(Node):
     def _load_source(v):
         kwargs = {"threads": v["threads"]} if v["threads"] else {}
         try:
-            ex = FeatureExtractor(v["backend"], GoodPointConfig(
+            ex = FeatureExtractor(v["backend"], vo_goodpoint_config(
                 max_keypoints=v["max_keypoints"], pyramid_levels=v["pyramid_levels"]),
                                   weights=v["weights"] or None, precision=v["precision"],
                                   scale=v["network_scale"], **kwargs)

@@ -193,6 +193,18 @@ def test_pyramid_levels_parameter_unset_takes_the_weights_value():
     assert vo_defaults()["pyramid_levels"] == 1            # the VO runs one level (odometry/config)
 
 
+def test_upsample_below_parameter_minus_one_takes_the_weights_value_zero_never():
+    meta = {"detection": {"upsample_below": 480}}
+    assert defaults()["upsample_below"] == -1
+    assert config_from_params(defaults()).resolved(meta).upsample_below == 480
+    assert config_from_params(dict(defaults(), upsample_below=0)).resolved(meta).frame_scale(
+        (320, 240)) == 1.0
+    assert config_from_params(dict(defaults(), upsample_below=1000)).resolved(meta).frame_scale(
+        (640, 480)) == 2.0
+    with pytest.raises(ValueError, match="upsample_below"):
+        check_value("upsample_below", -2)
+
+
 def test_pyramid_factor_parameter_unset_takes_the_weights_value():
     meta = {"detection": {"pyramid_levels": 5, "pyramid_factor": 0.8409}}
     cfg = config_from_params(defaults()).resolved(meta)

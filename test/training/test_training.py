@@ -448,6 +448,16 @@ def test_export_weights_writes_core_format(tmp_path):
                    pyramid_levels=5, pyramid_factor=2 ** -0.25)
     ex5 = FeatureExtractor("torch", weights=five, device="cpu")
     assert ex5.config.scales[-1] == pytest.approx(0.5) and len(ex5.config.scales) == 5
+    assert ex5.config.upsample_below == 0 == meta2["detection"]["upsample_below"]  # never, unasked
+    small = tmp_path / "w_up.safetensors"
+    export_weights(tmp_path / "run" / "last.ckpt", small, keypoint_threshold=0.03,
+                   upsample_below=480)
+    ex_up = FeatureExtractor("torch", weights=small, device="cpu")
+    assert ex_up.config.upsample_below == 480 and ex_up.frame_scale((320, 240)) == 2.0
+    assert ex_up.frame_scale((640, 480)) == 1.0
+    with pytest.raises(ValueError, match="upsample_below"):
+        export_weights(tmp_path / "run" / "last.ckpt", small, keypoint_threshold=0.03,
+                       upsample_below=-1)
     with pytest.raises(ValueError, match="pyramid_factor"):
         export_weights(tmp_path / "run" / "last.ckpt", five, keypoint_threshold=0.03,
                        pyramid_levels=5, pyramid_factor=1.0)
