@@ -103,8 +103,9 @@ def export_weights(checkpoint_path, out_path, keypoint_threshold: Optional[float
                             training=checkpoint_metadata(state), source=Path(checkpoint_path).name)
     if state.get("validation") is not None:       # re-release: the old sweep stays on record
         meta["validation"] = state["validation"]
-    if state.get("source"):
-        meta["source"] = f"{state['source']} (re-released from {Path(checkpoint_path).name})"
+    if state.get("source"):     # the first checkpoint's name, and the latest file it came through
+        first = state["source"].split(" (re-released from ")[0]
+        meta["source"] = f"{first} (re-released from {Path(checkpoint_path).name})"
     if extra:
         meta.update(extra)
     # Check the tensors fit the network before writing anything.

@@ -37,10 +37,11 @@ class Backend(Protocol):
 
 
 #: Input shapes whose compiled models / buffers a shape-specialising
-#: backend (OpenVINO, TensorRT) keeps: every level of the largest
-#: pyramid (6, GoodPointConfig) plus a stereo pair's other size and one to spare; a
-#: cache smaller than the level count recompiles each level of each frame (LRU on a cycle).
-MAX_SHAPES = 8
+#: backend (OpenVINO, TensorRT) keeps: every level of the largest pyramid
+#: (8, GoodPointConfig) for two frame sizes (two cameras, or frames on both sides of
+#: ``upsample_below``); a cache smaller than the level count recompiles each level of
+#: each frame (LRU on a cycle).
+MAX_SHAPES = 16
 
 
 class BackendUnavailable(RuntimeError):

@@ -119,8 +119,8 @@ class GoodPointConfig:
             the pool).  The network has one receptive field, so beyond ~1.5×
             zoom its keypoints stop repeating; ORB, SIFT and AKAZE all detect on
             pyramids.  3 levels at 1/√2 cost 1.75× the network time, 5 at 2^-¼
-            (the bundled weights' default) 2.8×.  ``None``: the value recorded in
-            the weights' metadata, else 1 (the paper).
+            2.9×, 8 at 2^-¼ (the bundled weights' default, down to 0.3×) 3.3×.
+            ``None``: the value recorded in the weights' metadata, else 1 (the paper).
         pyramid_factor: size ratio between pyramid levels (1/√2 by default; 2^-1/4
             with 5 levels spans the same 2× zoom at finer steps, as SIFT's several
             scales per octave, for 2.8× the network time).  ``None``: the weights'
@@ -129,7 +129,8 @@ class GoodPointConfig:
             doubled before the network (bilinear; keypoints mapped back), as SIFT
             doubles every image for its first octave (Lowe 2004 §3.3): on a small
             frame the 8×8 cells are coarse.  4× the network time of that frame.
-            Validation split at 320×240, 5 levels: HM 0.647 → 0.733 (SIFT 0.672).
+            Validation split at 320×240, 5 levels: HM 0.647 → 0.733 (8 levels:
+            0.749; SIFT 0.672).
             ``0``: never; ``None``: the weights' metadata, else 0.  An explicit
             ``resize`` or ``scale`` of the extractor replaces it.
     """
@@ -164,7 +165,7 @@ class GoodPointConfig:
     pyramid_levels: Optional[int] = field(default=None, metadata=_opt(
         "image pyramid levels, each pyramid_factor of the previous, keypoints pooled (3 levels: "
         "1.75x the network time); unset: the value in the weights' metadata, else 1",
-        (1, 6), "--pyramid-levels"))
+        (1, 8), "--pyramid-levels"))
     pyramid_factor: Optional[float] = field(default=None, metadata=_opt(
         "size ratio between pyramid levels (0.707: 1/sqrt(2); 0.841: 2^-1/4, finer scale steps); "
         "unset: the value in the weights' metadata, else 0.707", (0.5, 0.9), "--pyramid-factor"))

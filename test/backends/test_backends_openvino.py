@@ -130,9 +130,10 @@ def test_a_file_that_failed_its_gate_is_loaded_with_a_warning(tmp_path, caplog, 
 def test_every_level_of_the_largest_pyramid_stays_compiled():
     # a pyramid visits its level sizes in a cycle each frame: a cache smaller than the
     # number of levels recompiles every level of every frame (LRU on a cycle)
-    from goodpoint_ros.core.config import GoodPointConfig
+    from goodpoint_ros.core.config import GoodPointConfig, field_info
     from goodpoint_ros.core.pipeline import FeatureExtractor
-    ex = FeatureExtractor("openvino", GoodPointConfig(pyramid_levels=6, pyramid_factor=0.841),
+    most = field_info("pyramid_levels")["range"][1]
+    ex = FeatureExtractor("openvino", GoodPointConfig(pyramid_levels=most, pyramid_factor=0.841),
                           precision="fp32")
     img = (np.random.default_rng(0).random((240, 320)) * 255).astype(np.uint8)
     ex(img)

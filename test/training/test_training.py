@@ -582,3 +582,8 @@ def test_released_weights_can_be_re_released_with_new_detection_defaults(tmp_pat
     for k in ("homography", "wide_fraction", "homography_wide", "crop", "images"):
         assert m1["training"].get(k) == m0["training"].get(k), k
     assert DEFAULT_WEIGHTS.read_bytes() == before                  # the input is not touched
+    twice = tmp_path / "twice.safetensors"                         # provenance does not nest
+    export_weights(out, twice, pyramid_levels=2)
+    source = load_weights(twice)[1]["source"]
+    assert source.count("re-released from") == 1 and source.endswith("(re-released from again.safetensors)")
+    assert source.startswith(m0["source"].split(" (re-released from ")[0])
