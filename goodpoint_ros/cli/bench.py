@@ -14,8 +14,8 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 """
 from __future__ import annotations
 
-from goodpoint_ros.cli.common import check_outputs, parse_size, write_json
-from goodpoint_ros.deploy.benchmark import format_table, plot_latency, run_benchmark
+from goodpoint_ros.cli.common import UserError, check_outputs, parse_size, write_json
+from goodpoint_ros.deploy.benchmark import DETECTIONS, format_table, plot_latency, run_benchmark
 
 
 def add_arguments(p):
@@ -36,17 +36,26 @@ def add_arguments(p):
     p.add_argument("--plot", help="write a plot of latency vs input size (PNG/SVG/PDF)")
     p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate per path")
     p.add_argument("--no-opencv", action="store_true", help="skip the ORB / SIFT baselines")
+    p.add_argument("--detection", default="network",
+                   help="comma list: network (one pyramid level, frames as they are: figures per "
+                        "network input size) and / or defaults (the weights' detection defaults, "
+                        "their pyramid and doubled small frames, as goodpoint match and the node "
+                        "run; with both, the cost of the defaults per path). Default: network")
 
 
 def run(args) -> int:
     check_outputs([args.weights], [args.json])
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
+    detections = [d for d in args.detection.split(",") if d]
+    bad = [d for d in detections if d not in DETECTIONS]
+    if bad or not detections:
+        raise UserError(f"--detection takes {', '.join(DETECTIONS)}; got {args.detection!r}")
     result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
                            precisions=[p for p in args.precision.split(",") if p],
                            sizes=sizes, frames=args.frames, warmup=args.warmup,
                            weights=args.weights, threads=args.threads,
                            threshold=args.threshold, gate=not args.no_gate,
-                           opencv=not args.no_opencv)
+                           opencv=not args.no_opencv, detections=detections)
     print(format_table(result))
     if args.json:
         write_json(args.json, result)

@@ -33,7 +33,7 @@ from goodpoint_ros.backends import BackendUnavailable, create_backend
 from goodpoint_ros.backends.auto import cpu_signature, library_versions
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.matching import match_descriptors
-from goodpoint_ros.core.pipeline import FeatureExtractor
+from goodpoint_ros.core.pipeline import FeatureExtractor, pyramid_size
 from goodpoint_ros.core.weights import atomic_write_bytes, load_model
 from goodpoint_ros.deploy.flops import network_flops
 from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
@@ -144,14 +144,30 @@ def make_backend(backend: str, precision: str, weights=None, threads=None):
     return create_backend(backend, weights=weights, precision=precision, device="auto", **kw)
 
 
+#: What ``bench_path`` runs: ``network`` — one pyramid level, frames as they are (figures per
+#: network input size); ``defaults`` — the weights' detection defaults (their pyramid, small
+#: frames doubled), what ``goodpoint match`` and the node run.
+DETECTIONS = ("network", "defaults")
+
+
+def network_inputs(ex: FeatureExtractor, size: Tuple[int, int]) -> List[Tuple[int, int]]:
+    """(W, H) of every network call ``ex`` makes for a (W, H) frame (doubling, pyramid)."""
+    s = ex.frame_scale(size)
+    base = (max(8, int(round(size[0] * s))), max(8, int(round(size[1] * s))))
+    levels = [base] + [pyramid_size(base, f) for f in ex.config.scales[1:]]
+    return [lv for lv in levels if lv is not None]
+
+
 def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
-               threshold: Optional[float] = None) -> Dict:
+               threshold: Optional[float] = None, detection: str = "network") -> Dict:
     """Time the full pipeline of one loaded backend at ``size`` (W,H); see the module doc."""
-    # one pyramid level, frames as they are: the figures are per network input size (a 3-level
-    # pyramid adds 0.75x; the weights' doubling of small frames 4x)
-    ex = FeatureExtractor(backend_obj, GoodPointConfig(keypoint_threshold=threshold,
-                                                       max_keypoints=1000, pyramid_levels=1,
-                                                       upsample_below=0))
+    if detection not in DETECTIONS:
+        raise ValueError(f"detection must be one of {', '.join(DETECTIONS)}, got {detection!r}")
+    cfg = (GoodPointConfig(keypoint_threshold=threshold, max_keypoints=1000)
+           if detection == "defaults" else
+           GoodPointConfig(keypoint_threshold=threshold, max_keypoints=1000, pyramid_levels=1,
+                           upsample_below=0))
+    ex = FeatureExtractor(backend_obj, cfg)
     imgs = _frames(size, frames + warmup)
     stages = {k: [] for k in ("preprocess", "network", "postprocess", "matching", "total")}
     keypoints, prev = [], None
@@ -172,11 +188,12 @@ def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
         stages["matching"].append((t2 - t1) * 1e3)
         stages["total"].append((t2 - t0) * 1e3)
         keypoints.append(len(feats))
-    flops = network_flops(size[1], size[0])
+    flops = sum(network_flops(h, w) for w, h in network_inputs(ex, size))
     net, total = _stats(stages["network"]), _stats(stages["total"])
     med = {k: _stats(v)["median"] for k, v in stages.items()}
     return {"backend": backend_obj.name, "precision": getattr(backend_obj, "precision", "?"),
-            "width": size[0], "height": size[1], "frames": frames,
+            "width": size[0], "height": size[1], "frames": frames, "detection": detection,
+            "network_inputs": [list(s) for s in network_inputs(ex, size)],
             "network_ms": net, "total_ms": total, "stages_ms": med,
             "stages_p90_ms": {k: _stats(v)["p90"] for k, v in stages.items()},
             # the post-processor alone (keypoints + descriptors, the < 10 % budget);
@@ -216,13 +233,16 @@ def _bench_opencv(name: str, size, frames, warmup):
 
 def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),), frames=50,
                   warmup=5, weights=None, threads=None, threshold=None, opencv: bool = True,
-                  gate: bool = True, progress: bool = True) -> Dict:
+                  gate: bool = True, progress: bool = True,
+                  detections: Sequence[str] = ("network",)) -> Dict:
     """Every backend × precision × size, after the eager fp32 reference of that size.
 
     ``threshold`` overrides θ_keypoint (e.g. to time post-processing with
     keypoints on untrained weights).  A pair a backend cannot run is reported
     with its reason, not fatal.  Ratios: ``ratio_to_reference`` = total /
-    reference total (lower is faster), ``speedup_vs_reference`` its inverse.
+    reference total (lower is faster), ``speedup_vs_reference`` its inverse; both within
+    one ``detection`` (:data:`DETECTIONS`).  With both detections, ``defaults_cost`` is a
+    path's defaults total over its own network total, same size, same run.
     """
     info = machine_info()
     paths = [(b, p) for b in backends for p in precisions if (b, p) != REFERENCE]
@@ -233,18 +253,18 @@ def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),)
         loaded[REFERENCE] = reference
     except ImportError:     # a torch-free install: the first fp32 path is the reference
         reference = None
-    jobs = [(s, bp) for s in sizes for bp in paths]
+    jobs = [(s, d, bp) for s in sizes for d in detections for bp in paths]
     if progress:
         jobs = tqdm(jobs, desc="bench", unit="run")
-    for size, (b, p) in jobs:
-        row = {"backend": b, "precision": p, "width": size[0], "height": size[1]}
+    for size, det, (b, p) in jobs:
+        row = {"backend": b, "precision": p, "width": size[0], "height": size[1], "detection": det}
         try:
             if (b, p) not in loaded:
                 loaded[(b, p)] = make_backend(b, p, weights, threads)
             obj = loaded[(b, p)]
             if reference is None and p == "fp32":
                 reference = obj
-            run = bench_path(obj, size, frames, warmup, threshold)
+            run = bench_path(obj, size, frames, warmup, threshold, detection=det)
         except (BackendUnavailable, ImportError, ValueError, RuntimeError) as exc:
             row["error"] = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             runs.append(row)
@@ -263,13 +283,23 @@ def run_benchmark(backends=("torch",), precisions=("fp32",), sizes=((320, 240),)
             for name in ("orb", "sift"):
                 baselines.append(_bench_opencv(name, size, frames, warmup))
     for size in sizes:
-        ok = [r for r in runs if "error" not in r and (r["width"], r["height"]) == tuple(size)]
-        base = next((r for r in ok if (r["backend"], r["precision"]) == REFERENCE), ok[0] if ok else None)
-        for r in ok:
-            r["ratio_to_reference"] = r["total_ms"]["median"] / base["total_ms"]["median"]
-            r["speedup_vs_reference"] = 1.0 / r["ratio_to_reference"]
-            r["network_ratio_to_reference"] = r["network_ms"]["median"] / base["network_ms"]["median"]
-            r["reference"] = f"{base['backend']}/{base['precision']}"
+        for det in detections:
+            ok = [r for r in runs if "error" not in r and (r["width"], r["height"]) == tuple(size)
+                  and r["detection"] == det]
+            base = next((r for r in ok if (r["backend"], r["precision"]) == REFERENCE),
+                        ok[0] if ok else None)
+            for r in ok:
+                r["ratio_to_reference"] = r["total_ms"]["median"] / base["total_ms"]["median"]
+                r["speedup_vs_reference"] = 1.0 / r["ratio_to_reference"]
+                r["network_ratio_to_reference"] = (r["network_ms"]["median"]
+                                                   / base["network_ms"]["median"])
+                r["reference"] = f"{base['backend']}/{base['precision']}"
+    network = {(r["backend"], r["precision"], r["width"], r["height"]): r for r in runs
+               if "error" not in r and r["detection"] == "network"}
+    for r in runs:
+        key = (r["backend"], r["precision"], r["width"], r["height"])
+        if "error" not in r and r["detection"] == "defaults" and key in network:
+            r["defaults_cost"] = r["total_ms"]["median"] / network[key]["total_ms"]["median"]
     return {"machine": info, "runs": runs, "opencv": baselines, "frames": frames, "warmup": warmup}
 
 
@@ -277,8 +307,11 @@ def format_table(result: Dict) -> str:
     lines = [format_machine(result["machine"]) if "machine" in result else "",
              f"{'backend':<12}{'prec':<6}{'size':<10}{'ratio':>6}{'total':>8}{'p90':>7}"
              f"{'pre':>6}{'net':>7}{'post':>6}{'match':>6}{'post%':>6}{'RSS MB':>7}  gate"]
+    if any(r.get("detection") == "defaults" for r in result["runs"]):
+        lines.append("size*: the weights' detection defaults (pyramid, small frames doubled); "
+                     "x N after the gate: their cost over the same path's one plain level")
     for r in result["runs"]:
-        size = f"{r['width']}x{r['height']}"
+        size = f"{r['width']}x{r['height']}" + ("*" if r.get("detection") == "defaults" else "")
         if "error" in r:
             lines.append(f"{r['backend']:<12}{r['precision']:<6}{size:<10} unavailable: {r['error']}")
             continue
@@ -289,6 +322,8 @@ def format_table(result: Dict) -> str:
                       if g and g.get("reason") != "the reference" else ""))
         if r.get("compile_s"):          # inductor: the untimed first-call cost
             verdict += f"  (compile {r['compile_s']:.0f} s)"
+        if r.get("defaults_cost"):
+            verdict += f"  x {r['defaults_cost']:.1f}"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{size:<10}{r.get('ratio_to_reference', 0):>6.2f}"
                      f"{r['total_ms']['median']:>8.1f}{r['total_ms']['p90']:>7.1f}{s['preprocess']:>6.1f}"
                      f"{s['network']:>7.1f}{s['postprocess']:>6.1f}{s['matching']:>6.1f}"
@@ -314,6 +349,8 @@ def plot_latency(result: Dict, path: os.PathLike) -> Path:
         if "error" in r:
             continue
         label = f"{r['backend']} {r['precision']}"
+        if r.get("detection") == "defaults":
+            label += " (weights' defaults)"
         if r.get("gate") and not r["gate"]["passed"]:
             label += " (fails gate)"
         series.setdefault(label, []).append((r["width"] * r["height"], r["total_ms"]["median"],

@@ -78,3 +78,30 @@ def test_peak_rss_is_per_run_after_a_reset():
     del block
     assert benchmark._reset_peak_rss()
     assert benchmark._peak_rss_mb() < base + 100
+
+
+def test_the_weights_detection_defaults_are_timed_beside_one_plain_level():
+    # a 160x120 frame: the bundled weights double it (upsample_below) and run their pyramid;
+    # the plain row runs the frame once, as it is
+    from goodpoint_ros.core.config import GoodPointConfig
+    from goodpoint_ros.core.pipeline import FeatureExtractor, pyramid_size
+    r = benchmark.run_benchmark(backends=("onnxruntime",), precisions=("fp32",),
+                                sizes=((160, 120),), frames=1, warmup=0, opencv=False,
+                                gate=False, progress=False, detections=("network", "defaults"))
+    rows = {(x["backend"], x["detection"]): x for x in r["runs"] if "error" not in x}
+    plain, full = rows[("onnxruntime", "network")], rows[("onnxruntime", "defaults")]
+    assert plain["network_inputs"] == [[160, 120]]
+    cfg = FeatureExtractor("onnxruntime", None, precision="fp32").config
+    assert cfg.upsample_below > 160 and cfg.pyramid_levels > 1       # the bundled defaults
+    want = [(320, 240)] + [pyramid_size((320, 240), f) for f in cfg.scales[1:]]
+    assert full["network_inputs"] == [list(s) for s in want if s is not None]
+    assert full["gflop"] > 4 * plain["gflop"]                         # doubled, then a pyramid
+    assert full["defaults_cost"] == pytest.approx(full["total_ms"]["median"]
+                                                  / plain["total_ms"]["median"])
+    assert "defaults_cost" not in plain
+    # each detection has its own reference rows and ratios
+    assert full["reference"] == plain["reference"] == "reference/fp32"
+    assert "x " in benchmark.format_table(r) and "160x120*" in benchmark.format_table(r)
+    with pytest.raises(ValueError, match="detection"):
+        benchmark.bench_path(None, (64, 48), 1, 0, detection="all")
+    assert GoodPointConfig().upsample_below is None                   # nothing forced globally
