@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -162,6 +162,18 @@ class FeatureExtractor:
             return 1.0
         return self.config.frame_scale(size) if self.scale is None else self.scale
 
+    def network_size(self, size: Tuple[int, int]) -> Tuple[int, int]:
+        """(W, H) the network sees for a (W, H) frame, before the memory budget's check."""
+        if self.resize:
+            return self.resize
+        s = self.frame_scale(size)
+        return max(8, int(round(size[0] * s))), max(8, int(round(size[1] * s)))
+
+    def network_sizes(self, size: Tuple[int, int]) -> List[Tuple[int, int]]:
+        """(W, H) of every network call for a (W, H) frame: each pyramid level of
+        :meth:`network_size` (the budget's downscale aside)."""
+        return level_sizes(self.network_size(size), self.config.scales)
+
     def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int], Tuple[float, float]]:
         """image → (net input [1,1,H',W'], network image size (W,H), scale net→original)."""
         image = np.asarray(image)
@@ -173,8 +185,7 @@ class FeatureExtractor:
         if max(h, w) > MAX_SIDE:
             raise ValueError(f"image is {w}x{h}; the largest side decoded is {MAX_SIDE} px")
         # the budget is checked on the size the network will see, before any allocation
-        s = self.frame_scale((w, h))
-        net = self.resize or (max(8, int(round(w * s))), max(8, int(round(h * s))))
+        net = self.network_size((w, h))
         name = getattr(self.backend, "name", "?")
         budget = self.config.memory_budget_mb
         need = estimate_peak_mb(name, *net)
@@ -244,13 +255,9 @@ class FeatureExtractor:
         t_net = t_post = 0.0
         levels = []
         base = gray_of(x, size) if len(self.config.scales) > 1 else None
-        for k, s in enumerate(self.config.scales):
+        for k, level_size in enumerate(level_sizes(size, self.config.scales)):
             t1 = time.perf_counter()
-            level_size = size
             if k:    # every level straight from the network-size image, area-averaged
-                level_size = pyramid_size(size, s)
-                if level_size is None:
-                    break
                 x = pad_to_multiple(cv2.resize(base, level_size,
                                                interpolation=cv2.INTER_AREA))[None, None]
             t2 = time.perf_counter()
@@ -286,6 +293,18 @@ def pyramid_size(size: Tuple[int, int], s: float) -> Optional[Tuple[int, int]]:
     """(W, H) of the level at scale ``s`` of a (W, H) image, or None when too small."""
     w, h = max(int(round(size[0] * s)), 1), max(int(round(size[1] * s)), 1)
     return (w, h) if min(w, h) >= MIN_LEVEL_SIDE else None
+
+
+def level_sizes(size: Tuple[int, int], scales) -> List[Tuple[int, int]]:
+    """(W, H) of the pyramid levels run for a (W, H) network image: ``size`` itself, then
+    each scale's, up to the first that is too small (:data:`MIN_LEVEL_SIDE`)."""
+    out = [tuple(size)]
+    for s in scales[1:]:
+        level = pyramid_size(size, s)
+        if level is None:
+            break
+        out.append(level)
+    return out
 
 
 def gray_of(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:

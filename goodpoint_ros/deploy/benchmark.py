@@ -33,7 +33,7 @@ from goodpoint_ros.backends import BackendUnavailable, create_backend
 from goodpoint_ros.backends.auto import cpu_signature, library_versions
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.matching import match_descriptors
-from goodpoint_ros.core.pipeline import FeatureExtractor, pyramid_size
+from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.core.weights import atomic_write_bytes, load_model
 from goodpoint_ros.deploy.flops import network_flops
 from goodpoint_ros.deploy.gate import accuracy_gate, sample_images
@@ -150,14 +150,6 @@ def make_backend(backend: str, precision: str, weights=None, threads=None):
 DETECTIONS = ("network", "defaults")
 
 
-def network_inputs(ex: FeatureExtractor, size: Tuple[int, int]) -> List[Tuple[int, int]]:
-    """(W, H) of every network call ``ex`` makes for a (W, H) frame (doubling, pyramid)."""
-    s = ex.frame_scale(size)
-    base = (max(8, int(round(size[0] * s))), max(8, int(round(size[1] * s))))
-    levels = [base] + [pyramid_size(base, f) for f in ex.config.scales[1:]]
-    return [lv for lv in levels if lv is not None]
-
-
 def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
                threshold: Optional[float] = None, detection: str = "network") -> Dict:
     """Time the full pipeline of one loaded backend at ``size`` (W,H); see the module doc."""
@@ -188,12 +180,13 @@ def bench_path(backend_obj, size: Tuple[int, int], frames: int, warmup: int,
         stages["matching"].append((t2 - t1) * 1e3)
         stages["total"].append((t2 - t0) * 1e3)
         keypoints.append(len(feats))
-    flops = sum(network_flops(h, w) for w, h in network_inputs(ex, size))
+    inputs = ex.network_sizes(size)
+    flops = sum(network_flops(h, w) for w, h in inputs)
     net, total = _stats(stages["network"]), _stats(stages["total"])
     med = {k: _stats(v)["median"] for k, v in stages.items()}
     return {"backend": backend_obj.name, "precision": getattr(backend_obj, "precision", "?"),
             "width": size[0], "height": size[1], "frames": frames, "detection": detection,
-            "network_inputs": [list(s) for s in network_inputs(ex, size)],
+            "network_inputs": [list(s) for s in inputs],
             "network_ms": net, "total_ms": total, "stages_ms": med,
             "stages_p90_ms": {k: _stats(v)["p90"] for k, v in stages.items()},
             # the post-processor alone (keypoints + descriptors, the < 10 % budget);
