@@ -32,7 +32,7 @@ from goodpoint_ros.evaluation.vo.metrics import write_tum
 from goodpoint_ros.evaluation.vo.report import table, write_report
 from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
 from goodpoint_ros.odometry.camera import CalibrationError
-from goodpoint_ros.odometry.config import VO_PYRAMID_LEVELS, VOConfig
+from goodpoint_ros.odometry.config import PNP_THRESHOLD_BY_MODE, VO_PYRAMID_LEVELS, VOConfig
 from goodpoint_ros.odometry.features import vo_goodpoint_config
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
@@ -73,10 +73,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pyramid-levels", type=int, default=VO_PYRAMID_LEVELS,
                    help=f"GoodPoint image pyramid levels (default {VO_PYRAMID_LEVELS}: the VO's, "
                         "whatever the weights recommend for still pairs)")
-    p.add_argument("--network-scale", type=float, default=1.0,
+    p.add_argument("--network-scale", type=float, default=None,
                    help="GoodPoint sees each frame resized by this factor (2: doubled, as "
                         "SIFT's first octave — more and finer keypoints from small images, 4x "
-                        "the network time; default 1)")
+                        "the network time; default: the weights' rule, frames under their "
+                        "upsample_below (480 px) doubled, others as they are)")
+    p.add_argument("--pnp-threshold", type=float, default=None,
+                   help="USAC / outlier reprojection threshold in pixels (default: the "
+                        "mode's, " + ", ".join(f"{m} {v:g}" for m, v in
+                                              PNP_THRESHOLD_BY_MODE.items()) + ")")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     b = p.add_argument_group("rosbag2 input")
     b.add_argument("--image-topic", default=None)
@@ -104,8 +109,10 @@ def run(args) -> int:
     names = parse_methods(args.methods)
     if not 0.05 <= args.scale <= 4:
         raise UserError(f"--scale must be in [0.05, 4], got {args.scale}")
-    if not 0.25 <= args.network_scale <= 2.0:
+    if args.network_scale is not None and not 0.25 <= args.network_scale <= 2.0:
         raise UserError(f"--network-scale must be in [0.25, 2], got {args.network_scale}")
+    if args.pnp_threshold is not None and not args.pnp_threshold > 0:
+        raise UserError(f"--pnp-threshold must be positive, got {args.pnp_threshold}")
     if args.max_keypoints < 0 or args.frames < 0:
         raise UserError("--max-keypoints and --frames must be >= 0")
     bag_kw = {k: getattr(args, k) for k in ("image_topic", "camera_info_topic", "depth_topic",
@@ -119,7 +126,8 @@ def run(args) -> int:
     if mode not in seq.modes:
         raise UserError(f"{args.path} ({seq.layout}) supports --mode {', '.join(seq.modes)}, "
                         f"not {mode}")
-    config = VOConfig(mode=mode, solver=args.solver, stereo_matching=args.stereo_matching)
+    config = VOConfig(mode=mode, solver=args.solver, stereo_matching=args.stereo_matching,
+                      pnp_threshold=args.pnp_threshold)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -132,7 +140,8 @@ def run(args) -> int:
         if name == "goodpoint":
             ex = source.detect_fn
             settings_methods[name] = {**ex.config.to_dict(), "backend": type(ex.backend).__name__,
-                                      "network_scale": ex.scale}
+                                      "network_scale": ex.scale,
+                                      "frame_scale": ex.frame_scale(seq.size)}
         else:
             settings_methods[name] = {"max_keypoints": args.max_keypoints}
         r = run_sequence(seq, source, config, limit=args.frames,
@@ -153,7 +162,9 @@ def run(args) -> int:
               "methods": metrics, "notes": seq.notes,
               "timing_s": {**timing, "total": time.perf_counter() - t_start},
               "settings": {"mode": mode, "size": list(seq.size), "scale": args.scale,
-                           "vo": config.to_dict(), "methods": settings_methods,
+                           "vo": {**config.to_dict(),
+                                  "reprojection_threshold": config.reprojection_threshold},
+                           "methods": settings_methods,
                            "source": str(args.path)}}
     safe = json_safe(result)
     write_report(safe, out, runs, gt, stamps)

@@ -19,6 +19,11 @@ STEREO_MATCHING = ("patch", "descriptor")
 #: frame-to-frame scale change is small and the coarse levels' keypoints are worse
 #: localised (KITTI 06 slice, half resolution: ATE 0.044 m with 1 level, 0.088 m with 3).
 VO_PYRAMID_LEVELS = 1
+#: USAC / reprojection threshold per mode when ``pnp_threshold`` is unset (pixels), chosen
+#: on the generated tuning bags (docs/odometry.md, "Reprojection threshold per mode"): RGB-D
+#: 1 px is better for every method there, mono 1 px for GoodPoint and SIFT. Stereo keeps
+#: 2 px: there are no stereo tuning sequences, and KITTI is evaluation only.
+PNP_THRESHOLD_BY_MODE = {"stereo": 2.0, "rgbd": 1.0, "mono": 1.0}
 
 
 @dataclass
@@ -42,7 +47,8 @@ class VOConfig:
         search_radius: guided-matching window around the predicted
             projection (pixels); matching falls back to an unguided search
             when too few are found.
-        pnp_threshold: USAC reprojection threshold (pixels).
+        pnp_threshold: USAC reprojection threshold (pixels); None: the mode's
+            (:data:`PNP_THRESHOLD_BY_MODE`), read through :attr:`reprojection_threshold`.
         ransac_seed: USAC's random generator state (a benchmark varies it to
             report the spread of a short sequence's ATE, not one draw).
         min_inliers: fewer PnP inliers → LOST.
@@ -107,7 +113,7 @@ class VOConfig:
     spread_grid: tuple = (4, 3)
     min_spread_cells: int = 3
     search_radius: float = 24.0
-    pnp_threshold: float = 2.0
+    pnp_threshold: Optional[float] = None
     ransac_seed: int = 0
     min_inliers: int = field(default=12, metadata={
         "help": "fewer PnP inliers: LOST (covariance inflated, map restarted)",
@@ -169,13 +175,22 @@ class VOConfig:
             raise ValueError(f"window must be >= 2 keyframes, got {self.window}")
         if self.min_inliers < 4:
             raise ValueError(f"min_inliers must be >= 4 (PnP), got {self.min_inliers}")
-        for name in ("search_radius", "pnp_threshold", "pixel_sigma", "huber", "virtual_baseline",
+        if self.pnp_threshold is not None and not self.pnp_threshold > 0:
+            raise ValueError(f"pnp_threshold must be positive, got {self.pnp_threshold}")
+        for name in ("search_radius", "pixel_sigma", "huber", "virtual_baseline",
                      "max_depth", "max_translation", "max_rotation_deg", "lost_covariance"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.distinct_fraction < 1:
             raise ValueError(f"distinct_fraction must be in [0, 1), got {self.distinct_fraction}")
         return self
+
+    @property
+    def reprojection_threshold(self) -> float:
+        """The USAC / outlier threshold in pixels: ``pnp_threshold`` or the mode's."""
+        if self.pnp_threshold is not None:
+            return float(self.pnp_threshold)
+        return PNP_THRESHOLD_BY_MODE[self.mode]
 
     def replace(self, **kw) -> "VOConfig":
         return dataclasses.replace(self, **kw).validate()

@@ -408,13 +408,13 @@ class VisualOdometry:
         flow = np.linalg.norm(ref.kp[m[:, 0]] - frame.kp[m[:, 1]], axis=1)
         if np.median(flow) < 0.02 * self.camera.width:
             return TrackingState.INITIALISING, 0.0, False, message or "mono: waiting for parallax"
-        E, R, t, inl = verify_essential(ref.kp, frame.kp, m, self.K, threshold=cfg.pnp_threshold)
+        E, R, t, inl = verify_essential(ref.kp, frame.kp, m, self.K, threshold=cfg.reprojection_threshold)
         if E is None or inl.sum() < 30:
             return TrackingState.INITIALISING, 0.0, False, message or "mono: no essential matrix"
         T_10 = make_T(R, t / max(np.linalg.norm(t), 1e-12))   # first baseline = 1 unit
         mi = m[inl]
         X0, ok = triangulate(self.K, np.eye(4), T_10, ref.kp[mi[:, 0]], frame.kp[mi[:, 1]],
-                             cfg.pnp_threshold, cfg.min_parallax_deg)
+                             cfg.reprojection_threshold, cfg.min_parallax_deg)
         if ok.sum() < 30:
             return TrackingState.INITIALISING, 0.0, False, message or "mono: too little parallax"
         T_w0 = self.ref_T
@@ -488,7 +488,7 @@ class VisualOdometry:
         if T_wc is None or inl.sum() < cfg.min_inliers:
             return None
         # Second pass with the refined pose: more landmarks, a tight window.
-        m2 = self._guided(T_wc, X, D, frame, max(3.0 * cfg.pnp_threshold, 4.0))
+        m2 = self._guided(T_wc, X, D, frame, max(3.0 * cfg.reprojection_threshold, 4.0))
         if len(m2) >= inl.sum():
             T2, inl2 = self._refine(X[m2[:, 0]], frame.kp[m2[:, 1]], T_wc)
             if T2 is not None and inl2.sum() >= inl.sum():
@@ -595,9 +595,9 @@ class VisualOdometry:
         try:
             ok, rvec, tvec, idx = cv2.solvePnPRansac(
                 X.reshape(-1, 1, 3).astype(np.float64), uv.reshape(-1, 1, 2).astype(np.float64),
-                self.K, None, iterationsCount=500, reprojectionError=cfg.pnp_threshold,
+                self.K, None, iterationsCount=500, reprojectionError=cfg.reprojection_threshold,
                 confidence=0.999, flags=cv2.SOLVEPNP_SQPNP) if ROBUST == cv2.RANSAC else \
-                _usac_pnp(X, uv, self.K, cfg.pnp_threshold, cfg.ransac_seed)
+                _usac_pnp(X, uv, self.K, cfg.reprojection_threshold, cfg.ransac_seed)
         except cv2.error:
             return None, inl
         if not ok or idx is None or len(idx) < 4:
@@ -609,7 +609,7 @@ class VisualOdometry:
 
     def _refine(self, X, uv, T_wc, seed=None):
         """LM refinement on inliers (seed, or those within the threshold), re-thresholded."""
-        thr = self.config.pnp_threshold
+        thr = self.config.reprojection_threshold
         T_cw = inv_T(T_wc)
         if seed is None:
             seed = reprojection_errors(self.K, T_cw, X, uv) <= thr
@@ -692,7 +692,7 @@ class VisualOdometry:
         if cfg.klt_refine and prev.gray is not None and kf.gray is not None:
             uv1, _ = self._lk(prev.gray, kf.gray, prev.kp[pf[m[:, 0]]], uv1)
         X0, ok = triangulate(self.K, np.eye(4), T_10, prev.kp[pf[m[:, 0]]], uv1,
-                             cfg.pnp_threshold, cfg.min_parallax_deg)
+                             cfg.reprojection_threshold, cfg.min_parallax_deg)
         if not ok.any():
             return
         kf.kp[cf[m[ok, 1]]] = uv1[ok]                  # only triangulated ones move
@@ -762,7 +762,7 @@ class VisualOdometry:
             kf.T_wc = res.poses[k]
         for lid, P in zip(lm_ids, res.points):
             self.points[int(lid)] = P
-        bad = res.errors > 3.0 * cfg.pnp_threshold
+        bad = res.errors > 3.0 * cfg.reprojection_threshold
         for k, i in zip(obs_k[bad], obs_i[bad]):
             kfs[k].lm[i] = -1
         # the newest keyframe's marginal, unless it was held fixed (then PnP's stands)

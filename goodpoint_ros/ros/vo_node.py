@@ -107,7 +107,7 @@ class VONode(Node):
             ex = FeatureExtractor(v["backend"], vo_goodpoint_config(
                 max_keypoints=v["max_keypoints"], pyramid_levels=v["pyramid_levels"]),
                                   weights=v["weights"] or None, precision=v["precision"],
-                                  scale=v["network_scale"], **kwargs)
+                                  scale=v["network_scale"] or None, **kwargs)
         except (BackendUnavailable, WeightsError, ValueError, OSError) as exc:
             raise FatalError(f"no inference backend could load: {exc}") from None
         return goodpoint_source(ex)
@@ -224,8 +224,14 @@ class VONode(Node):
         except CalibrationError as exc:
             self._say_once(f"camera_info unusable: {exc}")
             return None
+        frame_scale = getattr(self.source.detect_fn, "frame_scale", None)
+        net = ""
+        if frame_scale is not None and frame_scale(size) != 1.0:
+            net = (f", GoodPoint sees {frame_scale(size):g}x the frame (network_scale 1: "
+                   "every frame as it is, the fastest)")
         self.get_logger().info(f"camera calibration received: visual odometry starts "
-                               f"({size[0]}x{size[1]})")
+                               f"({size[0]}x{size[1]}{net}; reprojection threshold "
+                               f"{self.config.reprojection_threshold:g} px)")
         return vo
 
     def _publish(self, header, r: OdometryResult) -> None:

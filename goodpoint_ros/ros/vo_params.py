@@ -38,9 +38,10 @@ VO_PARAMETERS = (
     from_field(GoodPointConfig, "pyramid_levels", default=VO_PYRAMID_LEVELS, read_only=True),
     P("resize_scale", 1.0, "the VO runs on the frames scaled by this (0.5: half resolution, "
       "~4x faster); the calibration is scaled with them", True, range=(0.1, 1.0)),
-    P("network_scale", 1.0, "GoodPoint sees each (resized) frame scaled by this: 2 doubles it "
+    P("network_scale", 0.0, "GoodPoint sees each (resized) frame scaled by this: 2 doubles it "
       "as SIFT's first octave does, more and finer keypoints from small images at 4x the "
-      "network time", True, range=(0.25, 2.0)),
+      "network time; 0: the weights' rule (frames under their upsample_below, 480 px, "
+      "doubled), 1: every frame as it is (fastest)", True, range=(0.0, 2.0)),
     from_field(VOConfig, "solver", read_only=True),
     from_field(VOConfig, "window", read_only=True),
     from_field(VOConfig, "min_inliers", read_only=True),

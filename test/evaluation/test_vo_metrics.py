@@ -131,6 +131,8 @@ def test_eval_vo_cli_bad_inputs(tmp_path, capsys):
     assert "supports --mode stereo, mono" in capsys.readouterr().err
     assert main(["eval", "vo", str(src), "--network-scale", "3", "--out", str(tmp_path / "o")]) == 2
     assert "--network-scale must be in" in capsys.readouterr().err
+    assert main(["eval", "vo", str(src), "--pnp-threshold", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--pnp-threshold must be positive" in capsys.readouterr().err
 
 
 def test_eval_vo_cli_network_scale_reaches_goodpoint(tmp_path):
@@ -144,5 +146,7 @@ def test_eval_vo_cli_network_scale_reaches_goodpoint(tmp_path):
                  "--json", str(js), "--no-progress"]) == 0
     result = json.loads(js.read_text())
     assert result["settings"]["methods"]["goodpoint"]["network_scale"] == 2.0
+    assert result["settings"]["methods"]["goodpoint"]["frame_scale"] == 2.0
+    assert result["settings"]["vo"]["reprojection_threshold"] == 2.0       # stereo's own
     m = result["methods"]["goodpoint"]
     assert m["lost_count"] == 0 and m["ate"]["rmse"] < 0.15

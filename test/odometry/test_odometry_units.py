@@ -147,6 +147,17 @@ def test_spread_cells():
 def test_config_validation():
     VOConfig().validate()
     for bad in ({"mode": "lidar"}, {"solver": "ceres"}, {"window": 1}, {"ratio": 0},
-                {"min_inliers": 2}, {"distinct_fraction": 1.0}):
+                {"min_inliers": 2}, {"distinct_fraction": 1.0}, {"pnp_threshold": 0.0}):
         with pytest.raises(ValueError):
             VOConfig(**bad).validate()
+
+
+def test_reprojection_threshold_follows_the_mode_unless_set():
+    """Unset, the mode picks it (RGB-D / mono 1 px from the tuning bags, stereo 2 px), and a
+    mode changed later takes its own; a set value wins in every mode."""
+    assert VOConfig(mode="stereo").reprojection_threshold == 2.0
+    assert VOConfig(mode="rgbd").reprojection_threshold == 1.0
+    assert VOConfig(mode="mono").reprojection_threshold == 1.0
+    assert VOConfig(mode="stereo").replace(mode="rgbd").reprojection_threshold == 1.0
+    for mode in ("stereo", "rgbd", "mono"):
+        assert VOConfig(mode=mode, pnp_threshold=1.5).reprojection_threshold == 1.5

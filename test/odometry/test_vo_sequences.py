@@ -292,23 +292,24 @@ def test_library_goodpoint_sources_run_the_vo_pyramid_default(goodpoint):
     assert goodpoint_source().detect_fn.config.pyramid_levels == VO_PYRAMID_LEVELS
 
 
-def test_vo_keeps_frames_at_their_size_when_the_weights_double_small_ones():
-    """Weights may record upsample_below (still pairs: small frames doubled, 4x the network);
-    the VO's GoodPoint settings keep frames as they are, as its one pyramid level: speed
-    first, and its own network_scale enlarges them when asked."""
+def test_vo_doubles_small_frames_by_the_weights_rule_but_keeps_its_one_level():
+    """Weights may record upsample_below (small frames doubled: 8-px cells are coarse on a
+    320×240 camera); the VO follows it (chosen on the tuning bags) with its own single
+    pyramid level, and network_scale 1 keeps every frame as it is (the fastest)."""
     from conftest import FakeBackend
-    from goodpoint_ros.core.config import GoodPointConfig
     from goodpoint_ros.core.pipeline import FeatureExtractor
+    from goodpoint_ros.odometry.config import VO_PYRAMID_LEVELS
     from goodpoint_ros.odometry.features import vo_goodpoint_config
-    meta = {"detection": {"keypoint_threshold": 0.05, "nms_radius": 8, "upsample_below": 480}}
+    meta = {"detection": {"keypoint_threshold": 0.05, "nms_radius": 8, "upsample_below": 480,
+                          "pyramid_levels": 8}}
     flat = lambda h, w: np.full((h, w), 1 / 64, np.float32)          # noqa: E731
-    still = FeatureExtractor(FakeBackend(flat, metadata=meta), GoodPointConfig())
     vo = FeatureExtractor(FakeBackend(flat, metadata=meta), vo_goodpoint_config())
-    assert still.frame_scale((320, 240)) == 2.0 and vo.frame_scale((320, 240)) == 1.0
+    assert vo.frame_scale((320, 240)) == 2.0 and vo.frame_scale((640, 480)) == 1.0
+    assert vo.config.pyramid_levels == VO_PYRAMID_LEVELS
     vo.set_config(vo_goodpoint_config(max_keypoints=500))           # the node / CLI path
-    assert vo.frame_scale((320, 240)) == 1.0
-    x2 = FeatureExtractor(FakeBackend(flat, metadata=meta), vo_goodpoint_config(), scale=2.0)
-    assert x2.frame_scale((320, 240)) == 2.0                         # network_scale 2
+    assert vo.frame_scale((320, 240)) == 2.0 and vo.config.pyramid_levels == VO_PYRAMID_LEVELS
+    x1 = FeatureExtractor(FakeBackend(flat, metadata=meta), vo_goodpoint_config(), scale=1.0)
+    assert x1.frame_scale((320, 240)) == 1.0                         # network_scale 1
 
 
 def test_vo_akaze_fills_its_keypoint_budget_beyond_opencvs_default(kitti_half):

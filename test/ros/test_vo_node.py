@@ -179,6 +179,9 @@ def test_network_scale_and_pyramid_parameters_reach_goodpoint(env):
     v = {**vo_defaults(), "network_scale": 2.0}
     source = env.mod.VONode._load_source(v)
     assert source.detect_fn.scale == 2.0
+    by_weights = env.mod.VONode._load_source(vo_defaults()).detect_fn   # 0: the weights' rule
+    assert by_weights.scale is None and by_weights.frame_scale((320, 240)) == 2.0
+    assert by_weights.frame_scale((640, 480)) == 1.0
     assert source.detect_fn.config.pyramid_levels == 1        # the VO's, not the weights' 3
     with pytest.raises(env.mod.FatalError, match="scale"):
         env.mod.VONode._load_source({**v, "network_scale": 9.0})
