@@ -32,6 +32,8 @@ COMMANDS = {
                "accuracy gate"),
     "make-sample-bag": ("goodpoint_ros.cli.make_sample_bag",
                         "render a rosbag2 of a textured village with exact depth + poses"),
+    "make-sample-stereo": ("goodpoint_ros.cli.make_sample_stereo",
+                           "render a rectified stereo sequence of the village (KITTI layout)"),
     "eval": ("goodpoint_ros.cli.eval", "evaluate against ORB/SIFT/AKAZE: homography sets, rosbag2 replay"),
     "train": ("goodpoint_ros.cli.train", "train GoodPoint without labels on a folder of images"),
 }

@@ -163,7 +163,8 @@ def run(args) -> int:
               "timing_s": {**timing, "total": time.perf_counter() - t_start},
               "settings": {"mode": mode, "size": list(seq.size), "scale": args.scale,
                            "vo": {**config.to_dict(),
-                                  "reprojection_threshold": config.reprojection_threshold},
+                                  "reprojection_threshold": config.reprojection_threshold,
+                                  "keyframe_gap": config.keyframe_gap},
                            "methods": settings_methods,
                            "source": str(args.path)}}
     safe = json_safe(result)

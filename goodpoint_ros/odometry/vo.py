@@ -246,7 +246,7 @@ class VisualOdometry:
                 self.T_wc = T_wc
                 state = TrackingState.OK
                 self.since_kf += 1
-                if self._want_keyframe(inliers):
+                if self._want_keyframe(inliers, lm_ids):
                     keyframe = True
                     ba_cov, ba_ms = self._add_keyframe(frame, stamp, idx_frame, lm_ids)
                     if ba_cov is not None:
@@ -631,10 +631,18 @@ class VisualOdometry:
         return inv_T(T_cw), seed
 
     # ------------------------------------------------------------------ keyframes
-    def _want_keyframe(self, inliers: int) -> bool:
+    def _want_keyframe(self, inliers: int, lm_ids: np.ndarray) -> bool:
+        """A keyframe when tracking thins out, or when ``keyframe_gap`` frames have passed
+        *and* the camera has moved: at rest a keyframe adds no parallax, only drift (EuRoC
+        at rest, stereo: a keyframe every third frame turned 0.17° into 0.20° over 95 frames)."""
         cfg = self.config
-        return (inliers < cfg.keyframe_ratio * self.tracked_at_kf
-                or inliers < cfg.keyframe_min_inliers or self.since_kf >= cfg.keyframe_max_gap)
+        if inliers < cfg.keyframe_ratio * self.tracked_at_kf or inliers < cfg.keyframe_min_inliers:
+            return True
+        if self.since_kf < cfg.keyframe_gap:
+            return False
+        X = np.stack([self.points[int(i)] for i in lm_ids]) if len(lm_ids) else np.zeros((0, 3))
+        return median_parallax_deg(X, self.keyframes[-1].T_wc[:3, 3],
+                                   self.T_wc[:3, 3]) >= cfg.keyframe_min_parallax_deg
 
     def _add_keyframe(self, frame: FrameData, stamp, idx_frame, lm_ids):
         cfg = self.config
@@ -821,6 +829,18 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, x
     frac = kp_left[idx[good], 0] - xl[idx[good]]
     out[idx[good]] = x0[idx[good]] + shifts[b[good]] + delta[good] + frac
     return out
+
+
+def median_parallax_deg(X: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> float:
+    """Median angle (degrees) between the rays from camera centres c0 [3] and c1 [3] to
+    the points X [N,3]; 0 without points."""
+    if not len(X):
+        return 0.0
+    r0 = X - c0
+    r1 = X - c1
+    cos = np.sum(r0 * r1, axis=1) / np.maximum(
+        np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1), 1e-12)
+    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
 
 
 def _usac_pnp(X, uv, K, threshold, seed: int = 0):

@@ -243,3 +243,16 @@ def test_make_sample_bag_refuses_a_dangling_symlink(tmp_path):
     link.symlink_to(tmp_path / "elsewhere")
     err = one_line_error(run("make-sample-bag", link, "--frames", "2"))
     assert "exists already" in err and not (tmp_path / "elsewhere").exists()
+
+
+def test_make_sample_stereo_refuses_bad_baseline_and_existing_output(tmp_path):
+    err = one_line_error(run("make-sample-stereo", tmp_path / "st", "--baseline", "0"))
+    assert "--baseline" in err and not (tmp_path / "st").exists()
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "keep.txt").write_text("mine")
+    err = one_line_error(run("make-sample-stereo", tmp_path / "st", "--frames", "2"))
+    assert "exists already" in err and (tmp_path / "st" / "keep.txt").read_text() == "mine"
+    p = run("make-sample-stereo", tmp_path / "ok", "--frames", "2", "--size", "96x72")
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in (tmp_path / "ok").iterdir()) == \
+        ["calib.txt", "image_0", "image_1", "poses.txt", "times.txt"]

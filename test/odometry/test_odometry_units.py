@@ -152,6 +152,30 @@ def test_config_validation():
             VOConfig(**bad).validate()
 
 
+def test_median_parallax_of_known_geometry():
+    """Points midway between centres 1 m apart, 10 m ahead: 2·atan(0.5/10) = 5.72°, the
+    median of three (one farther); no motion or no points: 0."""
+    from goodpoint_ros.odometry.vo import median_parallax_deg
+    X = np.array([[0.5, 0.0, 10.0], [0.5, 0.0, 10.0], [0.5, 0.0, 40.0]])
+    c0, c1 = np.zeros(3), np.array([1.0, 0.0, 0.0])
+    ang = median_parallax_deg(X, c0, c1)
+    assert ang == pytest.approx(2 * np.degrees(np.arctan(0.5 / 10.0)), rel=1e-3)
+    assert median_parallax_deg(X, c0, c0) == pytest.approx(0.0, abs=1e-5)
+    assert median_parallax_deg(np.zeros((0, 3)), c0, c1) == 0.0
+
+
+def test_keyframe_gap_follows_the_mode_unless_set():
+    """Unset, mono and stereo keyframe at the latest every third frame, RGB-D every fifth
+    (tuning data); a set value wins in every mode, and a gap under one frame is refused."""
+    assert VOConfig(mode="mono").keyframe_gap == 3 == VOConfig(mode="stereo").keyframe_gap
+    assert VOConfig(mode="rgbd").keyframe_gap == 5
+    assert VOConfig(mode="stereo").replace(mode="mono").keyframe_gap == 3
+    for mode in ("stereo", "rgbd", "mono"):
+        assert VOConfig(mode=mode, keyframe_max_gap=7).keyframe_gap == 7
+    with pytest.raises(ValueError, match="keyframe_max_gap"):
+        VOConfig(keyframe_max_gap=0).validate()
+
+
 def test_reprojection_threshold_follows_the_mode_unless_set():
     """Unset, the mode picks it (RGB-D / mono 1 px from the tuning bags, stereo 2 px), and a
     mode changed later takes its own; a set value wins in every mode."""

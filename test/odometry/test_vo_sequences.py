@@ -127,6 +127,18 @@ def test_euroc_at_rest_stays_put_and_never_lost(goodpoint):
     assert m["estimated_rotation_deg"] <= 0.2
 
 
+def test_a_camera_at_rest_piles_up_no_keyframes(goodpoint):
+    """The keyframe gap waits for parallax: EuRoC at rest makes no keyframe after the first
+    (every third frame would, each adding drift), and stays OK throughout."""
+    from goodpoint_ros.evaluation.vo.datasets import load_sequence
+    seq = load_sequence(require_shared(EUROC), scale=0.5)
+    vo = VisualOdometry(VOConfig(mode="stereo"), goodpoint, rig=seq.rig)
+    results = [vo.process(f.stamp, f.image, right=f.right) for f in seq.frames(12)]
+    assert all(r.state == TrackingState.OK for r in results[1:])
+    assert results[0].keyframe and not any(r.keyframe for r in results[1:])
+    assert vo.since_kf == 11 >= VOConfig(mode="stereo").keyframe_gap
+
+
 def test_black_and_noise_frames_lose_track_and_odometry_stays_continuous(kitti_half):
     vo = VisualOdometry(VOConfig(), _orb(), rig=kitti_half.rig)
     frames = list(kitti_half.frames(8))
@@ -213,6 +225,47 @@ def test_mono_on_a_generated_bag_up_to_scale(bag):
     assert m["alignment"] == "Sim(3)"
     assert r.states.count("OK") >= len(bag) // 2
     assert m["ate"]["rmse"] <= 0.05 * m["path_length_m"], m["ate"]["rmse"]
+
+
+def test_mono_keyframes_come_at_the_modes_gap(bag):
+    """With the inlier rules switched off only the gap makes keyframes: mono every third
+    frame, RGB-D every fifth (the per-mode default), counted on a real run."""
+    from goodpoint_ros.evaluation.vo.run import run_sequence
+    counts = {}
+    for mode in ("mono", "rgbd"):
+        made = []
+        orig = VisualOdometry._add_keyframe
+
+        def counting(self, *a, **k):
+            made.append(self.since_kf)
+            return orig(self, *a, **k)
+
+        VisualOdometry._add_keyframe = counting
+        try:
+            r = run_sequence(bag, _orb(), VOConfig(mode=mode, keyframe_min_inliers=0,
+                                                   keyframe_ratio=0.0))
+        finally:
+            VisualOdometry._add_keyframe = orig
+        assert r.lost_count == 0
+        counts[mode] = made
+    gap = {m: VOConfig(mode=m).keyframe_gap for m in counts}
+    assert set(counts["mono"]) == {gap["mono"]} and set(counts["rgbd"]) == {gap["rgbd"]}
+    assert len(counts["mono"]) > len(counts["rgbd"])
+
+
+def test_stereo_on_a_rendered_stereo_sequence(tmp_path):
+    """The rendered rectified rig (make-sample-stereo) through the KITTI loader: stereo VO
+    within 1 % of the path, never lost."""
+    from goodpoint_ros.evaluation.vo.datasets import load_sequence
+    from goodpoint_ros.evaluation.vo.run import run_sequence
+    from goodpoint_ros.synthetic.stereo_sequence import StereoSequenceSpec, write_stereo_sequence
+    out = write_stereo_sequence(tmp_path / "st", StereoSequenceSpec(frames=16, size=(320, 240),
+                                                                     baseline=0.5, seed=4))
+    seq = load_sequence(out)
+    r = run_sequence(seq, _orb(), VOConfig(mode="stereo"))
+    m = r.metrics()
+    assert r.lost_count == 0 and r.states.count("OK") == len(seq) - 1
+    assert m["ate"]["rmse"] <= 0.01 * m["path_length_m"], (m["ate"]["rmse"], m["path_length_m"])
 
 
 def test_solvers_agree(kitti_half):

@@ -10,6 +10,9 @@
   method, GoodPoint also at network_scale 1 (frames as they are; by default the weights
   double these 320×240 frames) (``--parts bagtune``: the other-seed bags the bag settings
   were chosen on);
+* rendered stereo sequences (make-sample-stereo, 60 pairs, 640×480, 0.25 m; ``--parts
+  synstereo``: seed 0 cruise / turns; ``--parts stereotune``: seeds 1–2, the stereo
+  tuning set): stereo ATE as % of the path, per method;
 * memory (``--parts memory``, not in the default set): RSS over 1000 frames of the KITTI
   slice at half resolution played forward and backward with growing stamps (ORB).
 
@@ -170,6 +173,26 @@ def main():
             for motion in ("cruise", "turns"):
                 bag_runs(f"tune_{motion}{seed}", SampleBagSpec(frames=60, motion=motion, seed=seed),
                          ("rgbd", "mono"))
+    def stereo_runs(tag, spec):
+        from goodpoint_ros.synthetic.stereo_sequence import write_stereo_sequence
+        path = out / tag
+        if not path.exists():
+            write_stereo_sequence(path, spec)
+        seq = load_sequence(path)
+        for name in methods:
+            m = one(seq, name, VOConfig(mode="stereo"))
+            m["ate_pct_of_path"] = 100 * m["ate"]["rmse"] / m["path_length_m"]
+            res["runs"][f"{tag}/stereo/{name}"] = m
+            line(f"{tag} stereo {name} ({m['ate_pct_of_path']:.3f}% of path)", m)
+            save()
+
+    from goodpoint_ros.synthetic.stereo_sequence import StereoSequenceSpec
+    for part, seeds in (("synstereo", (0,)), ("stereotune", (1, 2))):
+        if part in parts:
+            for seed in seeds:
+                for motion in ("cruise", "turns"):
+                    stereo_runs(f"stereo_{motion}{seed}",
+                                StereoSequenceSpec(frames=60, motion=motion, seed=seed))
     if "memory" in parts:
         seq = load_sequence(SHARED / "kitti06_000000-000050", scale=0.5)
         res["runs"]["memory/orb"] = memory_run(seq)
