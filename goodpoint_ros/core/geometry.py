@@ -252,6 +252,18 @@ def epipolar_distances(K, T_10, uv0: np.ndarray, uv1: np.ndarray) -> np.ndarray:
     return np.abs(lines @ h1.T) / norm[:, None]
 
 
+def median_parallax_deg(X: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> float:
+    """Median angle (degrees) between the rays from camera centres c0 [3] and c1 [3] to
+    the points X [N,3]; 0 without points."""
+    if not len(X):
+        return 0.0
+    r0 = X - c0
+    r1 = X - c1
+    cos = np.sum(r0 * r1, axis=1) / np.maximum(
+        np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1), 1e-12)
+    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
+
+
 def triangulate(K, T_0, T_1, uv0, uv1, max_error: float, min_parallax_deg: float):
     """Two-view triangulation. T_i: camera-i from frame-0 (4×4); uv [M,2] →
     (points in frame 0 [M,3], ok [M]: in front of both, reprojection ≤ max_error,

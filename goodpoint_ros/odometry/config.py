@@ -194,6 +194,9 @@ class VOConfig:
             raise ValueError(f"min_inliers must be >= 4 (PnP), got {self.min_inliers}")
         if self.keyframe_max_gap is not None and self.keyframe_max_gap < 1:
             raise ValueError(f"keyframe_max_gap must be >= 1 frame, got {self.keyframe_max_gap}")
+        if not self.keyframe_min_parallax_deg >= 0:
+            raise ValueError("keyframe_min_parallax_deg must be >= 0, got "
+                             f"{self.keyframe_min_parallax_deg}")
         if self.pnp_threshold is not None and not self.pnp_threshold > 0:
             raise ValueError(f"pnp_threshold must be positive, got {self.pnp_threshold}")
         for name in ("search_radius", "pixel_sigma", "huber", "virtual_baseline",

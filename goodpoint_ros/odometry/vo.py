@@ -48,6 +48,7 @@ from goodpoint_ros.core.geometry import (
     epipolar_distances,
     inv_T,
     make_T,
+    median_parallax_deg,
     reprojection_errors,
     rot_trans_to_ros,
     rotation_angle,
@@ -829,18 +830,6 @@ def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, x
     frac = kp_left[idx[good], 0] - xl[idx[good]]
     out[idx[good]] = x0[idx[good]] + shifts[b[good]] + delta[good] + frac
     return out
-
-
-def median_parallax_deg(X: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> float:
-    """Median angle (degrees) between the rays from camera centres c0 [3] and c1 [3] to
-    the points X [N,3]; 0 without points."""
-    if not len(X):
-        return 0.0
-    r0 = X - c0
-    r1 = X - c1
-    cos = np.sum(r0 * r1, axis=1) / np.maximum(
-        np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1), 1e-12)
-    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
 
 
 def _usac_pnp(X, uv, K, threshold, seed: int = 0):

@@ -155,7 +155,7 @@ def test_config_validation():
 def test_median_parallax_of_known_geometry():
     """Points midway between centres 1 m apart, 10 m ahead: 2·atan(0.5/10) = 5.72°, the
     median of three (one farther); no motion or no points: 0."""
-    from goodpoint_ros.odometry.vo import median_parallax_deg
+    from goodpoint_ros.core.geometry import median_parallax_deg
     X = np.array([[0.5, 0.0, 10.0], [0.5, 0.0, 10.0], [0.5, 0.0, 40.0]])
     c0, c1 = np.zeros(3), np.array([1.0, 0.0, 0.0])
     ang = median_parallax_deg(X, c0, c1)
@@ -174,6 +174,8 @@ def test_keyframe_gap_follows_the_mode_unless_set():
         assert VOConfig(mode=mode, keyframe_max_gap=7).keyframe_gap == 7
     with pytest.raises(ValueError, match="keyframe_max_gap"):
         VOConfig(keyframe_max_gap=0).validate()
+    with pytest.raises(ValueError, match="keyframe_min_parallax_deg"):
+        VOConfig(keyframe_min_parallax_deg=-1.0).validate()
 
 
 def test_reprojection_threshold_follows_the_mode_unless_set():
