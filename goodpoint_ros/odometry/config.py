@@ -129,7 +129,9 @@ class VOConfig:
     spread_grid: tuple = (4, 3)
     min_spread_cells: int = 3
     search_radius: float = 24.0
-    pnp_threshold: Optional[float] = None
+    pnp_threshold: Optional[float] = field(default=None, metadata={
+        "help": "PnP / bundle-adjustment outlier threshold in pixels (stereo 2, RGB-D and "
+                "mono 1: PNP_THRESHOLD_BY_MODE)", "range": (0.1, 20.0)})
     ransac_seed: int = 0
     min_inliers: int = field(default=12, metadata={
         "help": "fewer PnP inliers: LOST (covariance inflated, map restarted)",
@@ -138,8 +140,14 @@ class VOConfig:
     max_rotation_deg: float = 30.0
     keyframe_ratio: float = 0.8
     keyframe_min_inliers: int = 80
-    keyframe_max_gap: Optional[int] = None
-    keyframe_min_parallax_deg: float = 0.5
+    keyframe_max_gap: Optional[int] = field(default=None, metadata={
+        "help": "a keyframe at the latest every this many frames (stereo 3, RGB-D 5, mono 3: "
+                "KEYFRAME_MAX_GAP_BY_MODE), once the parallax below is reached",
+        "range": (1, 1000)})
+    keyframe_min_parallax_deg: float = field(default=0.5, metadata={
+        "help": "the gap keyframe waits until the tracked landmarks' median parallax since "
+                "the last keyframe reaches this (degrees): a camera at rest adds none",
+        "range": (0.0, 90.0)})
     min_disparity: float = 0.5
     max_depth_baselines: float = 80.0
     stereo_matching: str = field(default="descriptor", metadata={

@@ -231,7 +231,8 @@ class VONode(Node):
                    "every frame as it is, the fastest)")
         self.get_logger().info(f"camera calibration received: visual odometry starts "
                                f"({size[0]}x{size[1]}{net}; reprojection threshold "
-                               f"{self.config.reprojection_threshold:g} px)")
+                               f"{self.config.reprojection_threshold:g} px, a keyframe at the latest every "
+                               f"{self.config.keyframe_gap} frames)")
         return vo
 
     def _publish(self, header, r: OdometryResult) -> None:

@@ -1,6 +1,7 @@
 """The VO node's parameters, without ROS: one table, as :mod:`.params` is the detector's.
 
-The VO settings (``mode``, ``solver``, ``window``, ``min_inliers``, ``stereo_matching``) are fields of
+The VO settings (``mode``, ``solver``, ``window``, ``min_inliers``, ``stereo_matching``,
+``pnp_threshold``, ``keyframe_max_gap``, ``keyframe_min_parallax_deg``) are fields of
 :class:`~goodpoint_ros.odometry.config.VOConfig` and ``max_keypoints`` one of
 :class:`~goodpoint_ros.core.config.GoodPointConfig`: their defaults (and, where the
 dataclass has it, help and range) come from there (:func:`.params.from_field`).
@@ -46,6 +47,9 @@ VO_PARAMETERS = (
     from_field(VOConfig, "window", read_only=True),
     from_field(VOConfig, "min_inliers", read_only=True),
     from_field(VOConfig, "stereo_matching", read_only=True),
+    from_field(VOConfig, "pnp_threshold", off="0 = the mode's", default=0.0, read_only=True),
+    from_field(VOConfig, "keyframe_max_gap", off="0 = the mode's", default=0, read_only=True),
+    from_field(VOConfig, "keyframe_min_parallax_deg", read_only=True),
     # ---- inputs
     P("image_topic", "image", "rgbd / mono image topic", True),
     P("camera_info_topic", "camera_info", "rgbd / mono camera_info topic", True),
@@ -93,7 +97,12 @@ def check_vo_values(values: Dict[str, Any]) -> Dict[str, Any]:
 def vo_config(values: Dict[str, Any]) -> VOConfig:
     return VOConfig(mode=values["mode"], solver=values["solver"], window=values["window"],
                     min_inliers=values["min_inliers"],
-                    stereo_matching=values["stereo_matching"]).validate()
+                    stereo_matching=values["stereo_matching"],
+                    # ROS parameters have no null: 0 stands for the mode's value
+                    pnp_threshold=float(values["pnp_threshold"]) or None,
+                    keyframe_max_gap=int(values["keyframe_max_gap"]) or None,
+                    keyframe_min_parallax_deg=float(values["keyframe_min_parallax_deg"]),
+                    ).validate()
 
 
 def T_base_camera(values: Dict[str, Any]) -> np.ndarray:

@@ -169,6 +169,25 @@ def test_vo_camera_pose_default_is_rep103_and_bad_values_are_refused():
             check_vo_values(dict(vo_defaults(), **{name: value}))
 
 
+def test_vo_threshold_and_keyframe_parameters_reach_the_config():
+    """0 stands for the mode's value (ROS parameters have no null); a set value wins; a
+    bad one is refused with its name."""
+    from goodpoint_ros.ros.vo_params import check_vo_values, vo_config, vo_defaults
+    base = vo_defaults()
+    for mode, threshold, gap in (("stereo", 2.0, 3), ("rgbd", 1.0, 5), ("mono", 1.0, 3)):
+        cfg = vo_config(dict(base, mode=mode))
+        assert (cfg.pnp_threshold, cfg.keyframe_max_gap) == (None, None)
+        assert (cfg.reprojection_threshold, cfg.keyframe_gap) == (threshold, gap), mode
+    cfg = vo_config(dict(base, mode="rgbd", pnp_threshold=1.5, keyframe_max_gap=2,
+                         keyframe_min_parallax_deg=0.0))
+    assert (cfg.reprojection_threshold, cfg.keyframe_gap, cfg.keyframe_min_parallax_deg) == (
+        1.5, 2, 0.0)
+    for name, value in (("pnp_threshold", -1.0), ("keyframe_max_gap", -2),
+                        ("keyframe_min_parallax_deg", -0.5)):
+        with pytest.raises(ValueError, match=name):
+            check_vo_values(dict(base, **{name: value}))
+
+
 def test_generated_specs_take_the_dataclass_defaults():
     """Frontend and stereo parameters come from FrontendConfig / StereoParams fields."""
     from goodpoint_ros.frontend.frontend import FrontendConfig

@@ -166,6 +166,20 @@ def test_reset_service_returns_to_the_origin(env, kitti):
     assert odom[-1].pose.pose.position.x == pytest.approx(0.0, abs=1e-9)
 
 
+def test_keyframe_gap_and_threshold_parameters_reach_the_running_vo(env, kitti):
+    """Set on the node, the gap and the threshold are the VO's, and the start-up line
+    says both (0, the default, is the mode's: stereo 2 px / 3 frames)."""
+    node = env.vo(keyframe_max_gap=2, pnp_threshold=1.5)
+    probe = env.probe()
+    odom = []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    _feed(env, node, probe, kitti, kitti[3][:2], odom)
+    assert (node.vo.config.keyframe_gap, node.vo.config.reprojection_threshold) == (2, 1.5)
+    started = [m for _, m in node.get_logger().records if "visual odometry starts" in m]
+    assert len(started) == 1
+    assert "reprojection threshold 1.5 px" in started[0] and "every 2 frames" in started[0]
+
+
 def test_bad_parameter_is_refused(env):
     for name, value in (("mode", "lidar"), ("camera_xyz", [1.0, 2.0]), ("window", 1),
                         ("camera_quaternion", [0.0, 0.0, 0.0, 0.0]), ("sync_slop", 1)):
