@@ -215,20 +215,20 @@ class VOConfig:
             raise ValueError(f"distinct_fraction must be in [0, 1), got {self.distinct_fraction}")
         return self
 
+    def _set_or_mode(self, value, table: Dict[str, Any]):
+        """A setting left unset (None) takes its mode's value from ``table``."""
+        return table[self.mode] if value is None else value
+
     @property
     def reprojection_threshold(self) -> float:
         """The USAC / outlier threshold in pixels: ``pnp_threshold`` or the mode's."""
-        if self.pnp_threshold is not None:
-            return float(self.pnp_threshold)
-        return PNP_THRESHOLD_BY_MODE[self.mode]
+        return float(self._set_or_mode(self.pnp_threshold, PNP_THRESHOLD_BY_MODE))
 
     @property
     def keyframe_gap(self) -> int:
         """Frames after which a keyframe is due whatever the inliers: ``keyframe_max_gap``
         or the mode's."""
-        if self.keyframe_max_gap is not None:
-            return int(self.keyframe_max_gap)
-        return KEYFRAME_MAX_GAP_BY_MODE[self.mode]
+        return int(self._set_or_mode(self.keyframe_max_gap, KEYFRAME_MAX_GAP_BY_MODE))
 
     def replace(self, **kw) -> "VOConfig":
         return dataclasses.replace(self, **kw).validate()
