@@ -24,7 +24,7 @@ setup(
                   "goodpoint_training": ["*.yaml", "*.md", "*.txt"]},
     install_requires=[
         "numpy>=1.22",
-        "opencv-contrib-python-headless>=4.8",   # SIFT enable_precise_upscale
+        "opencv-contrib-python-headless>=4.5",
         "safetensors>=0.4",
         "tqdm>=4.60",
         "matplotlib>=3.5",

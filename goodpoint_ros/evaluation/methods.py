@@ -16,10 +16,10 @@ All matchers build the full distance matrix (BLAS) and call the core's
 :func:`~goodpoint_ros.core.matching.mutual_nn_match`, so only the distance differs.
 
 OpenCV's ORB and SIFT keypoints are moved onto the pixel-centre convention of
-``cv2.resize`` (:func:`orb_pixel_centres`; SIFT's ``enable_precise_upscale``): as
-OpenCV returns them, ORB's coarse pyramid levels sit up to 1.3 px towards the
-top-left and SIFT's 0.25 px towards the bottom-right, and a level-dependent offset
-biases triangulation (mono VO: new ORB landmarks came out 4.6 % too close per keyframe).
+``cv2.resize`` (:func:`orb_pixel_centres`, :data:`SIFT_OFFSET`): as OpenCV returns
+them, ORB's coarse pyramid levels sit up to 1.3 px towards the top-left and SIFT's
+keypoints 0.25 px towards the bottom-right; a level-dependent offset biases
+triangulation (mono VO: new ORB landmarks came out 4.6 % too close per keyframe).
 """
 from __future__ import annotations
 
@@ -113,6 +113,13 @@ class GoodPointMethod(Method):
         return s
 
 
+#: OpenCV's SIFT detects on the image doubled by linear interpolation (Lowe 2004 §3.3),
+#: where base pixel b covers image position b/2 − 0.25, and reports b/2: every keypoint
+#: lies this far (px, both axes) beyond the image's pixel centres.  Subtracted rather
+#: than detected again with ``enable_precise_upscale``, which changes the keypoints too.
+SIFT_OFFSET = 0.25
+
+
 def orb_pixel_centres(kps, scale_factor: float) -> np.ndarray:
     """ORB keypoints → [N,2] positions in the image's pixel-centre convention.
 
@@ -155,6 +162,8 @@ class OpenCVMethod(Method):
             pts = orb_pixel_centres(kps, self.detector.getScaleFactor())
         else:
             pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+            if self.name == "sift":
+                pts -= SIFT_OFFSET
         return Features(pts[order], resp[order], np.asarray(desc, dtype)[order], size)
 
     def match(self, f0: Features, f1: Features) -> np.ndarray:
@@ -210,9 +219,7 @@ def make_method(name: str, max_keypoints: int = field_info("max_keypoints")["def
         # not "the strongest k": detect (nearly) all, then keep the top k.
         return OpenCVMethod("orb", cv2.ORB_create(nfeatures=ORB_BUDGET), k, True, None)
     if key == "sift":
-        # precise upscale: the doubled first octave maps x to 2x (else 0.25 px off)
-        return OpenCVMethod("sift", cv2.SIFT_create(nfeatures=k, enable_precise_upscale=True),
-                            k, False, LOWE_RATIO)
+        return OpenCVMethod("sift", cv2.SIFT_create(nfeatures=k), k, False, LOWE_RATIO)
     if key == "akaze":
         return OpenCVMethod("akaze", _akaze_create(akaze_threshold), k, True, LOWE_RATIO)
     raise ValueError(f"unknown method {name!r} (choose from {', '.join(METHOD_NAMES)})")

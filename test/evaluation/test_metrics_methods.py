@@ -129,8 +129,8 @@ def _flip_offset(detect, gray: np.ndarray, axis: int, near_px: float = 1.0) -> f
 @pytest.mark.parametrize("name", ["orb", "sift", "akaze"])
 def test_classical_keypoints_sit_on_the_pixel_centres_of_the_image(image, name):
     """OpenCV maps SIFT's doubled octave back by x/2, off cv2.resize's pixel-centre
-    convention ((x + 0.5)·s − 0.5): 0.25 px towards the bottom-right unless precise
-    upscaling is on.  The methods compared carry no such offset."""
+    convention ((x + 0.5)·s − 0.5): 0.25 px towards the bottom-right.  The methods
+    compared carry no such offset."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     method = make_method(name, 0)
     for axis in (0, 1):
