@@ -16,7 +16,7 @@ All matchers build the full distance matrix (BLAS) and call the core's
 :func:`~goodpoint_ros.core.matching.mutual_nn_match`, so only the distance differs.
 
 OpenCV's ORB and SIFT keypoints are moved onto the pixel-centre convention of
-``cv2.resize`` (:func:`orb_pixel_centres`, :data:`SIFT_OFFSET`): as OpenCV returns
+``cv2.resize`` (:func:`orb_pixel_centres`, :func:`sift_pixel_centres`): as OpenCV returns
 them, ORB's coarse pyramid levels sit up to 1.3 px towards the top-left and SIFT's
 keypoints 0.25 px towards the bottom-right; a level-dependent offset biases
 triangulation (mono VO: new ORB landmarks came out 4.6 % too close per keyframe).
@@ -120,26 +120,38 @@ class GoodPointMethod(Method):
 SIFT_OFFSET = 0.25
 
 
-def orb_pixel_centres(kps, scale_factor: float) -> np.ndarray:
+def keypoint_positions(kps, detector=None) -> np.ndarray:
+    """OpenCV keypoints → [N,2] positions as reported (AKAZE's are on pixel centres)."""
+    return np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+
+
+def orb_pixel_centres(kps, detector) -> np.ndarray:
     """ORB keypoints → [N,2] positions in the image's pixel-centre convention.
 
     ORB detects on pyramid levels made by ``cv2.resize``, where level pixel x covers
-    image position (x + 0.5)·s − 0.5 (s = ``scale_factor`` ** level); OpenCV reports
-    x·s, (s − 1)/2 px short in both axes.
+    image position (x + 0.5)·s − 0.5 (s = the detector's scale factor ** level); OpenCV
+    reports x·s, (s − 1)/2 px short in both axes.
     """
     if not len(kps):
         return np.zeros((0, 2), np.float32)
     pts = np.array([k.pt for k in kps], np.float64).reshape(-1, 2)
-    s = float(scale_factor) ** np.array([k.octave for k in kps], np.float64)
+    s = float(detector.getScaleFactor()) ** np.array([k.octave for k in kps], np.float64)
     return (pts + 0.5 * (s - 1.0)[:, None]).astype(np.float32)
 
 
+def sift_pixel_centres(kps, detector=None) -> np.ndarray:
+    """SIFT keypoints → [N,2] positions in the image's pixel-centre convention."""
+    return keypoint_positions(kps) - SIFT_OFFSET
+
+
 class OpenCVMethod(Method):
-    """An OpenCV Feature2D with a mutual-NN matcher on a chosen distance."""
+    """An OpenCV Feature2D with a mutual-NN matcher on a chosen distance; ``positions``
+    maps its keypoints onto the image's pixel centres (:func:`orb_pixel_centres`, ...)."""
 
     def __init__(self, name: str, detector, max_keypoints: int, binary: bool,
-                 ratio: Optional[float]):
+                 ratio: Optional[float], positions=keypoint_positions):
         self.name = name
+        self.positions = positions
         self.detector = detector
         self.max_keypoints = max_keypoints
         self.binary = binary
@@ -158,12 +170,7 @@ class OpenCVMethod(Method):
         order = np.argsort(-resp, kind="stable")
         if self.max_keypoints:
             order = order[:self.max_keypoints]
-        if self.name == "orb":
-            pts = orb_pixel_centres(kps, self.detector.getScaleFactor())
-        else:
-            pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
-            if self.name == "sift":
-                pts -= SIFT_OFFSET
+        pts = self.positions(kps, self.detector)
         return Features(pts[order], resp[order], np.asarray(desc, dtype)[order], size)
 
     def match(self, f0: Features, f1: Features) -> np.ndarray:
@@ -217,9 +224,11 @@ def make_method(name: str, max_keypoints: int = field_info("max_keypoints")["def
     if key == "orb":
         # ORB's own nfeatures splits the budget over pyramid levels, which is
         # not "the strongest k": detect (nearly) all, then keep the top k.
-        return OpenCVMethod("orb", cv2.ORB_create(nfeatures=ORB_BUDGET), k, True, None)
+        return OpenCVMethod("orb", cv2.ORB_create(nfeatures=ORB_BUDGET), k, True, None,
+                            orb_pixel_centres)
     if key == "sift":
-        return OpenCVMethod("sift", cv2.SIFT_create(nfeatures=k), k, False, LOWE_RATIO)
+        return OpenCVMethod("sift", cv2.SIFT_create(nfeatures=k), k, False, LOWE_RATIO,
+                            sift_pixel_centres)
     if key == "akaze":
         return OpenCVMethod("akaze", _akaze_create(akaze_threshold), k, True, LOWE_RATIO)
     raise ValueError(f"unknown method {name!r} (choose from {', '.join(METHOD_NAMES)})")

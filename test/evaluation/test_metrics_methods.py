@@ -149,7 +149,7 @@ def test_orb_coarse_levels_are_mapped_to_pixel_centres(image):
 
     def coarse(g, fix):
         kps = [k for k in orb.detect(g, None) if k.octave >= 4]
-        return (orb_pixel_centres(kps, orb.getScaleFactor()) if fix
+        return (orb_pixel_centres(kps, orb) if fix
                 else np.array([k.pt for k in kps], np.float32))
     for axis in (0, 1):
         # pairs within 2 px: these levels' keypoints lie on a 2–3.6 px grid
