@@ -109,10 +109,10 @@ def main():
     res = {"machine": {"cpus": os.cpu_count(), "load": os.getloadavg(),
                        "python": platform.python_version()}, "runs": {}}
 
+    from goodpoint_ros.core.weights import atomic_write_bytes
+
     def save():     # atomically: a run stopped mid-write keeps the previous file
-        tmp = out / "benchmark.json.tmp"
-        tmp.write_text(json.dumps(res, indent=1, default=float))
-        tmp.replace(out / "benchmark.json")
+        atomic_write_bytes(out / "benchmark.json", json.dumps(res, indent=1, default=float).encode())
 
     methods = ("goodpoint", "orb", "sift", "akaze")
     if "kitti" in parts:
