@@ -146,18 +146,18 @@ def run(args) -> int:
             settings_methods[name] = {"max_keypoints": args.max_keypoints}
         r = run_sequence(seq, source, config, limit=args.frames,
                          progress=not args.no_progress and sys.stderr.isatty())
-        write_tum(out / f"trajectory_{name}.tum", r.stamps, r.poses,
+        posed = r.posed          # frames before the first map have no pose: no line
+        write_tum(out / f"trajectory_{name}.tum", r.stamps[posed], r.poses[posed],
                   f"goodpoint eval vo {name} {mode}: T_cam0_cam (optical), t tx ty tz qx qy qz qw")
         metrics[name] = r.metrics()
-        idx = [i for i, g in enumerate(r.gt) if g is not None]
-        runs[name] = r.poses[idx]
+        idx = r.scored()
+        runs[name] = (r.poses[idx], idx)
         stamps[name] = r.stamps[idx]
         timing[name] = time.perf_counter() - t0
-    gt_idx = [i for i, g in enumerate(seq.gt[:len(r.stamps)]) if g is not None]
     gt = None
-    if len(gt_idx) >= 2:
-        G = np.stack([seq.gt[i] for i in gt_idx])
-        gt = np.stack([np.linalg.inv(G[0]) @ g for g in G])
+    if sum(g is not None for g in seq.gt[:len(r.stamps)]) >= 2:
+        first = next(g for g in seq.gt if g is not None)
+        gt = [None if g is None else np.linalg.inv(first) @ g for g in seq.gt[:len(r.stamps)]]
     result = {"sequence": seq.name, "layout": seq.layout, "frames": int(len(r.stamps)),
               "methods": metrics, "notes": seq.notes,
               "timing_s": {**timing, "total": time.perf_counter() - t_start},

@@ -7,6 +7,7 @@ full length live in tools/vo_benchmark.py and docs/odometry.md.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -191,12 +192,17 @@ def test_missing_right_image_or_depth_is_a_rejected_frame_not_a_crash(kitti_half
 # --------------------------------------------------------------------------- generated bag
 
 @pytest.fixture(scope="module")
-def bag(tmp_path_factory):
+def bag_dir(tmp_path_factory):
     from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
     out = tmp_path_factory.mktemp("vo") / "bag"
     write_sample_bag(out, SampleBagSpec(frames=24, motion="turns"))   # turns + speed changes
+    return out
+
+
+@pytest.fixture(scope="module")
+def bag(bag_dir):
     from goodpoint_ros.evaluation.vo.datasets import load_sequence
-    return load_sequence(out)
+    return load_sequence(bag_dir)
 
 
 def test_rgbd_on_a_generated_bag(bag, goodpoint):
@@ -225,6 +231,38 @@ def test_mono_on_a_generated_bag_up_to_scale(bag):
     assert m["alignment"] == "Sim(3)"
     assert r.states.count("OK") >= len(bag) // 2
     assert m["ate"]["rmse"] <= 0.05 * m["path_length_m"], m["ate"]["rmse"]
+
+
+def test_mono_frames_before_the_map_have_no_pose_and_are_not_scored(bag):
+    """Until the two-view map exists a mono VO has no pose for a frame: it holds the
+    origin while the camera moves.  Scoring those held poses (as a trajectory file line
+    or in the ATE) charges the initialisation's wait to the method, not its odometry."""
+    from goodpoint_ros.evaluation.vo.metrics import ate
+    from goodpoint_ros.evaluation.vo.run import run_sequence
+    r = run_sequence(bag, _orb(), VOConfig(mode="mono"))
+    start = next(int(m.split(":")[0]) for m in r.messages if "map of" in m)
+    assert start >= 2                                  # the camera moved before the map
+    assert np.allclose(r.poses[start - 1], np.eye(4))  # held, not estimated
+    assert not r.posed[:start].any() and r.posed[start:].all()
+    m = r.metrics()
+    assert m["frames"] == len(bag) - start and m["frames_without_pose"] == start
+    gt = np.stack([np.linalg.inv(r.gt[0]) @ g for g in r.gt])
+    assert m["ate"]["rmse"] == pytest.approx(ate(r.poses[start:], gt[start:], True)["rmse"])
+    assert m["ate"]["rmse"] < ate(r.poses, gt, True)["rmse"]
+
+
+def test_eval_vo_mono_trajectory_file_has_no_line_before_the_map(bag_dir, tmp_path):
+    from goodpoint_ros.cli import main
+    from goodpoint_ros.evaluation.vo.metrics import read_tum
+    out, js = tmp_path / "out", tmp_path / "m.json"
+    assert main(["eval", "vo", str(bag_dir), "--mode", "mono", "--methods", "orb", "--out",
+                 str(out), "--json", str(js), "--no-progress"]) == 0
+    m = json.loads(js.read_text())["methods"]["orb"]
+    stamps, _ = read_tum(out / "trajectory_orb.tum")
+    assert m["frames_without_pose"] >= 2
+    assert len(stamps) == m["frames"] == 24 - m["frames_without_pose"]
+    assert (out / "trajectory.png").is_file()
+    assert f"| {m['frames']} ({m['frames_without_pose']}) |" in (out / "report.md").read_text()
 
 
 def test_mono_keyframes_come_at_the_modes_gap(bag):

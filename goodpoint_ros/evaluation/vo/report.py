@@ -20,7 +20,7 @@ def _fmt(v, digits=3, suffix=""):
 def table(result: Dict) -> List[str]:
     """One Markdown row per method."""
     lines = ["| method | ATE RMSE (m) | RPE trans (m/frame) | RPE rot (°/frame) | RPE (%) | "
-             "KITTI t_err (%) | end drift (%) | lost | frames | median inliers | "
+             "KITTI t_err (%) | end drift (%) | lost | frames scored (no pose) | median inliers | "
              "ms/frame (net / frontend / track / BA) | Hz |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in result["methods"].items():
@@ -33,23 +33,29 @@ def table(result: Dict) -> List[str]:
             f"| {name} | {_fmt(m['ate']['rmse'])} | {_fmt(m['rpe']['trans_rmse'], 4)} | "
             f"{_fmt(m['rpe']['rot_rmse_deg'], 3)} | {_fmt(m['rpe']['trans_pct'], 2)} | "
             f"{_fmt(k['t_err_pct'], 2) if k else '– (< 100 m)'} | "
-            f"{_fmt(m['endpoint_drift_pct'], 2)} | {m['lost_count']} | {m['frames']} | "
+            f"{_fmt(m['endpoint_drift_pct'], 2)} | {m['lost_count']} | {m['frames']} "
+            f"({m.get('frames_without_pose', 0)}) | "
             f"{m['median_inliers']:.0f} | {t['total']:.0f} ({t['network']:.0f} / "
             f"{t.get('frontend', 0):.0f} / {t['tracking']:.0f} / {t['ba']:.0f}) | "
             f"{_fmt(m['hz'], 1)} |")
     return lines
 
 
-def plot_trajectories(runs, gt: np.ndarray, path: Path, sim3: bool) -> None:
-    """Top view (x–z of the first camera: right / forward) of aligned estimates and ground truth."""
+def plot_trajectories(runs, gt, path: Path, sim3: bool) -> None:
+    """Top view (x–z of the first camera: right / forward) of aligned estimates and ground truth.
+
+    runs: name → (est [M,4,4], frame indices [M]); gt: per frame 4×4 or None."""
     import matplotlib
     matplotlib.use("Agg")     # headless: never needs a display
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 6))
-    ax.plot(gt[:, 0, 3], gt[:, 2, 3], "k-", lw=2, label="ground truth")
-    for name, est in runs.items():
-        a, _ = align(est, gt, sim3)
+    G = np.stack([g for g in gt if g is not None])
+    ax.plot(G[:, 0, 3], G[:, 2, 3], "k-", lw=2, label="ground truth")
+    for name, (est, idx) in runs.items():
+        if len(idx) < 2:
+            continue
+        a, _ = align(est, np.stack([gt[i] for i in idx]), sim3)
         ax.plot(a[:, 0, 3], a[:, 2, 3], "-", lw=1.2, label=name)
     ax.set_xlabel("x (m, right)")
     ax.set_ylabel("z (m, forward)")
@@ -88,7 +94,7 @@ def write_report(result: Dict, out: Path, runs, gt, stamps) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     sim3 = result["settings"]["mode"] == "mono"
     pics = []
-    if gt is not None and len(gt) >= 2 and runs:
+    if gt is not None and sum(g is not None for g in gt) >= 2 and runs:
         plot_trajectories(runs, gt, out / "trajectory.tmp.png", sim3)
         os.replace(out / "trajectory.tmp.png", out / "trajectory.png")
         plot_errors(result, stamps, out / "errors.tmp.png")

@@ -53,16 +53,33 @@ class RunResult:
     gt: List[Optional[np.ndarray]]
     wall_s: float
     messages: List[str] = field(default_factory=list)
+    keyframes: List[bool] = field(default_factory=list)
+
+    @property
+    def posed(self) -> np.ndarray:
+        """[N] bool: the frames the VO has a pose for — all but those before its first map
+        (INITIALISING and not the keyframe that starts the map: a mono VO holds the origin
+        there while the camera moves).  LOST frames count: their held pose is the output."""
+        return np.array([s != "INITIALISING" or k for s, k in zip(self.states, self.keyframes)],
+                        bool)
+
+    def scored(self) -> List[int]:
+        """Indices of the frames the metrics and trajectory files cover: posed, with ground
+        truth where the sequence has any."""
+        have_gt = any(g is not None for g in self.gt)
+        return [i for i in np.nonzero(self.posed)[0].tolist()
+                if not have_gt or self.gt[i] is not None]
 
     def metrics(self) -> Optional[Dict]:
-        """Trajectory metrics on the frames that have ground truth (None if < 2)."""
-        idx = [i for i, g in enumerate(self.gt) if g is not None]
-        if len(idx) < 2:
+        """Trajectory metrics on the posed frames that have ground truth (None if < 2)."""
+        idx = self.scored()
+        if len(idx) < 2 or not any(g is not None for g in self.gt):
             return None
         est = self.poses[idx]
-        gt = np.stack([self.gt[i] for i in idx])
-        gt = np.stack([np.linalg.inv(gt[0]) @ g for g in gt])     # from the first pose
+        first = next(g for g in self.gt if g is not None)
+        gt = np.stack([np.linalg.inv(first) @ self.gt[i] for i in idx])   # from the first pose
         m = trajectory_metrics(est, gt, sim3=self.mode == "mono")
+        m["frames_without_pose"] = int((~self.posed).sum())
         med = {k: float(np.median(v)) if v else 0.0 for k, v in self.times.items()}
         m.update({"lost_count": self.lost_count, "resets": self.resets,
                   "states": {s: self.states.count(s) for s in dict.fromkeys(self.states)},
@@ -85,7 +102,7 @@ def run_sequence(seq: Sequence, source: FeatureSource, config: VOConfig, limit: 
     vo = VisualOdometry(config, source, rig=seq.rig if mode == "stereo" else None,
                         camera=seq.camera)
     T_cb = np.linalg.inv(vo.T_bc)
-    stamps, poses, states, inl, msgs = [], [], [], [], []
+    stamps, poses, states, inl, msgs, kfs = [], [], [], [], [], []
     times: Dict[str, List[float]] = {"network": [], "frontend": [], "tracking": [], "ba": [],
                                      "total": []}
     frames = seq.frames(limit)
@@ -100,6 +117,7 @@ def run_sequence(seq: Sequence, source: FeatureSource, config: VOConfig, limit: 
         poses.append(T_cb @ r.T_odom_camera)           # first camera → camera (optical)
         states.append(r.state.value)
         inl.append(r.inliers)
+        kfs.append(r.keyframe)
         for k in times:
             times[k].append(r.times.get(k, 0.0))
         if r.message:
@@ -107,4 +125,4 @@ def run_sequence(seq: Sequence, source: FeatureSource, config: VOConfig, limit: 
     n = len(stamps)
     return RunResult(source.name, mode, np.array(stamps), np.stack(poses) if n else np.zeros((0, 4, 4)),
                      states, times, vo.lost_count, vo.resets, inl, seq.gt[:n],
-                     time.perf_counter() - t0, msgs)
+                     time.perf_counter() - t0, msgs, kfs)
