@@ -164,7 +164,8 @@ def run(args) -> int:
               "settings": {"mode": mode, "size": list(seq.size), "scale": args.scale,
                            "vo": {**config.to_dict(),
                                   "reprojection_threshold": config.reprojection_threshold,
-                                  "keyframe_gap": config.keyframe_gap},
+                                  "keyframe_gap": config.keyframe_gap,
+                                  "anchor_keyframes": config.anchor_count},
                            "methods": settings_methods,
                            "source": str(args.path)}}
     safe = json_safe(result)

@@ -193,6 +193,7 @@ class VisualOdometry:
             self.last_dt = 0.0
         self.velocity = np.eye(4)
         self.keyframes: Deque[Keyframe] = deque()
+        self.anchors: Deque[Keyframe] = deque()
         self.points: Dict[int, np.ndarray] = {}        # landmark id → world point
         self.descs: Dict[int, np.ndarray] = {}         # landmark id → latest descriptor
         self.next_lm = 0
@@ -662,7 +663,9 @@ class VisualOdometry:
                                                                kf.T_wc))
         self.keyframes.append(kf)
         while len(self.keyframes) > cfg.window:
-            self.keyframes.popleft()
+            self.anchors.append(self.keyframes.popleft())
+        while len(self.anchors) > cfg.anchor_count:
+            self.anchors.popleft()
         self._cull()
         cov, ms = self._bundle_adjust()
         self.T_wc = self.keyframes[-1].T_wc.copy()
@@ -730,14 +733,23 @@ class VisualOdometry:
     def _bundle_adjust(self):
         """BA over the window; updates poses, points, drops outlier observations.
 
-        Only landmarks seen by two or more window keyframes enter (one observation says
+        The anchors (:attr:`VOConfig.anchor_count` keyframes that left the window) take part as fixed
+        poses: their observations of the landmarks still in the map tie those to poses that
+        no longer move, as ORB-SLAM's local BA holds the covisible keyframes outside its
+        window fixed — without them each slide of the window re-fits the landmarks to the
+        window alone, and in mono the scale drifts with it.
+
+        Only landmarks seen by two or more of these keyframes enter (one observation says
         nothing about the poses); a keyframe left with fewer than ``BA_MIN_OBSERVATIONS``
         of them is held fixed with the oldest, so no part of the window floats free.
         """
         cfg = self.config
-        kfs = list(self.keyframes)
-        if len(kfs) < 2 or not self.points:
+        na = len(self.anchors)
+        kfs = list(self.anchors) + list(self.keyframes)
+        if len(kfs) - na < 2 or not self.points:
             return None, 0.0
+        for kf in self.anchors:       # the window's culling may have dropped their landmarks
+            kf.lm[[v >= 0 and int(v) not in self.points for v in kf.lm]] = -1
         obs_k = np.concatenate([np.full(int((kf.lm >= 0).sum()), k) for k, kf in enumerate(kfs)])
         obs_i = np.concatenate([np.nonzero(kf.lm >= 0)[0] for kf in kfs])
         obs_l = np.concatenate([kf.lm[kf.lm >= 0] for kf in kfs])
@@ -749,9 +761,8 @@ class VisualOdometry:
         lm_ids, obs_row = np.unique(obs_l, return_inverse=True)
         per_kf = np.bincount(obs_k, minlength=len(kfs))
         fixed = per_kf < BA_MIN_OBSERVATIONS
-        fixed[0] = True
-        if cfg.mode == "mono":
-            fixed[:2] = True
+        # The anchors, then the window's oldest (mono: two oldest, the scale) hold the gauge.
+        fixed[:na + (2 if cfg.mode == "mono" else 1)] = True
         if fixed.all():
             return None, 0.0
         # gather per keyframe (obs_k is grouped by keyframe, in order)

@@ -1,7 +1,8 @@
 """The VO node's parameters, without ROS: one table, as :mod:`.params` is the detector's.
 
 The VO settings (``mode``, ``solver``, ``window``, ``min_inliers``, ``stereo_matching``,
-``pnp_threshold``, ``keyframe_max_gap``, ``keyframe_min_parallax_deg``) are fields of
+``pnp_threshold``, ``keyframe_max_gap``, ``keyframe_min_parallax_deg``,
+``anchor_keyframes``) are fields of
 :class:`~goodpoint_ros.odometry.config.VOConfig` and ``max_keypoints`` one of
 :class:`~goodpoint_ros.core.config.GoodPointConfig`: their defaults (and, where the
 dataclass has it, help and range) come from there (:func:`.params.from_field`).
@@ -45,6 +46,7 @@ VO_PARAMETERS = (
       "doubled), 1: every frame as it is (fastest)", True, range=(0.0, 2.0)),
     from_field(VOConfig, "solver", read_only=True),
     from_field(VOConfig, "window", read_only=True),
+    from_field(VOConfig, "anchor_keyframes", off="-1 = the mode's", default=-1, read_only=True),
     from_field(VOConfig, "min_inliers", read_only=True),
     from_field(VOConfig, "stereo_matching", read_only=True),
     from_field(VOConfig, "pnp_threshold", off="0 = the mode's", default=0.0, read_only=True),
@@ -102,6 +104,9 @@ def vo_config(values: Dict[str, Any]) -> VOConfig:
                     pnp_threshold=float(values["pnp_threshold"]) or None,
                     keyframe_max_gap=int(values["keyframe_max_gap"]) or None,
                     keyframe_min_parallax_deg=float(values["keyframe_min_parallax_deg"]),
+                    # here 0 is a value (no anchors): -1 stands for the mode's
+                    anchor_keyframes=None if int(values["anchor_keyframes"]) < 0
+                    else int(values["anchor_keyframes"]),
                     ).validate()
 
 

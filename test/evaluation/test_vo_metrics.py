@@ -149,5 +149,6 @@ def test_eval_vo_cli_network_scale_reaches_goodpoint(tmp_path):
     assert result["settings"]["methods"]["goodpoint"]["frame_scale"] == 2.0
     assert result["settings"]["vo"]["reprojection_threshold"] == 2.0       # stereo's own
     assert result["settings"]["vo"]["keyframe_gap"] == 3
+    assert result["settings"]["vo"]["anchor_keyframes"] == 0                # stereo: none
     m = result["methods"]["goodpoint"]
     assert m["lost_count"] == 0 and m["ate"]["rmse"] < 0.15

@@ -265,6 +265,38 @@ def test_eval_vo_mono_trajectory_file_has_no_line_before_the_map(bag_dir, tmp_pa
     assert f"| {m['frames']} ({m['frames_without_pose']}) |" in (out / "report.md").read_text()
 
 
+def test_keyframes_leaving_the_window_stay_in_the_ba_as_fixed_anchors(bag, monkeypatch):
+    from goodpoint_ros.odometry import bundle
+    seen = []
+    solve = bundle.solve
+
+    def spy(problem, *a, **k):
+        res = solve(problem, *a, **k)
+        seen.append((problem, res))
+        return res
+    monkeypatch.setattr(bundle, "solve", spy)
+    cfg = VOConfig(mode="mono", window=3, anchor_keyframes=2)
+    vo = VisualOdometry(cfg, _orb(), camera=bag.camera)
+    for f in bag.frames():
+        vo.process(f.stamp, f.image)
+        assert len(vo.anchors) <= 2 and len(vo.keyframes) <= 3
+    with_anchors = [(p, r) for p, r in seen if len(p.poses) == 5]
+    assert len(with_anchors) >= 3
+    for p, r in with_anchors:
+        # anchors and the window's two oldest (mono scale) are held; anchors are observed
+        assert p.fixed[:4].all() and np.isin([0, 1], p.obs_kf).all()
+        assert np.allclose(r.poses[:4], p.poses[:4], atol=1e-6)
+        if not p.fixed[4]:
+            assert not np.allclose(r.poses[4], p.poses[4], atol=1e-9)   # the free one moves
+    # every anchor observation is of a landmark still in the map
+    assert all(int(v) in vo.points for kf in vo.anchors for v in kf.lm[kf.lm >= 0])
+    # the modes' defaults: anchored on the bags, none in stereo (real calibration error)
+    assert [VOConfig(mode=m).anchor_count for m in ("mono", "rgbd", "stereo")] == [4, 4, 0]
+    assert VOConfig(mode="stereo", anchor_keyframes=2).anchor_count == 2
+    with pytest.raises(ValueError, match="anchor_keyframes"):
+        VOConfig(anchor_keyframes=-1).validate()
+
+
 def test_mono_keyframes_come_at_the_modes_gap(bag):
     """With the inlier rules switched off only the gap makes keyframes: mono every third
     frame, RGB-D every fifth (the per-mode default), counted on a real run."""

@@ -182,7 +182,12 @@ def test_vo_threshold_and_keyframe_parameters_reach_the_config():
                          keyframe_min_parallax_deg=0.0))
     assert (cfg.reprojection_threshold, cfg.keyframe_gap, cfg.keyframe_min_parallax_deg) == (
         1.5, 2, 0.0)
+    for mode, anchors in (("stereo", 0), ("rgbd", 4), ("mono", 4)):      # -1: the mode's
+        assert vo_config(dict(base, mode=mode)).anchor_count == anchors
+    assert vo_config(dict(base, mode="mono", anchor_keyframes=0)).anchor_count == 0
+    assert vo_config(dict(base, anchor_keyframes=2)).anchor_count == 2
     for name, value in (("pnp_threshold", -1.0), ("keyframe_max_gap", -2),
+                        ("anchor_keyframes", -2),
                         ("keyframe_min_parallax_deg", -0.5)):
         with pytest.raises(ValueError, match=name):
             check_vo_values(dict(base, **{name: value}))
