@@ -398,27 +398,29 @@ class VisualOdometry:
 
     def _initialise_mono(self, frame: FrameData, stamp: float, message: str):
         cfg = self.config
+        # after a LOST the frames that wait for a new map are still lost (as in stereo)
+        waiting = TrackingState.LOST if self.ever_initialised else TrackingState.INITIALISING
         if self.ref is None or len(self.ref.kp) < 8:
             self.ref, self.ref_T, self.ref_stamp = frame, self.T_wc.copy(), stamp
-            return TrackingState.INITIALISING, 0.0, False, message or "mono: reference frame set"
+            return waiting, 0.0, False, message or "mono: reference frame set"
         ref = self.ref
         dist = np.asarray(self.source.distances(ref.desc, frame.desc), np.float64)
         m, _ = ratio_match(dist, self.source.max_distance, cfg.ratio)
         if len(m) < 30:
             self.ref, self.ref_T = frame, self.T_wc.copy()
-            return TrackingState.INITIALISING, 0.0, False, message or "mono: too few matches"
+            return waiting, 0.0, False, message or "mono: too few matches"
         flow = np.linalg.norm(ref.kp[m[:, 0]] - frame.kp[m[:, 1]], axis=1)
         if np.median(flow) < 0.02 * self.camera.width:
-            return TrackingState.INITIALISING, 0.0, False, message or "mono: waiting for parallax"
+            return waiting, 0.0, False, message or "mono: waiting for parallax"
         E, R, t, inl = verify_essential(ref.kp, frame.kp, m, self.K, threshold=cfg.reprojection_threshold)
         if E is None or inl.sum() < 30:
-            return TrackingState.INITIALISING, 0.0, False, message or "mono: no essential matrix"
+            return waiting, 0.0, False, message or "mono: no essential matrix"
         T_10 = make_T(R, t / max(np.linalg.norm(t), 1e-12))   # first baseline = 1 unit
         mi = m[inl]
         X0, ok = triangulate(self.K, np.eye(4), T_10, ref.kp[mi[:, 0]], frame.kp[mi[:, 1]],
                              cfg.reprojection_threshold, cfg.min_parallax_deg)
         if ok.sum() < 30:
-            return TrackingState.INITIALISING, 0.0, False, message or "mono: too little parallax"
+            return waiting, 0.0, False, message or "mono: too little parallax"
         T_w0 = self.ref_T
         T_w1 = T_w0 @ inv_T(T_10)
         kf0 = Keyframe(T_w0, ref.kp, ref.ur, ref.desc, -np.ones(len(ref.kp), np.int64),

@@ -251,6 +251,28 @@ def test_mono_frames_before_the_map_have_no_pose_and_are_not_scored(bag):
     assert m["ate"]["rmse"] < ate(r.poses, gt, True)["rmse"]
 
 
+def test_mono_reinitialising_after_lost_is_lost_and_scored(bag):
+    """After a LOST the mono VO waits for a new two-view map; those frames are still lost
+    (as in stereo), not 'initialising' — else they would drop out of the scores."""
+    from goodpoint_ros.evaluation.vo.datasets import Sequence
+    from goodpoint_ros.evaluation.vo.run import run_sequence
+    black = 12
+
+    def read(i):
+        f = bag.read(i)
+        if i in (black, black + 1):
+            f.image = np.zeros_like(f.image)
+        return f
+    seq = dataclasses.replace(bag, read=read)
+    assert isinstance(seq, Sequence)
+    r = run_sequence(seq, _orb(), VOConfig(mode="mono"))
+    assert r.states[black] == "LOST" and r.lost_count >= 1
+    start = next(int(m.split(":")[0]) for m in r.messages if "map of" in m)
+    after = r.states[black:]
+    assert "INITIALISING" not in [s for s, k in zip(after, r.keyframes[black:]) if not k]
+    assert r.posed[start:].all()
+
+
 def test_eval_vo_mono_trajectory_file_has_no_line_before_the_map(bag_dir, tmp_path):
     from goodpoint_ros.cli import main
     from goodpoint_ros.evaluation.vo.metrics import read_tum
