@@ -735,7 +735,7 @@ class VisualOdometry:
     def _bundle_adjust(self):
         """BA over the window; updates poses, points, drops outlier observations.
 
-        The anchors (:attr:`VOConfig.anchor_count` keyframes that left the window) take part as fixed
+        The anchors (``anchor_count`` keyframes that left the window) take part as fixed
         poses: their observations of the landmarks still in the map tie those to poses that
         no longer move, as ORB-SLAM's local BA holds the covisible keyframes outside its
         window fixed — without them each slide of the window re-fits the landmarks to the
@@ -750,8 +750,10 @@ class VisualOdometry:
         kfs = list(self.anchors) + list(self.keyframes)
         if len(kfs) - na < 2 or not self.points:
             return None, 0.0
-        for kf in self.anchors:       # the window's culling may have dropped their landmarks
-            kf.lm[[v >= 0 and int(v) not in self.points for v in kf.lm]] = -1
+        if na:                        # the window's culling may have dropped their landmarks
+            alive = np.fromiter(self.points, np.int64, len(self.points))
+            for kf in self.anchors:
+                kf.lm[(kf.lm >= 0) & ~np.isin(kf.lm, alive)] = -1
         obs_k = np.concatenate([np.full(int((kf.lm >= 0).sum()), k) for k, kf in enumerate(kfs)])
         obs_i = np.concatenate([np.nonzero(kf.lm >= 0)[0] for kf in kfs])
         obs_l = np.concatenate([kf.lm[kf.lm >= 0] for kf in kfs])
