@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from goodpoint_ros.cli.common import UserError, add_model_args, write_json
 from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.evaluation.aggregate import json_safe
@@ -30,7 +28,7 @@ from goodpoint_ros.evaluation.methods import parse_methods
 from goodpoint_ros.evaluation.vo.datasets import DatasetError, load_sequence
 from goodpoint_ros.evaluation.vo.metrics import write_tum
 from goodpoint_ros.evaluation.vo.report import table, write_report
-from goodpoint_ros.evaluation.vo.run import method_source, run_sequence
+from goodpoint_ros.evaluation.vo.run import gt_from_first, method_source, run_sequence
 from goodpoint_ros.odometry.camera import CalibrationError
 from goodpoint_ros.odometry.config import PNP_THRESHOLD_BY_MODE, VO_PYRAMID_LEVELS, VOConfig
 from goodpoint_ros.odometry.features import vo_goodpoint_config
@@ -156,8 +154,7 @@ def run(args) -> int:
         timing[name] = time.perf_counter() - t0
     gt = None
     if sum(g is not None for g in seq.gt[:len(r.stamps)]) >= 2:
-        first = next(g for g in seq.gt if g is not None)
-        gt = [None if g is None else np.linalg.inv(first) @ g for g in seq.gt[:len(r.stamps)]]
+        gt = gt_from_first(seq.gt[:len(r.stamps)])
     result = {"sequence": seq.name, "layout": seq.layout, "frames": int(len(r.stamps)),
               "methods": metrics, "notes": seq.notes,
               "timing_s": {**timing, "total": time.perf_counter() - t_start},

@@ -39,6 +39,13 @@ def method_source(name: str, max_keypoints: int = 2000, extractor=None) -> Featu
     return FeatureSource(name, method.detect, hamming_distances if method.binary else l2_distances)
 
 
+def gt_from_first(gt: List[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
+    """Ground truth [N] (4×4 or None) → the same poses relative to the first one there is
+    (the estimates start at the first camera), None kept."""
+    first = next(g for g in gt if g is not None)
+    return [None if g is None else np.linalg.inv(first) @ g for g in gt]
+
+
 @dataclass
 class RunResult:
     method: str
@@ -76,8 +83,8 @@ class RunResult:
         if len(idx) < 2 or not any(g is not None for g in self.gt):
             return None
         est = self.poses[idx]
-        first = next(g for g in self.gt if g is not None)
-        gt = np.stack([np.linalg.inv(first) @ self.gt[i] for i in idx])   # from the first pose
+        rel = gt_from_first(self.gt)
+        gt = np.stack([rel[i] for i in idx])
         m = trajectory_metrics(est, gt, sim3=self.mode == "mono")
         m["frames_without_pose"] = int((~self.posed).sum())
         med = {k: float(np.median(v)) if v else 0.0 for k, v in self.times.items()}
