@@ -401,19 +401,22 @@ class VisualOdometry:
         # after a LOST the frames that wait for a new map are still lost (as in stereo)
         waiting = TrackingState.LOST if self.ever_initialised else TrackingState.INITIALISING
         if self.ref is None or len(self.ref.kp) < 8:
-            self.ref, self.ref_T, self.ref_stamp = frame, self.T_wc.copy(), stamp
+            self._set_reference(frame, stamp)
             return waiting, 0.0, False, message or "mono: reference frame set"
         ref = self.ref
         dist = np.asarray(self.source.distances(ref.desc, frame.desc), np.float64)
         m, _ = ratio_match(dist, self.source.max_distance, cfg.ratio)
         if len(m) < 30:
-            self.ref, self.ref_T = frame, self.T_wc.copy()
+            self._set_reference(frame, stamp)
             return waiting, 0.0, False, message or "mono: too few matches"
         flow = np.linalg.norm(ref.kp[m[:, 0]] - frame.kp[m[:, 1]], axis=1)
         if np.median(flow) < 0.02 * self.camera.width:
             return waiting, 0.0, False, message or "mono: waiting for parallax"
         E, R, t, inl = verify_essential(ref.kp, frame.kp, m, self.K, threshold=cfg.reprojection_threshold)
         if E is None or inl.sum() < 30:
+            # The pair moved enough yet is no rigid motion: one of them is bad (noise, a
+            # blurred or changed view).  Waiting on the same reference could wait forever.
+            self._set_reference(frame, stamp)
             return waiting, 0.0, False, message or "mono: no essential matrix"
         T_10 = make_T(R, t / max(np.linalg.norm(t), 1e-12))   # first baseline = 1 unit
         mi = m[inl]
@@ -431,7 +434,7 @@ class VisualOdometry:
         self._new_landmarks(kf1, mi[ok, 1], Xw)
         kf0.lm[mi[ok, 0]] = kf1.lm[mi[ok, 1]]
         self.keyframes.extend([kf0, kf1])
-        _, ba_ms = self._bundle_adjust()
+        ba_ms = self._init_bundle_adjust() if cfg.mono_init_ba else self._bundle_adjust()[1]
         dt = stamp - self.ref_stamp
         self.velocity = np.eye(4) if dt <= 0 else inv_T(T_w0) @ self.keyframes[-1].T_wc
         self.T_wc = self.keyframes[-1].T_wc.copy()
@@ -440,6 +443,29 @@ class VisualOdometry:
         self.initialised = self.ever_initialised = True
         self.ref = None
         return TrackingState.INITIALISING, ba_ms, True, message or f"mono: map of {int(ok.sum())} points"
+
+    def _set_reference(self, frame: FrameData, stamp: float) -> None:
+        """The frame the mono two-view initialisation measures its parallax from."""
+        self.ref, self.ref_T, self.ref_stamp = frame, self.T_wc.copy(), stamp
+
+    def _init_bundle_adjust(self) -> float:
+        """Two-view BA of the new mono map with only the first keyframe fixed, then the
+        baseline rescaled to 1 unit (ORB-SLAM's initial BA and normalisation): the
+        essential matrix's relative pose is the least certain in the whole run, and held
+        fixed as the window's gauge it would never be refined.  → ms."""
+        kf0, kf1 = self.keyframes[-2], self.keyframes[-1]
+        _, ms = self._bundle_adjust(gauge=1, want_covariance=False)
+        T_01 = inv_T(kf0.T_wc) @ kf1.T_wc
+        s = 1.0 / max(float(np.linalg.norm(T_01[:3, 3])), 1e-12)
+        if not np.isfinite(s) or s > 1e6:
+            return ms
+        T_01[:3, 3] *= s
+        kf1.T_wc = kf0.T_wc @ T_01
+        c = kf0.T_wc[:3, 3]
+        lms = np.concatenate([kf0.lm, kf1.lm])
+        for lid in np.unique(lms[lms >= 0]):
+            self.points[int(lid)] = c + s * (self.points[int(lid)] - c)
+        return ms
 
     # ------------------------------------------------------------------ tracking
     def _local_map(self):
@@ -732,8 +758,11 @@ class VisualOdometry:
                 gone = np.array([v >= 0 and int(v) not in self.points for v in kf.lm], bool)
                 kf.lm[gone] = -1
 
-    def _bundle_adjust(self):
+    def _bundle_adjust(self, gauge: Optional[int] = None, want_covariance: bool = True):
         """BA over the window; updates poses, points, drops outlier observations.
+
+        ``gauge``: how many of the window's oldest keyframes are held fixed (None: one;
+        mono two, which also fixes the scale).
 
         The anchors (``anchor_count`` keyframes that left the window) take part as fixed
         poses: their observations of the landmarks still in the map tie those to poses that
@@ -766,7 +795,9 @@ class VisualOdometry:
         per_kf = np.bincount(obs_k, minlength=len(kfs))
         fixed = per_kf < BA_MIN_OBSERVATIONS
         # The anchors, then the window's oldest (mono: two oldest, the scale) hold the gauge.
-        fixed[:na + (2 if cfg.mode == "mono" else 1)] = True
+        if gauge is None:
+            gauge = 2 if cfg.mode == "mono" else 1
+        fixed[:na + gauge] = True
         if fixed.all():
             return None, 0.0
         # gather per keyframe (obs_k is grouped by keyframe, in order)
@@ -778,7 +809,7 @@ class VisualOdometry:
                                    self.camera.cx, self.camera.cy, self.baseline)
         try:
             res = bundle.solve(problem, cfg.solver, cfg.pixel_sigma, cfg.huber, cfg.ba_iterations,
-                               want_covariance=True)
+                               want_covariance=want_covariance)
         except (RuntimeError, ValueError) as exc:     # solver refused the window: keep PnP poses
             log.debug("bundle adjustment failed: %s", exc)
             return None, 0.0

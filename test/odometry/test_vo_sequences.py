@@ -287,6 +287,57 @@ def test_eval_vo_mono_trajectory_file_has_no_line_before_the_map(bag_dir, tmp_pa
     assert f"| {m['frames']} ({m['frames_without_pose']}) |" in (out / "report.md").read_text()
 
 
+def _mono_init_pair(bag, **kw):
+    """Run mono until the two-view map exists → (vo, i0, i1): the VO and the pair's frames."""
+    vo = VisualOdometry(VOConfig(mode="mono", **kw), _orb(), camera=bag.camera)
+    stamps = []
+    for f in bag.frames():
+        stamps.append(f.stamp)
+        r = vo.process(f.stamp, f.image)
+        if "map of" in r.message:
+            kf0, kf1 = vo.keyframes
+            return vo, stamps.index(kf0.stamp), stamps.index(kf1.stamp)
+    raise AssertionError("no mono map")
+
+
+def test_mono_initial_ba_refines_the_two_view_map_and_keeps_a_unit_baseline(bag, goodpoint):
+    """The essential matrix's pose of the first map is the least certain of the run, and
+    the window holds it fixed as the scale gauge ever after: unrefined, its error stays in
+    every later pose.  The initial BA (only the first keyframe fixed) must leave the map
+    consistent, at the one-unit baseline mono reports, and the trajectory better."""
+    from goodpoint_ros.evaluation.vo.run import run_sequence
+    vo, i0, i1 = _mono_init_pair(bag)
+    kf0, kf1 = vo.keyframes
+    assert i1 > i0
+    T_01 = np.linalg.inv(kf0.T_wc) @ kf1.T_wc
+    assert np.linalg.norm(T_01[:3, 3]) == pytest.approx(1.0, rel=1e-6)
+    for kf in (kf0, kf1):            # the rescaled points still project onto their keypoints
+        idx = np.nonzero(kf.lm >= 0)[0]
+        uv, _ = vo._project(kf.T_wc, np.stack([vo.points[int(v)] for v in kf.lm[idx]]))
+        assert np.median(np.linalg.norm(uv - kf.kp[idx], axis=1)) < 0.5
+    ate = {on: run_sequence(bag, goodpoint, VOConfig(mode="mono", mono_init_ba=on)).metrics()
+           for on in (False, True)}
+    assert ate[True]["ate"]["rmse"] < 0.9 * ate[False]["ate"]["rmse"], ate
+    assert ate[True]["rpe"]["rot_rmse_deg"] < ate[False]["rpe"]["rot_rmse_deg"]
+
+
+def test_mono_initialises_after_a_noise_frame_as_first_reference(bag):
+    """A noise frame as the first reference: its chance matches to the real frames move
+    but fit no essential matrix.  Waiting on it blocked the map for the whole bag; the next
+    frame must replace it, and the map's first keyframe carry that frame's own stamp."""
+    vo = VisualOdometry(VOConfig(mode="mono"), _orb(), camera=bag.camera)
+    first = bag.read(0)
+    noise = np.random.default_rng(0).integers(0, 256, first.image.shape, np.uint8)
+    r = vo.process(first.stamp - 0.1, noise)
+    assert len(vo.ref.kp) >= 8, r.message               # a reference, with keypoints
+    for f in bag.frames():
+        r = vo.process(f.stamp, f.image)
+        if "map of" in r.message:
+            break
+    assert "map of" in r.message, r.message
+    assert vo.keyframes[0].stamp == first.stamp
+
+
 def test_keyframes_leaving_the_window_stay_in_the_ba_as_fixed_anchors(bag, monkeypatch):
     from goodpoint_ros.odometry import bundle
     seen = []
