@@ -32,14 +32,12 @@ def row_counts(points_y: np.ndarray, height: int) -> tuple:
 
 
 def main():
+    # the VO's own feature sources, GoodPoint through the reference runtime at 1x
     cfg = method_source("goodpoint", 2000).detect_fn.config
-    goodpoint = FeatureExtractor("onnxruntime", cfg, precision="fp32", scale=1.0)
-    sift = cv2.SIFT_create(2000)
-
-    def detect(name, image):
-        if name == "goodpoint":
-            return goodpoint(image).keypoints
-        return np.array([p.pt for p in sift.detect(image, None)]).reshape(-1, 2)
+    sources = {"goodpoint": method_source(
+                   "goodpoint", 2000,
+                   extractor=FeatureExtractor("onnxruntime", cfg, precision="fp32", scale=1.0)),
+               "sift": method_source("sift", 2000)}
 
     with tempfile.TemporaryDirectory() as tmp:
         seq = write_stereo_sequence(Path(tmp) / "seq",
@@ -48,13 +46,13 @@ def main():
                   for f in sorted((seq / "image_0").glob("*.png"))[::5]]
     print("| method | input | keypoints | lower third | rows 1/2–2/3 |")
     print("|---|---|---|---|---|")
-    for name in ("goodpoint", "sift"):
+    for name, source in sources.items():
         for label, fy, fx in STRETCHES:
             counts = []
             for img in images:
                 h, w = img.shape
                 big = cv2.resize(img, (w * fx, h * fy), interpolation=cv2.INTER_CUBIC)
-                counts.append(row_counts(detect(name, big)[:, 1] / fy, h))
+                counts.append(row_counts(source.detect(big).keypoints[:, 1] / fy, h))
             total, lower, middle = np.mean(counts, axis=0)
             print(f"| {name} | {label} | {total:.0f} | {lower:.0f} | {middle:.0f} |", flush=True)
 
