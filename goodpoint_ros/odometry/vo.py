@@ -49,17 +49,15 @@ from goodpoint_ros.core.geometry import (
     inv_T,
     make_T,
     median_parallax_deg,
-    reprojection_errors,
     rot_trans_to_ros,
     rotation_angle,
-    skew,
     triangulate,
     twist,
 )
 from goodpoint_ros.core.image_msgs import to_uint8
 from goodpoint_ros.core.keypoints import Features
-from goodpoint_ros.core.matching import ROBUST, verify_essential
-from goodpoint_ros.frontend.stereo import patch_disparities
+from goodpoint_ros.core.matching import verify_essential
+from goodpoint_ros.frontend.stereo import patch_disparities, refine_disparity
 from goodpoint_ros.odometry import bundle
 from goodpoint_ros.odometry.camera import (
     CalibrationError,
@@ -80,6 +78,7 @@ from goodpoint_ros.odometry.filtering import (
     sparse_ratio_match,
     spread_cells,
 )
+from goodpoint_ros.odometry.pose import pnp_covariance, refine_pose, solve_pnp
 
 log = logging.getLogger(__name__)
 
@@ -618,48 +617,13 @@ class VisualOdometry:
         return np.where(ok[:, None], p1, guess), ok
 
     def _pnp(self, X, uv, T_guess):
-        """USAC PnP + LM refinement → (T_world_cam or None, inliers [M])."""
+        """Robust PnP + LM refinement → (T_world_cam or None, inliers [M]) (:mod:`.pose`)."""
         cfg = self.config
-        inl = np.zeros(len(X), bool)
-        if len(X) < 4:
-            return None, inl
-        try:
-            ok, rvec, tvec, idx = cv2.solvePnPRansac(
-                X.reshape(-1, 1, 3).astype(np.float64), uv.reshape(-1, 1, 2).astype(np.float64),
-                self.K, None, iterationsCount=500, reprojectionError=cfg.reprojection_threshold,
-                confidence=0.999, flags=cv2.SOLVEPNP_SQPNP) if ROBUST == cv2.RANSAC else \
-                _usac_pnp(X, uv, self.K, cfg.reprojection_threshold, cfg.ransac_seed)
-        except cv2.error:
-            return None, inl
-        if not ok or idx is None or len(idx) < 4:
-            return None, inl
-        inl[np.asarray(idx).ravel()] = True
-        T_cw = make_T(cv2.Rodrigues(rvec)[0], tvec)
-        T, inl2 = self._refine(X, uv, inv_T(T_cw), seed=inl)
-        return (T, inl2) if T is not None else (inv_T(T_cw), inl)
+        return solve_pnp(self.K, X, uv, cfg.reprojection_threshold, cfg.ransac_seed)
 
-    def _refine(self, X, uv, T_wc, seed=None):
-        """LM refinement on inliers (seed, or those within the threshold), re-thresholded."""
-        thr = self.config.reprojection_threshold
-        T_cw = inv_T(T_wc)
-        if seed is None:
-            seed = reprojection_errors(self.K, T_cw, X, uv) <= thr
-        if seed.sum() < 4:
-            return None, seed
-        rvec, _ = cv2.Rodrigues(np.ascontiguousarray(T_cw[:3, :3]))
-        tvec = T_cw[:3, 3].reshape(3, 1).copy()
-        try:
-            for _ in range(2):
-                rvec, tvec = cv2.solvePnPRefineLM(X[seed].astype(np.float64),
-                                                  uv[seed].astype(np.float64), self.K, None,
-                                                  rvec, tvec)
-                T_cw = make_T(cv2.Rodrigues(rvec)[0], tvec)
-                seed = reprojection_errors(self.K, T_cw, X, uv) <= thr
-                if seed.sum() < 4:
-                    return None, seed
-        except cv2.error:
-            return None, seed
-        return inv_T(T_cw), seed
+    def _refine(self, X, uv, T_wc):
+        """LM refinement on the matches within the threshold of ``T_wc``, re-thresholded."""
+        return refine_pose(self.K, X, uv, T_wc, self.config.reprojection_threshold)
 
     # ------------------------------------------------------------------ keyframes
     def _want_keyframe(self, inliers: int, lm_ids: np.ndarray) -> bool:
@@ -834,100 +798,5 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def refine_disparity(left: np.ndarray, right: np.ndarray, kp_left: np.ndarray, xr: np.ndarray,
-                     half: int = 5, reach: int = 2) -> np.ndarray:
-    """Sub-pixel right-image x [M] by SAD patch matching along the row + an equiangular fit.
-
-    A (2·half+1)² patch around each left keypoint (rounded) is compared with
-    the right image at shifts −reach..reach around the matched x; a match whose
-    best shift is at the edge of the search keeps its descriptor position.  The
-    result is for the keypoint's own (sub-pixel) x: the disparity is
-    ``x_left − result``.
-    """
-    H, W = left.shape
-    xl = np.rint(kp_left[:, 0]).astype(int)
-    y = np.rint(kp_left[:, 1]).astype(int)
-    x0 = np.rint(xr).astype(int)
-    ok = (y - half >= 0) & (y + half < H) & (xl - half >= 0) & (xl + half < W) & \
-         (x0 - half - reach - 1 >= 0) & (x0 + half + reach + 1 < W)
-    out = xr.astype(np.float64).copy()
-    if not ok.any():
-        return out
-    idx = np.nonzero(ok)[0]
-    off = np.arange(-half, half + 1)
-    rows = y[idx, None, None] + off[None, :, None]
-    pl = left[rows, xl[idx, None, None] + off[None, None, :]]
-    pl = pl - pl.mean(axis=(1, 2), keepdims=True)
-    shifts = np.arange(-reach - 1, reach + 2)
-    cost = np.empty((len(idx), len(shifts)))
-    for s, sh in enumerate(shifts):
-        pr = right[rows, (x0[idx] + sh)[:, None, None] + off[None, None, :]]
-        pr = pr - pr.mean(axis=(1, 2), keepdims=True)
-        cost[:, s] = np.abs(pl - pr).sum(axis=(1, 2))
-    inner = cost[:, 1:-1]
-    b = inner.argmin(axis=1) + 1
-    c0 = cost[np.arange(len(idx)), b - 1]
-    c1 = cost[np.arange(len(idx)), b]
-    c2 = cost[np.arange(len(idx)), b + 1]
-    # SAD is V-shaped at its minimum: fit two lines of equal and opposite slope
-    # (Shimizu & Okutomi 2005).  A parabola through the same three costs is pulled
-    # towards whole pixels, by up to 0.09 px on a shifted photo (test_odometry_units).
-    denom = 2 * (np.maximum(c0, c2) - c1)
-    delta = np.where(denom > 0, (c0 - c2) / np.where(denom > 0, denom, 1), 0.0)
-    at_edge = (b == 1) | (b == len(shifts) - 2)
-    good = ~at_edge & (np.abs(delta) <= 1.0)
-    # the patch was centred on the rounded left x: carry the keypoint's own fraction over
-    frac = kp_left[idx[good], 0] - xl[idx[good]]
-    out[idx[good]] = x0[idx[good]] + shifts[b[good]] + delta[good] + frac
-    return out
-
-
-def _usac_pnp(X, uv, K, threshold, seed: int = 0):
-    """PnP with OpenCV's USAC (MAGSAC scoring); ``seed``: its random generator's state."""
-    params = cv2.UsacParams()
-    params.randomGeneratorState = int(seed)
-    params.confidence = 0.999
-    params.maxIterations = 1000
-    params.threshold = float(threshold)
-    params.score = cv2.SCORE_METHOD_MAGSAC
-    params.sampler = cv2.SAMPLING_UNIFORM
-    params.loMethod = cv2.LOCAL_OPTIM_SIGMA
-    ok, _, rvec, tvec, idx = cv2.solvePnPRansac(
-        X.reshape(-1, 1, 3).astype(np.float64), uv.reshape(-1, 1, 2).astype(np.float64),
-        K, np.zeros(0), params=params)
-    if ok and idx is not None:
-        idx = np.asarray(idx).ravel()
-        if idx.dtype == np.uint8 or (len(idx) == len(X) and set(np.unique(idx)) <= {0, 1}):
-            idx = np.nonzero(idx)[0]
-    return ok, rvec, tvec, idx
-
-
-def pnp_covariance(cam: PinholeCamera, T_cw, X, uv, sigma: float) -> np.ndarray:
-    """Gauss–Newton covariance of a PnP pose: σ̂²(JᵀJ)⁻¹, body frame (rotation, translation).
-
-    J is the reprojection Jacobian w.r.t. a left perturbation of T_cam_world,
-    which is minus a right (body) perturbation of T_world_cam; σ̂ is the larger
-    of ``sigma`` and the inliers' RMS residual per coordinate.
-    """
-    Xc = X @ T_cw[:3, :3].T + T_cw[:3, 3]
-    x, y, z = Xc[:, 0], Xc[:, 1], np.maximum(Xc[:, 2], 1e-6)
-    Jp = np.zeros((len(X), 2, 3))
-    Jp[:, 0, 0] = cam.fx / z
-    Jp[:, 0, 2] = -cam.fx * x / z ** 2
-    Jp[:, 1, 1] = cam.fy / z
-    Jp[:, 1, 2] = -cam.fy * y / z ** 2
-    dX = np.zeros((len(X), 3, 6))
-    for i in range(len(X)):
-        dX[i, :, :3] = -skew(Xc[i])
-    dX[:, :, 3:] = np.eye(3)
-    J = np.einsum("nij,njk->nik", Jp, dX).reshape(-1, 6)
-    r = reprojection_errors(cam.K, T_cw, X, uv)
-    s2 = max(sigma ** 2, float(np.mean(r ** 2)) / 2.0 if len(r) else sigma ** 2)
-    try:
-        return np.linalg.inv(J.T @ J) * s2
-    except np.linalg.LinAlgError:
-        return np.eye(6) * 1e4
-
-
 __all__ = ["VisualOdometry", "OdometryResult", "TrackingState", "Keyframe",
-           "refine_disparity", "pnp_covariance", "default_T_base_camera"]
+           "default_T_base_camera"]

@@ -1,11 +1,10 @@
 """Odometry building blocks: calibration, depth decoding, frames, matching, degenerate rejection."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
-from conftest import SAMPLE, require_shared
+from conftest import require_shared
 from goodpoint_ros.core.geometry import (
     R_BASE_OPTICAL,
     adjoint,
@@ -32,7 +31,6 @@ from goodpoint_ros.odometry.filtering import (
     sparse_ratio_match,
     spread_cells,
 )
-from goodpoint_ros.odometry.vo import refine_disparity
 
 
 def test_stereo_rig_from_kitti_projection_matrices():
@@ -189,39 +187,3 @@ def test_reprojection_threshold_follows_the_mode_unless_set():
     assert VOConfig(mode="stereo").replace(mode="rgbd").reprojection_threshold == 1.0
     for mode in ("stereo", "rgbd", "mono"):
         assert VOConfig(mode=mode, pnp_threshold=1.5).reprojection_threshold == 1.5
-
-
-def _photo_and_corners():
-    img = cv2.imread(str(SAMPLE / "1.png"), cv2.IMREAD_GRAYSCALE)
-    pts = cv2.goodFeaturesToTrack(img, 300, 0.01, 10).reshape(-1, 2).astype(np.float64)
-    H, W = img.shape
-    inside = (pts[:, 0] > 30) & (pts[:, 0] < W - 30) & (pts[:, 1] > 10) & (pts[:, 1] < H - 10)
-    return img.astype(np.float32), pts[inside]
-
-
-def _shifted(img: np.ndarray, s: float) -> np.ndarray:
-    """The image moved s px to the left, as a right camera sees a fronto-parallel plane."""
-    return cv2.warpAffine(img, np.float32([[1, 0, -s], [0, 1, 0]]), img.shape[::-1],
-                          flags=cv2.INTER_CUBIC)
-
-
-@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.4, 0.6, 0.75, 0.9])
-def test_refine_disparity_is_not_pulled_to_whole_pixels(fraction):
-    """A photo shifted by 6 + fraction px, started from the whole-pixel guess: the SAD
-    refinement must recover the fraction.  SAD costs are V-shaped at their minimum, so a
-    parabola through them pulls towards whole pixels (0.05–0.09 px here, a depth bias of
-    ~1 % at 8 px disparity); the equiangular fit is built for that shape."""
-    img, pts = _photo_and_corners()
-    s = 6.0 + fraction
-    d = pts[:, 0] - refine_disparity(img, _shifted(img, s), pts, pts[:, 0] - 6.0)
-    assert abs(np.median(d - s)) < 0.02
-    assert np.median(np.abs(d - s)) < 0.03
-
-
-def test_refine_disparity_keeps_a_match_whose_best_shift_is_outside_its_search():
-    img, pts = _photo_and_corners()
-    guess = pts[:, 0] - 2.0                      # true disparity 6: 4 px off, reach is 2
-    out = refine_disparity(img, _shifted(img, 6.0), pts, guess)
-    moved = np.abs(out - guess) > 1e-9
-    assert moved.mean() < 0.1                     # most keep their descriptor x
-    assert np.all(np.abs(out - guess)[moved] <= 3.0)
