@@ -159,6 +159,18 @@ def skew(v) -> np.ndarray:
     return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
 
 
+def so3_left_jacobian(phi) -> np.ndarray:
+    """Left Jacobian [3,3] of SO(3) at the rotation vector ``phi`` [3]:
+    Rodrigues(φ + δ) = exp([J_l(φ)·δ]×)·Rodrigues(φ) to first order in δ."""
+    phi = np.asarray(phi, np.float64).reshape(3)
+    th = float(np.linalg.norm(phi))
+    W = skew(phi)
+    if th < 1e-6:
+        return np.eye(3) + 0.5 * W
+    return (np.eye(3) + (1 - np.cos(th)) / th ** 2 * W
+            + (th - np.sin(th)) / th ** 3 * W @ W)
+
+
 def adjoint(T: np.ndarray) -> np.ndarray:
     """6×6 adjoint of T for tangent vectors ordered (rotation, translation)."""
     R, t = T[:3, :3], T[:3, 3]

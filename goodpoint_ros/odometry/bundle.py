@@ -10,9 +10,11 @@ Huber loss at ``huber`` whitened units (σ = ``pixel_sigma`` px).
   with a Huber m-estimator, Levenberg–Marquardt, and the newest pose's
   marginal covariance from ``gtsam.Marginals`` (body frame, (rotation,
   translation) — gtsam's Pose3 tangent order).
-* ``scipy``: ``scipy.optimize.least_squares`` (TRF, Huber loss, sparse
-  finite-difference Jacobian); the covariance is (JᵀJ)⁻¹σ² of the newest
-  pose's block, a Gauss–Newton approximation.
+* ``scipy``: ``scipy.optimize.least_squares`` (TRF, sparse finite-difference
+  Jacobian) in rounds of Huber reweighting (IRLS, the weights gtsam's robust
+  model uses); the covariance is the newest pose's block of (JᵀJ)⁻¹ (residuals
+  whitened by σ), a Gauss–Newton approximation, carried from the solver's
+  (rvec, tvec) of T_cam_world to the body frame gtsam reports in.
 
 docs/odometry.md records the measured comparison that made gtsam the default.
 """
@@ -26,7 +28,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.geometry import inv_T, make_T
+from goodpoint_ros.core.geometry import inv_T, make_T, skew, so3_left_jacobian
+
+#: Huber reweighting rounds of the scipy solver (it stops early once the weights settle).
+IRLS_ROUNDS = 4
 
 
 @dataclass
@@ -164,6 +169,23 @@ def _project(p: BAProblem, rvecs, tvecs, points, kf, pt):
                      p.fx * (Xc[:, 0] - p.baseline) / z + p.cx], axis=1)
 
 
+def _body_covariance(cov_rt: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+    """Covariance [6,6] of (rvec, tvec) of T_cam_world → body frame of T_world_cam (rotation,
+    translation), to first order.
+
+    A step (δr, δt) is the left perturbation exp(ω, v)·T_cam_world with ω = J_l(r)·δr
+    and v = δt + t × ω, i.e. the body perturbation −(ω, v) of T_world_cam; the sign
+    does not change a covariance.  Without the t × ω term a camera far from the world
+    origin would report its rotation's uncertainty as translation (lever arm |t|).
+    """
+    Jl = so3_left_jacobian(rvec)
+    M = np.zeros((6, 6))
+    M[:3, :3] = Jl
+    M[3:, :3] = skew(tvec) @ Jl
+    M[3:, 3:] = np.eye(3)
+    return M @ cov_rt @ M.T
+
+
 def _solve_scipy(p: BAProblem, sigma, huber, iterations, want_covariance):
     from scipy.optimize import least_squares
     from scipy.sparse import lil_matrix
@@ -186,11 +208,17 @@ def _solve_scipy(p: BAProblem, sigma, huber, iterations, want_covariance):
         r[free], t[free] = fp[:, :3], fp[:, 3:]
         return r, t, x[n_pose:].reshape(P, 3)
 
-    def fun(x):
+    def whitened(x):
+        """[O,3] residuals / σ (the right-image column 0 for mono observations)."""
         r, t, pts = unpack(x)
         res = (_project(p, r, t, pts, p.obs_kf, p.obs_pt) - target) / sigma
         res[~stereo, 2] = 0.0
-        return res.ravel()
+        return res
+
+    def huber_weights(x):
+        """gtsam's robust model: an observation of whitened norm e > k weighs k / e."""
+        e = np.linalg.norm(whitened(x), axis=1)
+        return np.where(e > huber, huber / np.maximum(e, 1e-12), 1.0)
 
     A = lil_matrix((3 * O, len(x0)), dtype=int)
     rows = np.arange(O)
@@ -201,9 +229,18 @@ def _solve_scipy(p: BAProblem, sigma, huber, iterations, want_covariance):
             A[3 * rows[has] + c, 6 * s[has] + q] = 1
         for q in range(3):
             A[3 * rows + c, n_pose + 3 * p.obs_pt + q] = 1
-    sol = least_squares(fun, x0, jac_sparsity=A, loss="huber", f_scale=huber, method="trf",
-                        x_scale="jac", max_nfev=int(iterations) * 2 + 1)
-    r, t, pts = unpack(sol.x)
+    # Iteratively reweighted least squares, as gtsam's robust noise model: scipy's own
+    # loss="huber" crawls when many residuals start in the linear region (a window
+    # started 5 cm off: 2.4 px left after 41 evaluations, test_bundle.py).
+    x, w = x0, huber_weights(x0)
+    for _ in range(IRLS_ROUNDS):
+        sw = np.sqrt(w)[:, None]
+        sol = least_squares(lambda z: (whitened(z) * sw).ravel(), x, jac_sparsity=A,
+                            method="trf", x_scale="jac", max_nfev=int(iterations) * 2 + 1)
+        x, w_prev, w = sol.x, w, huber_weights(sol.x)
+        if np.allclose(w, w_prev, atol=1e-3):
+            break
+    r, t, pts = unpack(x)
     poses = np.stack([inv_T(make_T(cv2.Rodrigues(r[k])[0], t[k])) for k in range(K)])
     cov = None
     last = K - 1
@@ -213,11 +250,8 @@ def _solve_scipy(p: BAProblem, sigma, huber, iterations, want_covariance):
         JtJ = JtJ.toarray() if hasattr(JtJ, "toarray") else JtJ
         try:
             inv = np.linalg.inv(JtJ + 1e-9 * np.eye(len(JtJ)))
-            # (rvec, tvec) of T_cam_world: to first order a perturbation of it is
-            # minus a body-frame perturbation of T_world_cam (rotation, translation)
-            # — the sign does not change a covariance.
             i = 6 * slot[last]
-            cov = inv[i:i + 6, i:i + 6]          # residuals are whitened by σ already
+            cov = _body_covariance(inv[i:i + 6, i:i + 6], r[last], t[last])
         except np.linalg.LinAlgError:
             cov = None
     return poses, pts, cov

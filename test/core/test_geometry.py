@@ -10,6 +10,7 @@ from goodpoint_ros.core.geometry import (
     in_frame,
     inside_image,
     pixel_grid,
+    so3_left_jacobian,
     warp_points,
 )
 
@@ -48,3 +49,19 @@ def test_compose_applies_right_to_left_and_behind_the_camera_is_nan():
     flip = np.diag([1.0, 1.0, -1.0])
     out, front = apply_homography(flip, p)
     assert not front[0] and np.isnan(out).all()
+
+
+@pytest.mark.parametrize("phi", [[0.0, 0.0, 0.0], [1e-8, 0.0, 0.0], [0.3, -0.2, 0.1], [2.0, 1.0, -0.5]])
+def test_so3_left_jacobian_maps_a_rotation_vector_step_to_a_left_rotation(phi):
+    """Rodrigues(φ + δ)·Rodrigues(φ)ᵀ = exp([J_l(φ)·δ]×) to first order, checked per axis."""
+    import cv2
+    phi = np.asarray(phi, np.float64)
+    R = cv2.Rodrigues(phi)[0]
+    h = 1e-6
+
+    def vee(D):       # a rotation this small is I + [ω]×: read ω off its skew part
+        A = (D - D.T) / 2
+        return np.array([A[2, 1], A[0, 2], A[1, 0]])
+    numeric = np.stack([vee(cv2.Rodrigues(phi + h * e)[0] @ R.T) / h for e in np.eye(3)],
+                       axis=1)
+    assert np.allclose(so3_left_jacobian(phi), numeric, atol=1e-5)
