@@ -181,13 +181,6 @@ def adjoint(T: np.ndarray) -> np.ndarray:
     return A
 
 
-def body_to_world_covariance(T_world_body: np.ndarray, cov_body: np.ndarray) -> np.ndarray:
-    """Covariance of a right perturbation T·exp(ξ) (rotation, translation) →
-    that of a left perturbation exp(η)·T, i.e. expressed in the world frame."""
-    A = adjoint(T_world_body)
-    return A @ cov_body @ A.T
-
-
 def conjugate_covariance(T_ab: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Body covariance of X (rotation, translation) → body covariance of T_ab·X·T_ab⁻¹."""
     A = adjoint(T_ab)

@@ -44,7 +44,7 @@ import numpy as np
 
 from goodpoint_ros.core.geometry import (
     R_BASE_OPTICAL,
-    adjoint,
+    conjugate_covariance,
     epipolar_distances,
     inv_T,
     make_T,
@@ -267,12 +267,7 @@ class VisualOdometry:
         T_oc = T_ob @ self.T_bc
         dt = stamp - self.last_stamp if self.last_stamp is not None else 0.0
         tw = twist(self.T_bc @ self.last_T_wc @ self.T_cb, T_ob, dt)
-        # A right (body) perturbation of T_world_cam is a right perturbation of
-        # T_odom_base by Ad(T_bc)ξ and a world-frame one by Ad(T_odom_cam)ξ.
-        A = adjoint(T_oc)
-        pose_cov = rot_trans_to_ros(A @ cov_body @ A.T)
-        B = adjoint(self.T_bc)
-        tw_cov = rot_trans_to_ros(B @ cov_body @ B.T) * (2.0 / dt ** 2 if dt > 0 else 1.0)
+        pose_cov, tw_cov = odometry_covariances(self.T_bc, T_wc, cov_body, dt)
         if state != TrackingState.OK:
             tw_cov = np.eye(6) * self.config.lost_covariance
         self.last_stamp, self.last_T_wc = stamp, T_wc.copy()
@@ -791,6 +786,28 @@ class VisualOdometry:
 
 # --------------------------------------------------------------------------- helpers
 
+def odometry_covariances(T_bc: np.ndarray, T_wc: np.ndarray, cov_body: np.ndarray,
+                         dt: float):
+    """nav_msgs/Odometry covariances [6,6] (ROS order x y z, rot x y z) of the base pose.
+
+    ``cov_body``: covariance of a right (body) perturbation T_world_cam·exp(ξ), ξ =
+    (rotation, translation).  The base moves by the body perturbation Ad(T_bc)·ξ
+    (the camera's rotation swings the base through their lever arm).  Pose:
+    PoseWithCovariance's parameters — the position in the odom frame and rotations
+    about the odom frame's fixed axes — so the body errors are rotated by R_odom_base;
+    not the adjoint of T_odom_base, whose [p]× term would report rotation uncertainty
+    as position uncertainty growing with the distance from the odom origin.  Twist: in
+    the base frame, the pose covariance there × 2/dt² (two independent poses: a
+    documented approximation).
+    """
+    cov_base = conjugate_covariance(T_bc, cov_body)
+    R_ob = (T_bc @ T_wc @ inv_T(T_bc))[:3, :3]
+    Rot = np.kron(np.eye(2), R_ob)
+    pose_cov = rot_trans_to_ros(Rot @ cov_base @ Rot.T)
+    tw_cov = rot_trans_to_ros(cov_base) * (2.0 / dt ** 2 if dt > 0 else 1.0)
+    return pose_cov, tw_cov
+
+
 def _gray(img: np.ndarray) -> np.ndarray:
     a = np.asarray(img)
     if a.ndim == 3:
@@ -799,4 +816,4 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["VisualOdometry", "OdometryResult", "TrackingState", "Keyframe",
-           "default_T_base_camera"]
+           "default_T_base_camera", "odometry_covariances"]

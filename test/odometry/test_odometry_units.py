@@ -1,6 +1,7 @@
 """Odometry building blocks: calibration, depth decoding, frames, matching, degenerate rejection."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -187,3 +188,37 @@ def test_reprojection_threshold_follows_the_mode_unless_set():
     assert VOConfig(mode="stereo").replace(mode="rgbd").reprojection_threshold == 1.0
     for mode in ("stereo", "rgbd", "mono"):
         assert VOConfig(mode=mode, pnp_threshold=1.5).reprojection_threshold == 1.5
+
+
+def _random_spd(rng, stds):
+    Q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    C = Q @ np.diag(np.square(stds)) @ Q.T
+    s = np.sqrt(np.diag(C))
+    return C / np.outer(s, s) * np.outer(stds, stds)         # correlated, given stds
+
+
+def test_odometry_pose_covariance_is_that_of_the_published_position_and_fixed_axis_rotation():
+    """geometry_msgs/PoseWithCovariance: (x, y, z) in the odom frame and rotations about its
+    fixed X, Y, Z axes.  Perturb the camera pose by draws of the body covariance and measure
+    the base's published position and orientation errors: their covariance is the one to
+    publish.  60 m from the odom origin a lever-arm term (rotation seen as translation through
+    the distance to the origin) would show as decimetres of spurious position uncertainty."""
+    from goodpoint_ros.odometry.vo import default_T_base_camera, odometry_covariances
+    rng = np.random.default_rng(0)
+    cov_body = _random_spd(rng, [2e-3, 1e-3, 3e-3, 0.01, 0.02, 0.005])      # rad, m
+    T_bc = default_T_base_camera()
+    T_bc[:3, 3] = [0.3, -0.1, 1.2]                              # camera ahead of and above base
+    T_wc = make_T(cv2.Rodrigues(np.array([0.1, 0.6, -0.05]))[0], [5.0, -1.0, 60.0])
+    T_ob = T_bc @ T_wc @ inv_T(T_bc)
+    errs = []
+    for xi in rng.multivariate_normal(np.zeros(6), cov_body, 20000):
+        Tp = T_bc @ (T_wc @ make_T(cv2.Rodrigues(xi[:3])[0], xi[3:])) @ inv_T(T_bc)
+        dtheta = cv2.Rodrigues(Tp[:3, :3] @ T_ob[:3, :3].T)[0].ravel()     # about odom axes
+        errs.append(np.r_[Tp[:3, 3] - T_ob[:3, 3], dtheta])
+    empirical = np.cov(np.array(errs).T)
+    pose_cov, twist_cov = odometry_covariances(T_bc, T_wc, cov_body, dt=0.1)
+    std_e, std_p = np.sqrt(np.diag(empirical)), np.sqrt(np.diag(pose_cov))
+    assert np.allclose(std_p, std_e, rtol=0.05), (std_p, std_e)
+    corr = pose_cov / np.outer(std_p, std_p)
+    assert np.abs(corr - empirical / np.outer(std_e, std_e)).max() < 0.05
+    assert twist_cov.shape == (6, 6) and np.all(np.linalg.eigvalsh(twist_cov) > 0)
