@@ -39,6 +39,16 @@ def _noisy(p: bundle.BAProblem, rng) -> bundle.BAProblem:
                             p.fx, p.fy, p.cx, p.cy, p.baseline)
 
 
+def _started_off(p: bundle.BAProblem, rng, rotation, translation, points) -> bundle.BAProblem:
+    """The window with its free poses and all points moved off by draws of these standard
+    deviations (rad, m, m): where a solver starts from after tracking errors."""
+    poses = np.stack([T if f else T @ make_T(cv2.Rodrigues(rng.normal(0, rotation, 3))[0],
+                                             rng.normal(0, translation, 3))
+                      for T, f in zip(p.poses, p.fixed)])
+    return bundle.BAProblem(poses, p.fixed, p.points + rng.normal(0, points, p.points.shape),
+                            p.obs_kf, p.obs_pt, p.uv, p.ur, p.fx, p.fy, p.cx, p.cy, p.baseline)
+
+
 def _body_error(T_true, T_est):
     """(rotation vector, translation) [6] of T_true⁻¹·T_est: the error in the camera frame."""
     D = inv_T(T_true) @ T_est
@@ -72,12 +82,7 @@ def test_bundle_adjustment_pulls_perturbed_poses_and_points_back(solver):
         pytest.importorskip("gtsam")
     rng = np.random.default_rng(1)
     p = _window(rng, keyframes=4, points=80)
-    start = bundle.BAProblem(
-        np.stack([T if f else T @ make_T(cv2.Rodrigues(rng.normal(0, 0.003, 3))[0],
-                                         rng.normal(0, 0.05, 3))
-                  for T, f in zip(p.poses, p.fixed)]),
-        p.fixed, p.points + rng.normal(0, 0.1, p.points.shape), p.obs_kf, p.obs_pt, p.uv, p.ur,
-        p.fx, p.fy, p.cx, p.cy, p.baseline)
+    start = _started_off(p, rng, rotation=0.003, translation=0.05, points=0.1)
     assert np.median(bundle.reprojection_errors(start, start.poses, start.points)) > 1.0
     r = bundle.solve(start, solver=solver, sigma=SIGMA, iterations=20)
     assert np.median(r.errors) < 0.01
@@ -100,12 +105,7 @@ def test_huber_loss_holds_the_window_against_gross_outliers(solver):
     jump = rng.uniform(20, 40, bad.sum()) * rng.choice([-1, 1], bad.sum())
     p.uv[bad, 0] += jump
     p.ur[bad] += jump
-    start = bundle.BAProblem(
-        np.stack([T if f else T @ make_T(cv2.Rodrigues(rng.normal(0, 0.005, 3))[0],
-                                         rng.normal(0, 0.1, 3))
-                  for T, f in zip(p.poses, p.fixed)]),
-        p.fixed, p.points + rng.normal(0, 0.2, p.points.shape), p.obs_kf, p.obs_pt, p.uv, p.ur,
-        p.fx, p.fy, p.cx, p.cy, p.baseline)
+    start = _started_off(p, rng, rotation=0.005, translation=0.1, points=0.2)
 
     def worst(huber):
         r = bundle.solve(start, solver=solver, sigma=SIGMA, huber=huber, iterations=10)
