@@ -5,12 +5,19 @@ intrinsics and the baseline, both read from the rectified projection
 matrices (``sensor_msgs/CameraInfo.p``, KITTI ``calib.txt``):
 ``P_right[0,3] = −fx·B`` (relative to ``P_left[0,3]``), so
 ``B = −(P_right[0,3] − P_left[0,3]) / fx``.
+
+A mono or RGB-D camera's ``CameraInfo`` describes its raw frames (``k``, ``d``)
+and the ideal pinhole camera they rectify to (``p``, what image_proc's
+``image_rect`` is in).  The odometry works in that ideal camera:
+:func:`camera_from_info` gives it, with an :class:`Undistorter` when the frames
+are raw and distorted.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 
@@ -102,3 +109,72 @@ def sample_depth(depth_m: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
     ok = (x >= 0) & (x < w) & (y >= 0) & (y < h)
     out[ok] = depth_m[y[ok], x[ok]]
     return out
+
+
+#: CameraInfo.distortion_model values OpenCV can undistort (REP-104 names).
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+
+
+@dataclass
+class Undistorter:
+    """Raw frames of a distorted camera → frames of the ideal pinhole ``camera``.
+
+    ``map_x`` / ``map_y`` [H,W] give, for every pixel of the ideal image, where it
+    lies in the raw frame (``cv2.initUndistortRectifyMap``).  Images are
+    interpolated bilinearly; depth by the nearest pixel (a blend of two surfaces
+    is a depth neither has), 0 / NaN (no depth) outside the raw frame.
+    """
+    camera: PinholeCamera
+    map_x: np.ndarray
+    map_y: np.ndarray
+
+    def image(self, img: np.ndarray) -> np.ndarray:
+        return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def depth(self, depth: np.ndarray) -> np.ndarray:
+        none = float("nan") if np.issubdtype(np.asarray(depth).dtype, np.floating) else 0
+        return cv2.remap(depth, self.map_x, self.map_y, cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=none)
+
+
+def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
+                     size: Tuple[int, int], distortion_model: str = "plumb_bob",
+                     frames_are_raw: bool = True,
+                     r: Optional[Sequence[float]] = None) -> Tuple[PinholeCamera, Optional[Undistorter]]:
+    """A mono / RGB-D CameraInfo → (the camera the odometry works in, undistorter or None).
+
+    * no distortion (``d`` empty or all zero): ``k``, frames as they come;
+    * distortion, ``frames_are_raw`` (a driver's ``image_raw``): the ideal camera
+      ``p[:3,:3]`` (``k`` when ``p`` is unset) and an :class:`Undistorter` into it;
+    * distortion, frames already rectified (``image_rect``): ``p[:3,:3]``, no
+      undistorter — ``k`` describes the raw frames, not these.
+
+    ``r``: the rectification rotation (identity when unset, as for a mono camera).
+    Raises :class:`CalibrationError` for an unusable K / P or a distortion model
+    OpenCV cannot undo.
+    """
+    K = np.asarray(k, np.float64).reshape(3, 3)
+    D = np.asarray(d, np.float64).reshape(-1)
+    if not np.all(np.isfinite(D)):
+        raise CalibrationError(f"distortion D holds non-finite values {D.tolist()}")
+    if not D.size or not np.any(D):
+        return PinholeCamera.from_K(K, size), None
+    P = np.asarray(p, np.float64).reshape(-1)
+    Kp = P.reshape(3, 4)[:, :3] if P.size == 12 and np.any(P) else K
+    camera = PinholeCamera.from_K(Kp, size)
+    if not frames_are_raw:
+        return camera, None
+    PinholeCamera.from_K(K, size)                           # the raw camera must be usable too
+    R = np.eye(3) if r is None or not np.any(r) else np.asarray(r, np.float64).reshape(3, 3)
+    if distortion_model in ("plumb_bob", "rational_polynomial"):
+        mx, my = cv2.initUndistortRectifyMap(K, D, R, Kp, tuple(int(v) for v in size),
+                                             cv2.CV_32FC1)
+    elif distortion_model == "equidistant":
+        mx, my = cv2.fisheye.initUndistortRectifyMap(K, D[:4], R, Kp,
+                                                     tuple(int(v) for v in size), cv2.CV_32FC1)
+    else:
+        raise CalibrationError(
+            f"distortion model {distortion_model!r} cannot be undone here ({', '.join(DISTORTION_MODELS)} "
+            "can): feed rectified frames (image_proc's image_rect) and set undistort false")
+    return camera, Undistorter(camera, mx, my)

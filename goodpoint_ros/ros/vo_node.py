@@ -50,7 +50,12 @@ from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_image  # n
 from goodpoint_ros.core.pipeline import FeatureExtractor  # noqa: E402
 from goodpoint_ros.core.weights import WeightsError  # noqa: E402
 from goodpoint_ros.frontend.scheduler import LatestFrameWorker  # noqa: E402
-from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig  # noqa: E402
+from goodpoint_ros.odometry.camera import (  # noqa: E402
+    CalibrationError,
+    StereoRig,
+    Undistorter,
+    camera_from_info,
+)
 from goodpoint_ros.odometry.features import goodpoint_source, vo_goodpoint_config  # noqa: E402
 from goodpoint_ros.odometry.vo import OdometryResult, TrackingState, VisualOdometry  # noqa: E402
 from goodpoint_ros.ros.runtime import (  # noqa: E402
@@ -83,6 +88,7 @@ class VONode(Node):
         self._lock = threading.Lock()               # camera infos, VO, path
         self._infos: List[Optional[CameraInfo]] = [None, None]
         self.vo: Optional[VisualOdometry] = None
+        self._undistorter: Optional[Undistorter] = None
         self._say_once = OnceLog(self.get_logger())
         self._last: Optional[OdometryResult] = None
         self._path = Path()
@@ -169,11 +175,17 @@ class VONode(Node):
             self._say_once(f"frame skipped: {exc}")
             return
         native = (images[0].shape[1], images[0].shape[0])
-        images = self._scaled(images)
         if self.vo is None:
-            self.vo = self._build_vo(native, (images[0].shape[1], images[0].shape[0]))
+            self.vo = self._build_vo(native, self._scaled_size(native))
             if self.vo is None:
                 return
+        if self._undistorter is not None:
+            if (images[0].shape[1], images[0].shape[0]) != self._undistorter.map_x.shape[::-1]:
+                self._say_once("frame skipped: its size differs from the first frame's")
+                return
+            images = [self._undistorter.depth(img) if i == 1 else self._undistorter.image(img)
+                      for i, img in enumerate(images)]
+        images = self._scaled(images)
         header = msgs[0].header
         kw = {}
         if self.values["mode"] == "stereo":
@@ -193,12 +205,15 @@ class VONode(Node):
     def _decode(m) -> np.ndarray:
         return decode_image(m.encoding, m.height, m.width, m.step, bool(m.is_bigendian), m.data)
 
+    def _scaled_size(self, native):
+        s = self.values["resize_scale"]
+        return native if s == 1.0 else (max(8, round(native[0] * s)), max(8, round(native[1] * s)))
+
     def _scaled(self, images):
         """``resize_scale``: images by area averaging, depth by nearest (no mixed depths)."""
-        s = self.values["resize_scale"]
-        if s == 1.0:
+        if self.values["resize_scale"] == 1.0:
             return images
-        size = (max(8, round(images[0].shape[1] * s)), max(8, round(images[0].shape[0] * s)))
+        size = self._scaled_size((images[0].shape[1], images[0].shape[0]))
         depth = self.values["mode"] == "rgbd"
         return [cv2.resize(img, size, interpolation=cv2.INTER_NEAREST if depth and i == 1
                            else cv2.INTER_AREA) for i, img in enumerate(images)]
@@ -219,8 +234,17 @@ class VONode(Node):
                 rig = StereoRig.from_projections(infos[0].p, infos[1].p, native).scaled(size)
                 vo = VisualOdometry(self.config, self.source, rig=rig, T_base_camera=self.T_bc)
             else:
-                cam = PinholeCamera.from_K(infos[0].k, native).scaled(size)
-                vo = VisualOdometry(self.config, self.source, camera=cam, T_base_camera=self.T_bc)
+                info = infos[0]
+                cam, self._undistorter = camera_from_info(
+                    info.k, info.d, info.p, native, info.distortion_model,
+                    frames_are_raw=self.values["undistort"], r=info.r)
+                if self._undistorter is not None:
+                    self.get_logger().info(
+                        f"camera_info carries {info.distortion_model} distortion: the frames are "
+                        "undistorted here into the camera of its p (undistort false if they are "
+                        "image_rect already)")
+                vo = VisualOdometry(self.config, self.source, camera=cam.scaled(size),
+                                    T_base_camera=self.T_bc)
         except CalibrationError as exc:
             self._say_once(f"camera_info unusable: {exc}")
             return None

@@ -233,3 +233,66 @@ def test_tf_odom_to_base_follows_the_odometry_when_tf2_ros_is_there(env, kitti):
     assert sent[-1].transform.translation.x > 2.0          # KITTI: forward along base x
     none = env.vo(publish_tf=False)
     assert none.tf is None
+
+
+@pytest.fixture(scope="module")
+def rgbd_bag(tmp_path_factory):
+    from goodpoint_ros.evaluation.vo.datasets import load_sequence
+    from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
+    out = tmp_path_factory.mktemp("vo_node") / "bag"
+    write_sample_bag(out, SampleBagSpec(frames=12))
+    return load_sequence(out)
+
+
+def test_raw_distorted_rgbd_frames_are_undistorted_from_camera_info(env, rgbd_bag):
+    """A wide-angle camera's raw frames (barrel distortion, k1 = −0.3) and its CameraInfo
+    (k, d, and p = the ideal camera): with ``undistort`` (the default) the node undoes the
+    distortion and the travelled distance comes out right; taking the raw frames for
+    rectified ones (``undistort`` false) gets it wrong."""
+    import cv2
+
+    seq = rgbd_bag
+    c = seq.camera
+    K = np.array([[c.fx, 0, c.cx], [0, c.fy, c.cy], [0, 0, 1]])
+    D = np.array([-0.3, 0.08, 0.0, 0.0, 0.0])
+    w, h = seq.size
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    # each raw pixel shows what the ideal camera K sees along that pixel's ray
+    src = cv2.undistortPoints(np.c_[gx.ravel(), gy.ravel()].reshape(-1, 1, 2), K, D, P=K)
+    mx, my = (src.reshape(h, w, 2)[..., i].astype(np.float32) for i in (0, 1))
+    frames = list(seq.frames(12))
+    truth = np.linalg.norm(frames[-1].T_world_cam[:3, 3] - frames[0].T_world_cam[:3, 3])
+
+    def run(undistort):
+        node = env.vo(mode="rgbd", undistort=undistort)
+        probe = env.probe()
+        odom = []
+        probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+        pi = probe.create_publisher(env.Image, "image", env.qos)
+        pd = probe.create_publisher(env.Image, "depth", env.qos)
+        pc = probe.create_publisher(env.CameraInfo, "camera_info", env.qos)
+        assert env.spin_until(lambda: pi.get_subscription_count() > 0)
+        info = env.info(np.hstack([K, np.zeros((3, 1))]), seq.size)
+        info.distortion_model, info.d = "plumb_bob", [float(v) for v in D]
+        for f in frames:
+            pc.publish(info)
+            env.spin_until(lambda: node._infos[0] is not None, 2)
+            gray = cv2.cvtColor(f.image, cv2.COLOR_BGR2GRAY) if f.image.ndim == 3 else f.image
+            raw = cv2.remap(gray, mx, my, cv2.INTER_LINEAR)
+            depth = cv2.remap(f.depth, mx, my, cv2.INTER_NEAREST, borderValue=float("nan"))
+            n = len(odom)
+            pi.publish(env.image(raw, 100.0 + f.stamp))
+            dm = env.image(np.zeros((h, w), np.uint8), 100.0 + f.stamp)
+            dm.encoding, dm.step = "32FC1", 4 * w
+            dm.data = array.array("B", depth.astype(np.float32).tobytes())
+            pd.publish(dm)
+            assert env.spin_until(lambda: len(odom) == n + 1), "no odometry"
+        p = odom[-1].pose.pose.position
+        for n in (node, probe):                  # the next run's node alone on these topics
+            env.nodes.remove(n)
+            n.destroy_node()
+        return abs(np.linalg.norm([p.x, p.y, p.z]) - truth) / truth
+
+    undistorted, taken_as_rectified = run(True), run(False)
+    assert undistorted < 0.03, undistorted
+    assert taken_as_rectified > 2 * undistorted, (undistorted, taken_as_rectified)
