@@ -6,7 +6,8 @@ kitti          ``image_0/``, ``image_1/``, ``calib.txt`` (P0, P1), ``times.txt``
 euroc          ``mav0/cam0|cam1/data.csv`` + ``sensor.yaml`` (radtan), ground truth
                CSV/TUM of the body — stereo, rectified here with OpenCV
 tum            ``rgb.txt``, ``depth.txt``, ``groundtruth.txt`` — RGB-D (depth
-               16-bit PNG, factor 5000) or mono
+               16-bit PNG, factor 5000) or mono; ``calibration.txt`` ``fx fy cx
+               cy [d0..d4]``: distorted frames are undistorted here
 bag            a rosbag2 (directory or .mcap/.db3) replayed with
                :mod:`goodpoint_ros.evaluation.bags.replay` — RGB-D or mono
 =============  ===============================================================
@@ -32,7 +33,7 @@ import yaml
 from goodpoint_ros.core.config import AIRSIM_TOPICS
 from goodpoint_ros.core.geometry import inv_T, make_T, quat_to_R
 from goodpoint_ros.evaluation.bags.replay import BagError, read_bag
-from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig
+from goodpoint_ros.odometry.camera import CalibrationError, PinholeCamera, StereoRig, camera_from_info
 
 LAYOUTS = ("kitti", "euroc", "tum", "bag")
 
@@ -296,16 +297,29 @@ def load_tum(path, size=None, scale: float = 1.0) -> Sequence:
         raise DatasetError(f"{p}/rgb.txt lists no images")
     first = _imread(str(p / rgb[0][1]), cv2.IMREAD_COLOR)
     native = (first.shape[1], first.shape[0])
-    K = TUM_K
-    calib = p / "calibration.txt"     # optional: fx fy cx cy on one line
+    K, D = TUM_K, np.zeros(0)
+    # optional: "fx fy cx cy [d0 d1 d2 d3 d4]" on one line (TUM's per-camera table; fr1 / fr2
+    # frames are distorted: with d0..d4 they are undistorted here, depth by the nearest pixel)
+    calib = p / "calibration.txt"
     notes = []
     if calib.is_file():
-        fx, fy, cx, cy = [float(v) for v in calib.read_text().split()[:4]]
-        K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
+        try:
+            values = [float(v) for v in calib.read_text().split()]
+        except ValueError:
+            values = []
+        if len(values) not in (4, 9):
+            raise DatasetError(f"{calib}: expected 'fx fy cx cy [d0 d1 d2 d3 d4]', "
+                               f"got {len(values)} numbers")
+        fx, fy, cx, cy = values[:4]
+        K, D = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]]), np.array(values[4:])
     else:
         notes.append("no calibration.txt: TUM default intrinsics 525/319.5/239.5")
     target = _target(native, size, scale)
-    cam = PinholeCamera.from_K(K, native).scaled(target)
+    cam, undistorter = camera_from_info(K.ravel(), D, np.hstack([K, np.zeros((3, 1))]).ravel(),
+                                        native)
+    if undistorter is not None:
+        notes.append(f"frames undistorted with d = {D.tolist()}")
+    cam = cam.scaled(target)
     dts = np.array([t for t, _ in depth])
     pairs = []
     for t, name in rgb:
@@ -323,13 +337,18 @@ def load_tum(path, size=None, scale: float = 1.0) -> Sequence:
 
     def read(i: int) -> VOFrame:
         t, name, dname = pairs[i]
-        img = _resize(_imread(str(p / name), cv2.IMREAD_COLOR), target)
+        img = _imread(str(p / name), cv2.IMREAD_COLOR)
+        if undistorter is not None:
+            img = undistorter.image(img)
+        img = _resize(img, target)
         d = None
         if dname is not None:
             raw = cv2.imread(str(p / dname), cv2.IMREAD_UNCHANGED)
             if raw is not None:
                 d = raw.astype(np.float32) / TUM_DEPTH_FACTOR
                 d[d <= 0] = np.nan
+                if undistorter is not None:
+                    d = undistorter.depth(d)
                 d = cv2.resize(d, target, interpolation=cv2.INTER_NEAREST)
         return VOFrame(i, float(t), img, depth=d, T_world_cam=gt[i])
 
