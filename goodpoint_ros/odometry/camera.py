@@ -144,35 +144,39 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
                      r: Optional[Sequence[float]] = None) -> Tuple[PinholeCamera, Optional[Undistorter]]:
     """A mono / RGB-D CameraInfo → (the camera the odometry works in, undistorter or None).
 
-    * no distortion (``d`` empty or all zero): ``k``, frames as they come;
-    * distortion, ``frames_are_raw`` (a driver's ``image_raw``): the ideal camera
-      ``p[:3,:3]`` (``k`` when ``p`` is unset) and an :class:`Undistorter` into it;
-    * distortion, frames already rectified (``image_rect``): ``p[:3,:3]``, no
-      undistorter — ``k`` describes the raw frames, not these.
+    * frames already rectified (``frames_are_raw`` false, image_proc's ``image_rect``):
+      the camera of ``p[:3,:3]`` (``k`` when ``p`` is unset), no undistorter — ``k``
+      and ``d`` describe the raw frames, not these;
+    * raw frames (a driver's ``image_raw``) of an ideal camera (``d`` empty or all zero,
+      no rectification rotation): ``k``, frames as they come;
+    * raw frames of a distorted camera: the camera of ``p[:3,:3]`` and an
+      :class:`Undistorter` into it.
 
-    ``r``: the rectification rotation (identity when unset, as for a mono camera).
-    Raises :class:`CalibrationError` for an unusable K / P or a distortion model
+    ``r``: the rectification rotation (identity when unset, as for a mono camera; depth
+    values are carried over as they are, exact without one).  Raises :class:`CalibrationError` for an unusable K / P or a distortion model
     OpenCV cannot undo.
     """
     K = np.asarray(k, np.float64).reshape(3, 3)
     D = np.asarray(d, np.float64).reshape(-1)
     if not np.all(np.isfinite(D)):
         raise CalibrationError(f"distortion D holds non-finite values {D.tolist()}")
-    if not D.size or not np.any(D):
-        return PinholeCamera.from_K(K, size), None
     P = np.asarray(p, np.float64).reshape(-1)
     Kp = P.reshape(3, 4)[:, :3] if P.size == 12 and np.any(P) else K
-    camera = PinholeCamera.from_K(Kp, size)
-    if not frames_are_raw:
-        return camera, None
-    PinholeCamera.from_K(K, size)                           # the raw camera must be usable too
     R = np.eye(3) if r is None or not np.any(r) else np.asarray(r, np.float64).reshape(3, 3)
+    if not frames_are_raw:
+        return PinholeCamera.from_K(Kp, size), None
+    if not np.any(D) and np.allclose(R, np.eye(3)):
+        return PinholeCamera.from_K(K, size), None
+    camera = PinholeCamera.from_K(Kp, size)
+    PinholeCamera.from_K(K, size)                           # the raw camera must be usable too
+    wh = tuple(int(v) for v in size)
     if distortion_model in ("plumb_bob", "rational_polynomial"):
-        mx, my = cv2.initUndistortRectifyMap(K, D, R, Kp, tuple(int(v) for v in size),
+        mx, my = cv2.initUndistortRectifyMap(K, D if D.size else np.zeros(5), R, Kp, wh,
                                              cv2.CV_32FC1)
     elif distortion_model == "equidistant":
-        mx, my = cv2.fisheye.initUndistortRectifyMap(K, D[:4], R, Kp,
-                                                     tuple(int(v) for v in size), cv2.CV_32FC1)
+        D4 = np.zeros(4)
+        D4[:min(4, D.size)] = D[:4]
+        mx, my = cv2.fisheye.initUndistortRectifyMap(K, D4, R, Kp, wh, cv2.CV_32FC1)
     else:
         raise CalibrationError(
             f"distortion model {distortion_model!r} cannot be undone here ({', '.join(DISTORTION_MODELS)} "

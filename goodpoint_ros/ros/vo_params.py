@@ -56,8 +56,8 @@ VO_PARAMETERS = (
     P("image_topic", "image", "rgbd / mono image topic", True),
     P("camera_info_topic", "camera_info", "rgbd / mono camera_info topic", True),
     P("depth_topic", "depth", "rgbd depth topic (registered to the image)", True),
-    P("undistort", True, "rgbd / mono, when camera_info's d is non-zero: true, the frames are "
-      "raw (image_raw) and are undistorted here into the camera of camera_info.p, as "
+    P("undistort", True, "rgbd / mono: true, the frames are raw (image_raw): with a non-zero "
+      "camera_info d they are undistorted here into the camera of camera_info.p, as "
       "image_proc's image_rect (depth by the nearest pixel); false, they are already "
       "rectified (image_rect) and the camera of p is used. A stereo pair must be rectified", True),
     P("left_image_topic", "left/image_rect", "stereo left image topic", True),

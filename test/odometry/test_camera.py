@@ -70,8 +70,9 @@ def test_no_distortion_or_rectified_frames_need_no_undistorter():
     assert und is None and cam.fx == 520.0                 # undistorted camera: k as it is
     cam, und = camera_from_info(K.ravel(), [], np.zeros(12), SIZE)
     assert und is None and cam.fx == 520.0
-    cam, und = camera_from_info(K.ravel(), D, P.ravel(), SIZE, frames_are_raw=False)
-    assert und is None and cam.fx == 470.0                 # image_rect: the camera of p
+    for d in (D, np.zeros(5)):                            # image_rect: the camera of p
+        cam, und = camera_from_info(K.ravel(), d, P.ravel(), SIZE, frames_are_raw=False)
+        assert und is None and cam.fx == 470.0
 
 
 def test_unusable_distortion_is_a_clear_error():
