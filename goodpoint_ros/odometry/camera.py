@@ -153,8 +153,9 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
       :class:`Undistorter` into it.
 
     ``r``: the rectification rotation (identity when unset, as for a mono camera; depth
-    values are carried over as they are, exact without one).  Raises :class:`CalibrationError` for an unusable K / P or a distortion model
-    OpenCV cannot undo.
+    values are carried over as they are, exact without one).  Raises
+    :class:`CalibrationError` for an unusable K / P or a distortion model OpenCV
+    cannot undo.
     """
     K = np.asarray(k, np.float64).reshape(3, 3)
     D = np.asarray(d, np.float64).reshape(-1)
