@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from goodpoint_ros.cli.common import UserError, check_writable, parse_size
 from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
 
@@ -32,6 +34,10 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0, help="scene layout seed (default 0)")
     p.add_argument("--motion", choices=["cruise", "turns"], default="cruise",
                    help="cruise: steady flight; turns: speed changes and ±25° turns (for VO)")
+    p.add_argument("--distortion", default="",
+                   help="plumb_bob k1,k2,p1,p2,k3: write raw frames as a lens with this "
+                        "distortion records them, with that d in camera_info (e.g. "
+                        "--distortion=-0.3,0.08,0,0,0; default: an ideal pinhole camera)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,9 +50,15 @@ def run(args) -> int:
     check_writable(args.out)       # before minutes of rendering
     if args.fps <= 0 or args.speed < 0:
         raise UserError("--fps must be positive and --speed non-negative")
+    try:
+        distortion = tuple(float(v) for v in args.distortion.split(",")) if args.distortion else ()
+    except ValueError:
+        distortion = (float("nan"),)
+    if len(distortion) > 5 or not all(np.isfinite(distortion)):
+        raise UserError(f"--distortion takes up to 5 numbers k1,k2,p1,p2,k3, got {args.distortion!r}")
     spec = SampleBagSpec(frames=args.frames, size=args.size, lighting=args.lighting,
                          storage=args.storage, fps=args.fps, speed=args.speed, seed=args.seed,
-                         motion=args.motion)
+                         motion=args.motion, distortion=distortion)
     out = write_sample_bag(args.out, spec,
                            progress=not args.no_progress and sys.stderr.isatty())
     print(f"wrote {out} ({args.frames} frames, {args.size[0]}x{args.size[1]}, {args.lighting}, "

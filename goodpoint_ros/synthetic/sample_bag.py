@@ -6,7 +6,9 @@ defaults:
 
 * ``/airsim_node/drone_1/front_center/Scene``: ``sensor_msgs/Image`` bgr8;
 * ``…/DepthPlanar``: 32FC1 planar depth in metres (``inf`` = sky);
-* ``…/Scene/camera_info``: K (90° horizontal field of view), no distortion;
+* ``…/Scene/camera_info``: K (90° horizontal field of view), no distortion — or,
+  with ``distortion``, the plumb_bob ``d`` the frames were distorted with (raw
+  frames of a real lens, to test that consumers undo it; ``p`` is then K);
 * ``/airsim_node/drone_1/odom_local_ned``: ``nav_msgs/Odometry`` of the body
   (FRD) in the NED world, at 50 Hz and offset from the frames, so the
   evaluator must interpolate;
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -53,6 +56,7 @@ class SampleBagSpec:
     speed: float = 1.5
     seed: int = 0
     motion: str = "cruise"          # or "turns": speed changes and ±25° heading (scene.trajectory)
+    distortion: Tuple[float, ...] = ()   # plumb_bob k1 k2 p1 p2 k3: frames written raw, as that lens sees
 
 
 def camera_extrinsic() -> np.ndarray:
@@ -92,14 +96,16 @@ class Messages:
             header=self.header(ns, frame), height=h, width=w, encoding=encoding,
             is_bigendian=0, step=data.size // h, data=data)
 
-    def camera_info(self, ns, frame, K: np.ndarray, size):
+    def camera_info(self, ns, frame, K: np.ndarray, size, d=()):
         w, h = size
         P = np.zeros((3, 4))
         P[:3, :3] = K
         T = self.T
+        dist = np.zeros(5)
+        dist[:len(d)] = d
         return T["sensor_msgs/msg/CameraInfo"](
             header=self.header(ns, frame), height=h, width=w, distortion_model="plumb_bob",
-            d=np.zeros(5), k=K.ravel().astype(np.float64), r=np.eye(3).ravel(),
+            d=dist, k=K.ravel().astype(np.float64), r=np.eye(3).ravel(),
             p=P.ravel(), binning_x=0, binning_y=0,
             roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0,
                                                       width=0, do_rectify=False))
@@ -132,6 +138,19 @@ class Messages:
         ts = T["geometry_msgs/msg/TransformStamped"](header=self.header(ns, BODY_FRAME),
                                                      child_frame_id=CAMERA_FRAME, transform=tr)
         return T["tf2_msgs/msg/TFMessage"](transforms=[ts])
+
+
+def distortion_maps(K: np.ndarray, d, size: Tuple[int, int]):
+    """(map_x, map_y) [H,W] float32 that turn an ideal pinhole frame K into the raw frame of
+    the same camera with plumb_bob distortion ``d``: each raw pixel reads the ideal frame
+    where its ray lands (``cv2.undistortPoints``)."""
+    w, h = size
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    dist = np.zeros(5)
+    dist[:len(d)] = d
+    src = cv2.undistortPoints(np.c_[gx.ravel(), gy.ravel()].reshape(-1, 1, 2), K, dist, P=K)
+    src = src.reshape(h, w, 2).astype(np.float32)
+    return src[..., 0].copy(), src[..., 1].copy()
 
 
 def write_sample_bag(out: Path, spec: Optional[SampleBagSpec] = None, progress: bool = False) -> Path:
@@ -174,6 +193,7 @@ def _write(out, plugin, spec, world, K, T_bc, msgs, frames) -> None:
     from rosbags.rosbag2 import Writer  # lazy: see write_sample_bag
 
     frame_times = np.arange(spec.frames) / spec.fps
+    raw_maps = distortion_maps(K, spec.distortion, spec.size) if any(spec.distortion) else None
     # Odometry from a little before the first frame to a little after the last,
     # offset by 7 ms so no pose coincides with a frame.
     pose_times = np.arange(-0.1, frame_times[-1] + 0.1, 1.0 / spec.pose_rate) + 0.007
@@ -207,8 +227,11 @@ def _write(out, plugin, spec, world, K, T_bc, msgs, frames) -> None:
             next(frame_iter)
             T_wc = body_pose(frame_times[value], spec.speed, spec.motion) @ T_bc
             bgr, depth = sc.render(world, K, T_wc, spec.size, spec.lighting, seed=spec.seed * 7919 + value)
+            if raw_maps is not None:
+                bgr = cv2.remap(bgr, *raw_maps, cv2.INTER_LINEAR)
+                depth = cv2.remap(depth, *raw_maps, cv2.INTER_NEAREST, borderValue=float("inf"))
             put(c_img, ns, msgs.image(ns, CAMERA_FRAME, bgr, "bgr8"))
             put(c_depth, ns, msgs.image(ns, CAMERA_FRAME, depth.astype("<f4"), "32FC1"))
-            put(c_info, ns, msgs.camera_info(ns, CAMERA_FRAME, K, spec.size))
+            put(c_info, ns, msgs.camera_info(ns, CAMERA_FRAME, K, spec.size, spec.distortion))
         for _ in frame_iter:       # lets a progress bar finish
             pass

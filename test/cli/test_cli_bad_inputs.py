@@ -245,6 +245,12 @@ def test_make_sample_bag_refuses_a_dangling_symlink(tmp_path):
     assert "exists already" in err and not (tmp_path / "elsewhere").exists()
 
 
+def test_make_sample_bag_refuses_a_bad_distortion(tmp_path):
+    for bad in ("-0.3,0.08,x", "1,2,3,4,5,6", "nan"):
+        err = one_line_error(run("make-sample-bag", tmp_path / "bag", f"--distortion={bad}"))
+        assert "--distortion takes up to 5 numbers" in err and not (tmp_path / "bag").exists()
+
+
 def test_make_sample_stereo_refuses_bad_baseline_and_existing_output(tmp_path):
     err = one_line_error(run("make-sample-stereo", tmp_path / "st", "--baseline", "0"))
     assert "--baseline" in err and not (tmp_path / "st").exists()

@@ -59,7 +59,7 @@ class Frame:
 
     image: uint8 [H,W] or [H,W,3] (BGR); depth: float32 [H,W] metres with NaN
     where invalid, or None; K: 3×3 at this size; dist: distortion
-    coefficients; T_world_cam: 4×4 optical camera → world, or None.
+    coefficients (of ``distortion_model``); T_world_cam: 4×4 optical camera → world, or None.
     """
     index: int
     stamp: float
@@ -68,6 +68,7 @@ class Frame:
     dist: np.ndarray
     depth: Optional[np.ndarray] = None
     T_world_cam: Optional[np.ndarray] = None
+    distortion_model: str = "plumb_bob"
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -453,6 +454,7 @@ class BagStream:
         self.frames_read = 0
         self.K = np.eye(3)
         self.dist = np.zeros(0)
+        self.distortion_model = "plumb_bob"
         self.track: Optional[PoseTrack] = None
         self.T_pose_cam = np.eye(4)
         # A directory or a bare .mcap/.db3 file: AnyReader takes either.
@@ -530,6 +532,7 @@ class BagStream:
             K = scale_intrinsics(K, native, self.target)
         self.K = K
         self.dist = np.array(info.d, np.float64) if len(info.d) else np.zeros(0)
+        self.distortion_model = str(info.distortion_model or "plumb_bob")
         if self.depth_c and np.any(self.dist):
             self.warnings.append("camera_info has distortion: the depth warp assumes a "
                                  "rectified pinhole image")
@@ -639,7 +642,8 @@ class BagStream:
             self.incomplete[missing] += 1
         elif self.depth_c or self.track is not None:
             self.complete += 1
-        frame = Frame(self._frame_number(t), t, img, self.K.copy(), self.dist, depth, T)
+        frame = Frame(self._frame_number(t), t, img, self.K.copy(), self.dist, depth, T,
+                      self.distortion_model)
         self.frames_read += 1
         return frame
 
