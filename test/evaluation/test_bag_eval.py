@@ -520,3 +520,20 @@ def test_frame_numbers_follow_the_stamps():
     out = [numbers.number(t) for t in (0.0, 0.1, 0.2, 0.5, 0.6, 0.69)]
     assert [n for n, _ in out] == [0, 1, 2, 5, 6, 7]                 # 0.3 and 0.4 are lost
     assert [w is not None for _, w in out] == [False, False, False, True, False, False]
+
+
+def test_eval_bag_on_raw_frames_of_a_distorted_lens_matches_the_ideal_bag(tmp_path, capsys):
+    """make-sample-bag --distortion: raw frames and their camera_info d.  The replay
+    undistorts them, so the depth warp that makes the ground truth holds and the metrics
+    are those of the same scene seen through an ideal lens."""
+    scores = {}
+    for name, d in (("ideal", ()), ("raw", (-0.3, 0.08, 0.0, 0.0, 0.0))):
+        bag = sb.write_sample_bag(tmp_path / name, sb.SampleBagSpec(frames=9, distortion=d))
+        js = tmp_path / f"{name}.json"
+        code, _, err = run_eval([str(bag), "--methods", "sift", "--json", str(js)], capsys)
+        assert code == 0, err
+        scores[name] = json.loads(js.read_text())
+    raw, ideal = scores["raw"], scores["ideal"]
+    assert raw["settings"]["gt_check_agreement"] > 0.7
+    for k in ("precision", "repeatability"):
+        assert abs(raw["methods"]["sift"][k] - ideal["methods"]["sift"][k]) < 0.1, (k, raw, ideal)

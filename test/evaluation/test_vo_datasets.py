@@ -83,8 +83,9 @@ def test_tum_calibration_with_a_wrong_count_of_numbers_is_a_clear_error(bag, tmp
 
 def test_bag_of_raw_distorted_frames_is_undistorted_from_its_camera_info(tmp_path):
     """make-sample-bag with ``distortion``: raw frames and their camera_info d, as a real
-    lens records them.  The bag loader of `goodpoint eval vo` undoes it: the VO is as good
-    as on an ideal bag, where taking the raw frames for pinhole frames is far off."""
+    lens records them.  The bag replay undoes it (for `goodpoint eval vo` and `eval bag`
+    alike): the VO is as good as on an ideal bag, where taking the raw frames for pinhole
+    frames is far off."""
     from goodpoint_ros.core.config import AIRSIM_TOPICS as T
     from goodpoint_ros.evaluation.bags.replay import read_bag
     from goodpoint_ros.evaluation.vo.datasets import load_sequence
@@ -96,8 +97,10 @@ def test_bag_of_raw_distorted_frames_is_undistorted_from_its_camera_info(tmp_pat
     raw = load_sequence(raw_bag)
     assert any("undistorted" in n for n in raw.notes)
     recorded = read_bag(raw_bag, T.image, T.camera_info, T.depth, T.pose, "auto",
-                        eval_size=None).frames
+                        eval_size=None, undistort=False).frames
     assert recorded[0].dist.tolist() == D and recorded[0].distortion_model == "plumb_bob"
+    assert not read_bag(raw_bag, T.image, T.camera_info, T.depth, T.pose, "auto",
+                        eval_size=None, max_frames=1).frames[0].dist.size      # pinhole now
     a = cv2.cvtColor(raw.read(0).image, cv2.COLOR_BGR2GRAY).astype(np.float64)[40:200, 50:270]
     b = cv2.cvtColor(ideal.read(0).image, cv2.COLOR_BGR2GRAY).astype(np.float64)[40:200, 50:270]
     a, b = a - a.mean(), b - b.mean()

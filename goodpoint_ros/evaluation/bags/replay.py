@@ -34,6 +34,7 @@ import numpy as np
 from goodpoint_ros.core import image_msgs
 from goodpoint_ros.core.geometry import quat_to_R
 from goodpoint_ros.core.image_msgs import UnsupportedEncoding, decode_compressed, to_uint8
+from goodpoint_ros.odometry.camera import CalibrationError, Undistorter, camera_from_info
 
 #: AirSim's camera mount: p_body(FRD) = R · p_optical, i.e. p_body = (z, x, y)_optical.
 R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -249,10 +250,11 @@ def read_bag(path, image_topic: str, camera_info_topic: str, depth_topic: Option
              pose_topic: Optional[str] = None, extrinsic: str = "auto",
              eval_size: Optional[Tuple[int, int]] = (320, 240), sync_tolerance: float = 0.02,
              pose_tolerance: float = 0.1, require_pose: bool = True,
-             max_frames: int = 0) -> Replay:
+             max_frames: int = 0, undistort: bool = True) -> Replay:
     """Read a whole bag into a list of :class:`Frame` s (see :class:`BagStream`)."""
     with BagStream(path, image_topic, camera_info_topic, depth_topic, pose_topic, extrinsic,
-                   eval_size, sync_tolerance, pose_tolerance, require_pose, max_frames) as stream:
+                   eval_size, sync_tolerance, pose_tolerance, require_pose, max_frames,
+                   undistort) as stream:
         frames = list(stream)
         return Replay(frames, stream.extrinsic, stream.topics, dict(stream.incomplete),
                       list(stream.warnings), stream.native_size)
@@ -424,14 +426,16 @@ class BagStream:
     ``depth_topic`` None: no depth (robot-bag mode).  ``require_pose`` False:
     the pose topic may be missing (``/tf`` is then used when present, else
     frames get ``T_world_cam = None``).  ``max_frames``: stop after this many
-    images (0 = all).
+    images (0 = all).  ``undistort``: a camera_info with a non-zero ``d`` means raw
+    frames of a distorted lens; they are undistorted (depth by the nearest pixel) into the
+    pinhole camera K, and ``Frame.dist`` is empty — false: frames as recorded, with ``d``.
     """
 
     def __init__(self, path, image_topic: str, camera_info_topic: str,
                  depth_topic: Optional[str] = None, pose_topic: Optional[str] = None,
                  extrinsic: str = "auto", eval_size: Optional[Tuple[int, int]] = (320, 240),
                  sync_tolerance: float = 0.02, pose_tolerance: float = 0.1,
-                 require_pose: bool = True, max_frames: int = 0):
+                 require_pose: bool = True, max_frames: int = 0, undistort: bool = True):
         from rosbags.highlevel import AnyReader  # lazy: rosbags costs ~0.15 s at import
         from rosbags.typesys import Stores, get_typestore
 
@@ -446,6 +450,7 @@ class BagStream:
         self.target = tuple(eval_size) if eval_size else None
         self.sync_tol, self.pose_tol = float(sync_tolerance), float(pose_tolerance)
         self.max_frames = int(max_frames or 0)
+        self.undistort = bool(undistort)
         self.incomplete: Counter = Counter()      # frames without ground truth, by reason
         self.complete = 0
         self.warnings: List[str] = []
@@ -455,6 +460,7 @@ class BagStream:
         self.K = np.eye(3)
         self.dist = np.zeros(0)
         self.distortion_model = "plumb_bob"
+        self.undistorter: Optional[Undistorter] = None
         self.track: Optional[PoseTrack] = None
         self.T_pose_cam = np.eye(4)
         # A directory or a bare .mcap/.db3 file: AnyReader takes either.
@@ -533,9 +539,18 @@ class BagStream:
         self.K = K
         self.dist = np.array(info.d, np.float64) if len(info.d) else np.zeros(0)
         self.distortion_model = str(info.distortion_model or "plumb_bob")
-        if self.depth_c and np.any(self.dist):
-            self.warnings.append("camera_info has distortion: the depth warp assumes a "
-                                 "rectified pinhole image")
+        if self.undistort and np.any(self.dist):
+            # Raw frames of a distorted lens: undistorted here into the pinhole camera K, so
+            # every consumer (depth warps, pose checks, the VO) sees pinhole frames.
+            try:
+                _, self.undistorter = camera_from_info(
+                    K.ravel(), self.dist, np.hstack([K, np.zeros((3, 1))]).ravel(),
+                    self.target or native, self.distortion_model)
+            except CalibrationError as exc:
+                raise BagError(f"{self.info_topic}: {exc}") from None
+            self.warnings.append(f"camera_info has {self.distortion_model} distortion "
+                                 f"d = {self.dist.tolist()}: frames and depth are undistorted")
+            self.dist = np.zeros(0)
 
     # ------------------------------------------------------------------ iterating
     def _fit(self, img: np.ndarray, interpolation: int, topic: str) -> np.ndarray:
@@ -642,6 +657,9 @@ class BagStream:
             self.incomplete[missing] += 1
         elif self.depth_c or self.track is not None:
             self.complete += 1
+        if self.undistorter is not None:
+            img = self.undistorter.image(img)
+            depth = None if depth is None else self.undistorter.depth(depth)
         frame = Frame(self._frame_number(t), t, img, self.K.copy(), self.dist, depth, T,
                       self.distortion_model)
         self.frames_read += 1

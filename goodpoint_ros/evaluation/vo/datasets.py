@@ -375,28 +375,16 @@ def load_bag(path, size=None, scale: float = 1.0, image_topic: Optional[str] = N
         raise DatasetError(f"{path}: no frames")
     native = frames[0].size
     target = _target(native, size, scale)
-    K = frames[0].K
-    try:        # raw frames of a distorted camera: undistorted into the camera K
-        cam, undistorter = camera_from_info(K.ravel(), frames[0].dist,
-                                            np.hstack([K, np.zeros((3, 1))]).ravel(), native,
-                                            frames[0].distortion_model)
-    except CalibrationError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
-    notes = [] if undistorter is None else [
-        f"frames undistorted ({frames[0].distortion_model}, d = {frames[0].dist.tolist()})"]
-    cam = cam.scaled(target)
+    # the replay undistorts raw frames of a distorted camera_info into the pinhole K
+    cam = PinholeCamera.from_K(frames[0].K, native).scaled(target)
     stamps = np.array([f.stamp for f in frames])
     gt = [f.T_world_cam for f in frames]
 
     def read(i: int) -> VOFrame:
         f = frames[i]
-        img, d = f.image, f.depth
-        if undistorter is not None:
-            img = undistorter.image(img)
-            d = None if d is None else undistorter.depth(d)
-        d = None if d is None else cv2.resize(d, target, interpolation=cv2.INTER_NEAREST)
-        return VOFrame(i, f.stamp, _resize(img, target), depth=d, T_world_cam=gt[i])
+        d = None if f.depth is None else cv2.resize(f.depth, target, interpolation=cv2.INTER_NEAREST)
+        return VOFrame(i, f.stamp, _resize(f.image, target), depth=d, T_world_cam=gt[i])
 
     name = os.path.basename(os.path.normpath(str(path)))
     return Sequence(name, "bag", ("rgbd", "mono"), target, None, cam, stamps, gt, read,
-                    list(rep.warnings) + notes)
+                    list(rep.warnings))
