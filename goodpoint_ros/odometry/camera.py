@@ -170,16 +170,43 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
         return PinholeCamera.from_K(K, size), None
     camera = PinholeCamera.from_K(Kp, size)
     PinholeCamera.from_K(K, size)                           # the raw camera must be usable too
+    return camera, undistorter_into(camera, K, D, R, size, distortion_model)
+
+
+def undistorter_into(camera: PinholeCamera, K: np.ndarray, D: np.ndarray, R: np.ndarray,
+                     size: Tuple[int, int], distortion_model: str = "plumb_bob") -> Undistorter:
+    """The :class:`Undistorter` from raw frames of (K [3,3], D, model) through the
+    rectification rotation R [3,3] into ``camera`` — image_proc's remap, for one camera
+    of a stereo pair too."""
+    D = np.asarray(D, np.float64).reshape(-1)
     wh = tuple(int(v) for v in size)
     if distortion_model in ("plumb_bob", "rational_polynomial"):
-        mx, my = cv2.initUndistortRectifyMap(K, D if D.size else np.zeros(5), R, Kp, wh,
+        mx, my = cv2.initUndistortRectifyMap(K, D if D.size else np.zeros(5), R, camera.K, wh,
                                              cv2.CV_32FC1)
     elif distortion_model == "equidistant":
         D4 = np.zeros(4)
         D4[:min(4, D.size)] = D[:4]
-        mx, my = cv2.fisheye.initUndistortRectifyMap(K, D4, R, Kp, wh, cv2.CV_32FC1)
+        mx, my = cv2.fisheye.initUndistortRectifyMap(K, D4, R, camera.K, wh, cv2.CV_32FC1)
     else:
         raise CalibrationError(
             f"distortion model {distortion_model!r} cannot be undone here ({', '.join(DISTORTION_MODELS)} "
             "can): feed rectified frames (image_proc's image_rect) and set undistort false")
-    return camera, Undistorter(camera, mx, my)
+    return Undistorter(camera, mx, my)
+
+
+def stereo_rectifiers(infos, size: Tuple[int, int]) -> Tuple[StereoRig, Tuple[Undistorter, Undistorter]]:
+    """A raw stereo pair's two CameraInfos (k, d, r, p each) → (the rectified rig of the two
+    p, the remap of each camera into it): image_proc's stereo rectification."""
+    rig = StereoRig.from_projections(infos[0].p, infos[1].p, size)
+    maps = []
+    for info in infos:
+        K = np.asarray(info.k, np.float64).reshape(3, 3)
+        PinholeCamera.from_K(K, size)                       # a usable raw camera
+        P = np.asarray(info.p, np.float64).reshape(3, 4)
+        R = np.asarray(info.r, np.float64).reshape(3, 3) if np.any(info.r) else np.eye(3)
+        D = np.asarray(info.d, np.float64).reshape(-1)
+        if not np.all(np.isfinite(D)):
+            raise CalibrationError(f"distortion D holds non-finite values {D.tolist()}")
+        maps.append(undistorter_into(PinholeCamera.from_K(P[:, :3], size), K, D, R, size,
+                                     str(info.distortion_model or "plumb_bob")))
+    return rig, (maps[0], maps[1])

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see goodpoint_ros/cli/__init__.py
 
@@ -53,8 +53,8 @@ from goodpoint_ros.frontend.scheduler import LatestFrameWorker  # noqa: E402
 from goodpoint_ros.odometry.camera import (  # noqa: E402
     CalibrationError,
     StereoRig,
-    Undistorter,
     camera_from_info,
+    stereo_rectifiers,
 )
 from goodpoint_ros.odometry.features import goodpoint_source, vo_goodpoint_config  # noqa: E402
 from goodpoint_ros.odometry.vo import OdometryResult, TrackingState, VisualOdometry  # noqa: E402
@@ -88,7 +88,9 @@ class VONode(Node):
         self._lock = threading.Lock()               # camera infos, VO, path
         self._infos: List[Optional[CameraInfo]] = [None, None]
         self.vo: Optional[VisualOdometry] = None
-        self._undistorter: Optional[Undistorter] = None
+        # raw frames → the calibrated pinhole camera(s), one remap per input image, or None
+        self._remaps: Optional[List[Callable[[np.ndarray], np.ndarray]]] = None
+        self._native: Optional[Tuple[int, int]] = None
         self._say_once = OnceLog(self.get_logger())
         self._last: Optional[OdometryResult] = None
         self._path = Path()
@@ -176,15 +178,15 @@ class VONode(Node):
             return
         native = (images[0].shape[1], images[0].shape[0])
         if self.vo is None:
+            self._native = native
             self.vo = self._build_vo(native, self._scaled_size(native))
             if self.vo is None:
                 return
-        if self._undistorter is not None:
-            if (images[0].shape[1], images[0].shape[0]) != self._undistorter.map_x.shape[::-1]:
+        if self._remaps is not None:
+            if (images[0].shape[1], images[0].shape[0]) != self._native:
                 self._say_once("frame skipped: its size differs from the first frame's")
                 return
-            images = [self._undistorter.depth(img) if i == 1 else self._undistorter.image(img)
-                      for i, img in enumerate(images)]
+            images = [remap(img) for remap, img in zip(self._remaps, images)]
         images = self._scaled(images)
         header = msgs[0].header
         kw = {}
@@ -230,15 +232,23 @@ class VONode(Node):
                            "until it arrives")
             return None
         try:
-            if self.values["mode"] == "stereo":
+            if self.values["mode"] == "stereo" and self.values["rectify_stereo"]:
+                rig, (left, right) = stereo_rectifiers(infos, native)
+                self._remaps = [left.image, right.image]
+                self.get_logger().info("rectify_stereo: the raw pair is rectified here with each "
+                                       "camera_info's k, d, r and p")
+                vo = VisualOdometry(self.config, self.source, rig=rig.scaled(size),
+                                    T_base_camera=self.T_bc)
+            elif self.values["mode"] == "stereo":
                 rig = StereoRig.from_projections(infos[0].p, infos[1].p, native).scaled(size)
                 vo = VisualOdometry(self.config, self.source, rig=rig, T_base_camera=self.T_bc)
             else:
                 info = infos[0]
-                cam, self._undistorter = camera_from_info(
+                cam, und = camera_from_info(
                     info.k, info.d, info.p, native, info.distortion_model,
                     frames_are_raw=self.values["undistort"], r=info.r)
-                if self._undistorter is not None:
+                if und is not None:
+                    self._remaps = [und.image, und.depth]   # depth: the nearest pixel
                     self.get_logger().info(
                         f"camera_info carries {info.distortion_model} distortion: the frames are "
                         "undistorted here into the camera of its p (undistort false if they are "

@@ -59,7 +59,10 @@ VO_PARAMETERS = (
     P("undistort", True, "rgbd / mono: true, the frames are raw (image_raw): with a non-zero "
       "camera_info d they are undistorted here into the camera of camera_info.p, as "
       "image_proc's image_rect (depth by the nearest pixel); false, they are already "
-      "rectified (image_rect) and the camera of p is used. A stereo pair must be rectified", True),
+      "rectified (image_rect) and the camera of p is used", True),
+    P("rectify_stereo", False, "stereo: false, the pair is rectified (image_rect; the rig from "
+      "the two camera_info p); true, the frames are raw and each is rectified here with its "
+      "camera_info k, d, r and p, as image_proc's stereo rectification", True),
     P("left_image_topic", "left/image_rect", "stereo left image topic", True),
     P("right_image_topic", "right/image_rect", "stereo right image topic", True),
     P("left_camera_info_topic", "left/camera_info", "stereo left camera_info topic", True),

@@ -80,3 +80,18 @@ def test_unusable_distortion_is_a_clear_error():
         camera_from_info(K.ravel(), D, P.ravel(), SIZE, "unknown_model")
     with pytest.raises(CalibrationError, match="non-finite"):
         camera_from_info(K.ravel(), [np.nan, 0, 0, 0, 0], P.ravel(), SIZE)
+
+
+def test_stereo_rectifiers_of_an_already_rectified_pair_change_nothing():
+    from types import SimpleNamespace
+
+    from goodpoint_ros.odometry.camera import stereo_rectifiers
+    P1 = P.copy()
+    P1[0, 3] = -470.0 * 0.12
+    infos = [SimpleNamespace(k=Pi[:, :3].ravel(), d=[0.0] * 5, r=np.eye(3).ravel(), p=Pi.ravel(),
+                             distortion_model="plumb_bob") for Pi in (P, P1)]
+    rig, maps = stereo_rectifiers(infos, SIZE)
+    assert rig.baseline == pytest.approx(0.12)
+    gx, gy = np.meshgrid(np.arange(SIZE[0]), np.arange(SIZE[1]))
+    for m in maps:
+        assert np.abs(m.map_x - gx).max() < 1e-3 and np.abs(m.map_y - gy).max() < 1e-3

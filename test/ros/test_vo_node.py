@@ -296,3 +296,64 @@ def test_raw_distorted_rgbd_frames_are_undistorted_from_camera_info(env, rgbd_ba
     undistorted, taken_as_rectified = run(True), run(False)
     assert undistorted < 0.03, undistorted
     assert taken_as_rectified > 2 * undistorted, (undistorted, taken_as_rectified)
+
+
+def test_raw_stereo_pair_is_rectified_with_rectify_stereo(env, kitti):
+    """KITTI's rectified pair turned back into a raw one — each camera with its own lens
+    (k ≠ p, barrel distortion) and a ±0.6° rectification rotation — with CameraInfos that
+    say so (k, d, r, p).  ``rectify_stereo`` undoes it as image_proc would: the drive comes
+    out as on the rectified pair; taking the raw pair as rectified does not."""
+    import cv2
+
+    seq, P0, P1, frames = kitti
+    w, h = seq.size
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    grid = np.c_[gx.ravel(), gy.ravel()].reshape(-1, 1, 2)
+    cams = []
+    for P, angle in ((P0, 0.6), (P1, -0.6)):
+        K = P[:, :3].copy()
+        K[0, 0] *= 1.03
+        K[1, 1] *= 1.03
+        K[0, 2] += 4.0
+        D = np.array([-0.12, 0.03, 0.0, 0.0, 0.0])
+        R = cv2.Rodrigues(np.array([0.0, np.radians(angle), np.radians(angle / 2)]))[0]
+        # each raw pixel shows the rectified image where its ray lands
+        src = cv2.undistortPoints(grid, K, D, R=R, P=P[:, :3]).reshape(h, w, 2).astype(np.float32)
+        cams.append((K, D, R, P, src[..., 0].copy(), src[..., 1].copy()))
+
+    def info(K, D, R, P):
+        m = env.info(P, seq.size)
+        m.k = [float(v) for v in K.ravel()]
+        m.d, m.distortion_model = [float(v) for v in D], "plumb_bob"
+        m.r = [float(v) for v in R.ravel()]
+        return m
+
+    def run(rectify):
+        node = env.vo(rectify_stereo=rectify)
+        probe = env.probe()
+        odom = []
+        probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+        pl = probe.create_publisher(env.Image, "left/image_rect", env.qos)
+        pr = probe.create_publisher(env.Image, "right/image_rect", env.qos)
+        il = probe.create_publisher(env.CameraInfo, "left/camera_info", env.qos)
+        ir = probe.create_publisher(env.CameraInfo, "right/camera_info", env.qos)
+        assert env.spin_until(lambda: pl.get_subscription_count() > 0)
+        for f in frames:
+            il.publish(info(*cams[0][:4]))
+            ir.publish(info(*cams[1][:4]))
+            env.spin_until(lambda: node._infos[1] is not None, 2)
+            n = len(odom)
+            for pub, img, (*_, mx, my) in ((pl, f.image, cams[0]), (pr, f.right, cams[1])):
+                pub.publish(env.image(cv2.remap(img, mx, my, cv2.INTER_LINEAR), 100.0 + f.stamp))
+            assert env.spin_until(lambda: len(odom) == n + 1), "no odometry"
+        p = odom[-1].pose.pose.position
+        for n in (node, probe):
+            env.nodes.remove(n)
+            n.destroy_node()
+        return np.array([p.x, p.y, p.z])
+
+    rectified = run(True)
+    # KITTI drives forward ~1.2 m per frame: base x (REP-103), as on the rectified pair
+    assert rectified[0] == pytest.approx(4.8, abs=0.4) and abs(rectified[1]) < 0.3
+    as_rectified = run(False)        # measured: 0.5 m of the 4.8
+    assert abs(as_rectified[0] - 4.8) > 2 * abs(rectified[0] - 4.8), (rectified, as_rectified)
