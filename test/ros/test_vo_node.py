@@ -235,6 +235,27 @@ def test_tf_odom_to_base_follows_the_odometry_when_tf2_ros_is_there(env, kitti):
     assert none.tf is None
 
 
+def _start(env, topics, **params):
+    """A VO node with ``params``, a probe publishing on ``topics`` (camera_info or images)
+    and collecting ~/odometry → (node, probe, publishers, odometry list)."""
+    node, probe, odom = env.vo(**params), env.probe(), []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    pubs = [probe.create_publisher(env.CameraInfo if t.endswith("camera_info") else env.Image,
+                                   t, env.qos) for t in topics]
+    assert env.spin_until(lambda: all(p.get_subscription_count() > 0 for p in pubs))
+    return node, probe, pubs, odom
+
+
+def _stop(env, node, probe, odom) -> np.ndarray:
+    """The last odometry position [3]; node and probe gone, so the next run's node is
+    alone on these topics."""
+    p = odom[-1].pose.pose.position
+    for n in (node, probe):
+        env.nodes.remove(n)
+        n.destroy_node()
+    return np.array([p.x, p.y, p.z])
+
+
 @pytest.fixture(scope="module")
 def rgbd_bag(tmp_path_factory):
     from goodpoint_ros.evaluation.vo.datasets import load_sequence
@@ -264,14 +285,8 @@ def test_raw_distorted_rgbd_frames_are_undistorted_from_camera_info(env, rgbd_ba
     truth = np.linalg.norm(frames[-1].T_world_cam[:3, 3] - frames[0].T_world_cam[:3, 3])
 
     def run(undistort):
-        node = env.vo(mode="rgbd", undistort=undistort)
-        probe = env.probe()
-        odom = []
-        probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
-        pi = probe.create_publisher(env.Image, "image", env.qos)
-        pd = probe.create_publisher(env.Image, "depth", env.qos)
-        pc = probe.create_publisher(env.CameraInfo, "camera_info", env.qos)
-        assert env.spin_until(lambda: pi.get_subscription_count() > 0)
+        node, probe, (pi, pd, pc), odom = _start(env, ("image", "depth", "camera_info"),
+                                                 mode="rgbd", undistort=undistort)
         info = env.info(np.hstack([K, np.zeros((3, 1))]), seq.size)
         info.distortion_model, info.d = "plumb_bob", [float(v) for v in D]
         for f in frames:
@@ -287,11 +302,7 @@ def test_raw_distorted_rgbd_frames_are_undistorted_from_camera_info(env, rgbd_ba
             dm.data = array.array("B", depth.astype(np.float32).tobytes())
             pd.publish(dm)
             assert env.spin_until(lambda: len(odom) == n + 1), "no odometry"
-        p = odom[-1].pose.pose.position
-        for n in (node, probe):                  # the next run's node alone on these topics
-            env.nodes.remove(n)
-            n.destroy_node()
-        return abs(np.linalg.norm([p.x, p.y, p.z]) - truth) / truth
+        return abs(np.linalg.norm(_stop(env, node, probe, odom)) - truth) / truth
 
     undistorted, taken_as_rectified = run(True), run(False)
     assert undistorted < 0.03, undistorted
@@ -329,15 +340,9 @@ def test_raw_stereo_pair_is_rectified_with_rectify_stereo(env, kitti):
         return m
 
     def run(rectify):
-        node = env.vo(rectify_stereo=rectify)
-        probe = env.probe()
-        odom = []
-        probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
-        pl = probe.create_publisher(env.Image, "left/image_rect", env.qos)
-        pr = probe.create_publisher(env.Image, "right/image_rect", env.qos)
-        il = probe.create_publisher(env.CameraInfo, "left/camera_info", env.qos)
-        ir = probe.create_publisher(env.CameraInfo, "right/camera_info", env.qos)
-        assert env.spin_until(lambda: pl.get_subscription_count() > 0)
+        node, probe, (pl, pr, il, ir), odom = _start(
+            env, ("left/image_rect", "right/image_rect", "left/camera_info", "right/camera_info"),
+            rectify_stereo=rectify)
         for f in frames:
             il.publish(info(*cams[0][:4]))
             ir.publish(info(*cams[1][:4]))
@@ -346,11 +351,7 @@ def test_raw_stereo_pair_is_rectified_with_rectify_stereo(env, kitti):
             for pub, img, (*_, mx, my) in ((pl, f.image, cams[0]), (pr, f.right, cams[1])):
                 pub.publish(env.image(cv2.remap(img, mx, my, cv2.INTER_LINEAR), 100.0 + f.stamp))
             assert env.spin_until(lambda: len(odom) == n + 1), "no odometry"
-        p = odom[-1].pose.pose.position
-        for n in (node, probe):
-            env.nodes.remove(n)
-            n.destroy_node()
-        return np.array([p.x, p.y, p.z])
+        return _stop(env, node, probe, odom)
 
     rectified = run(True)
     # KITTI drives forward ~1.2 m per frame: base x (REP-103), as on the rectified pair
