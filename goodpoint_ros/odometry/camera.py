@@ -138,6 +138,17 @@ class Undistorter:
                          borderMode=cv2.BORDER_CONSTANT, borderValue=none)
 
 
+def _raw_camera(k, d, size: Tuple[int, int], check_k: bool = True):
+    """CameraInfo k and d of raw frames → (K [3,3], D [n]); CalibrationError if unusable."""
+    K = np.asarray(k, np.float64).reshape(3, 3)
+    D = np.asarray(d, np.float64).reshape(-1)
+    if not np.all(np.isfinite(D)):
+        raise CalibrationError(f"distortion D holds non-finite values {D.tolist()}")
+    if check_k:
+        PinholeCamera.from_K(K, size)
+    return K, D
+
+
 def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
                      size: Tuple[int, int], distortion_model: str = "plumb_bob",
                      frames_are_raw: bool = True,
@@ -157,10 +168,7 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
     :class:`CalibrationError` for an unusable K / P or a distortion model OpenCV
     cannot undo.
     """
-    K = np.asarray(k, np.float64).reshape(3, 3)
-    D = np.asarray(d, np.float64).reshape(-1)
-    if not np.all(np.isfinite(D)):
-        raise CalibrationError(f"distortion D holds non-finite values {D.tolist()}")
+    K, D = _raw_camera(k, d, size, check_k=frames_are_raw)
     P = np.asarray(p, np.float64).reshape(-1)
     Kp = P.reshape(3, 4)[:, :3] if P.size == 12 and np.any(P) else K
     R = np.eye(3) if r is None or not np.any(r) else np.asarray(r, np.float64).reshape(3, 3)
@@ -169,7 +177,6 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
     if not np.any(D) and np.allclose(R, np.eye(3)):
         return PinholeCamera.from_K(K, size), None
     camera = PinholeCamera.from_K(Kp, size)
-    PinholeCamera.from_K(K, size)                           # the raw camera must be usable too
     return camera, undistorter_into(camera, K, D, R, size, distortion_model)
 
 
@@ -200,13 +207,9 @@ def stereo_rectifiers(infos, size: Tuple[int, int]) -> Tuple[StereoRig, Tuple[Un
     rig = StereoRig.from_projections(infos[0].p, infos[1].p, size)
     maps = []
     for info in infos:
-        K = np.asarray(info.k, np.float64).reshape(3, 3)
-        PinholeCamera.from_K(K, size)                       # a usable raw camera
+        K, D = _raw_camera(info.k, info.d, size)
         P = np.asarray(info.p, np.float64).reshape(3, 4)
         R = np.asarray(info.r, np.float64).reshape(3, 3) if np.any(info.r) else np.eye(3)
-        D = np.asarray(info.d, np.float64).reshape(-1)
-        if not np.all(np.isfinite(D)):
-            raise CalibrationError(f"distortion D holds non-finite values {D.tolist()}")
         maps.append(undistorter_into(PinholeCamera.from_K(P[:, :3], size), K, D, R, size,
                                      str(info.distortion_model or "plumb_bob")))
     return rig, (maps[0], maps[1])

@@ -25,20 +25,16 @@ def bag():
 def _write_tum(root, seq, distortion):
     """The bag as a TUM RGB-D folder whose frames went through ``distortion`` (raw frames),
     with its calibration.txt: fx fy cx cy and the distortion."""
+    from goodpoint_ros.synthetic.sample_bag import distortion_maps
     c = seq.camera
-    K = np.array([[c.fx, 0, c.cx], [0, c.fy, c.cy], [0, 0, 1]])
-    w, h = seq.size
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    src = cv2.undistortPoints(np.c_[gx.ravel(), gy.ravel()].reshape(-1, 1, 2), K,
-                              np.array(distortion), P=K).reshape(h, w, 2).astype(np.float32)
+    mx, my = distortion_maps(c.K, distortion, seq.size)
     (root / "rgb").mkdir(parents=True)
     (root / "depth").mkdir()
     rgb, depth, gt = [], [], []
     for f in seq.frames():
         name = f"{f.stamp:.6f}.png"
-        cv2.imwrite(str(root / "rgb" / name), cv2.remap(f.image, src[..., 0], src[..., 1],
-                                                      cv2.INTER_LINEAR))
-        d = cv2.remap(np.nan_to_num(f.depth), src[..., 0], src[..., 1], cv2.INTER_NEAREST)
+        cv2.imwrite(str(root / "rgb" / name), cv2.remap(f.image, mx, my, cv2.INTER_LINEAR))
+        d = cv2.remap(np.nan_to_num(f.depth), mx, my, cv2.INTER_NEAREST)
         cv2.imwrite(str(root / "depth" / name), np.round(d * 5000).astype(np.uint16))
         rgb.append(f"{f.stamp:.6f} rgb/{name}")
         depth.append(f"{f.stamp:.6f} depth/{name}")

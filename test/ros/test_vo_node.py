@@ -272,15 +272,12 @@ def test_raw_distorted_rgbd_frames_are_undistorted_from_camera_info(env, rgbd_ba
     rectified ones (``undistort`` false) gets it wrong."""
     import cv2
 
+    from goodpoint_ros.synthetic.sample_bag import distortion_maps
     seq = rgbd_bag
-    c = seq.camera
-    K = np.array([[c.fx, 0, c.cx], [0, c.fy, c.cy], [0, 0, 1]])
+    K = seq.camera.K
     D = np.array([-0.3, 0.08, 0.0, 0.0, 0.0])
     w, h = seq.size
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    # each raw pixel shows what the ideal camera K sees along that pixel's ray
-    src = cv2.undistortPoints(np.c_[gx.ravel(), gy.ravel()].reshape(-1, 1, 2), K, D, P=K)
-    mx, my = (src.reshape(h, w, 2)[..., i].astype(np.float32) for i in (0, 1))
+    mx, my = distortion_maps(K, D, seq.size)     # the raw frames of that lens
     frames = list(seq.frames(12))
     truth = np.linalg.norm(frames[-1].T_world_cam[:3, 3] - frames[0].T_world_cam[:3, 3])
 
