@@ -149,7 +149,7 @@ def _raw_camera(k, d, size: Tuple[int, int], check_k: bool = True):
     return K, D
 
 
-def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
+def camera_from_info(k: Sequence[float], d: Sequence[float], p: Optional[Sequence[float]],
                      size: Tuple[int, int], distortion_model: str = "plumb_bob",
                      frames_are_raw: bool = True,
                      r: Optional[Sequence[float]] = None) -> Tuple[PinholeCamera, Optional[Undistorter]]:
@@ -163,13 +163,14 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Sequence[float],
     * raw frames of a distorted camera: the camera of ``p[:3,:3]`` and an
       :class:`Undistorter` into it.
 
-    ``r``: the rectification rotation (identity when unset, as for a mono camera; depth
+    ``p`` None (or all zero): undistort into the camera ``k`` itself.  ``r``: the
+    rectification rotation (identity when unset, as for a mono camera; depth
     values are carried over as they are, exact without one).  Raises
     :class:`CalibrationError` for an unusable K / P or a distortion model OpenCV
     cannot undo.
     """
     K, D = _raw_camera(k, d, size, check_k=frames_are_raw)
-    P = np.asarray(p, np.float64).reshape(-1)
+    P = np.zeros(0) if p is None else np.asarray(p, np.float64).reshape(-1)
     Kp = P.reshape(3, 4)[:, :3] if P.size == 12 and np.any(P) else K
     R = np.eye(3) if r is None or not np.any(r) else np.asarray(r, np.float64).reshape(3, 3)
     if not frames_are_raw:

@@ -544,7 +544,7 @@ class BagStream:
             # every consumer (depth warps, pose checks, the VO) sees pinhole frames.
             try:
                 _, self.undistorter = camera_from_info(
-                    K.ravel(), self.dist, np.hstack([K, np.zeros((3, 1))]).ravel(),
+                    K.ravel(), self.dist, None,
                     self.target or native, self.distortion_model)
             except CalibrationError as exc:
                 raise BagError(f"{self.info_topic}: {exc}") from None

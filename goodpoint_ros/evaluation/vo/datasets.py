@@ -315,8 +315,7 @@ def load_tum(path, size=None, scale: float = 1.0) -> Sequence:
     else:
         notes.append("no calibration.txt: TUM default intrinsics 525/319.5/239.5")
     target = _target(native, size, scale)
-    cam, undistorter = camera_from_info(K.ravel(), D, np.hstack([K, np.zeros((3, 1))]).ravel(),
-                                        native)
+    cam, undistorter = camera_from_info(K.ravel(), D, None, native)    # into K itself
     if undistorter is not None:
         notes.append(f"frames undistorted with d = {D.tolist()}")
     cam = cam.scaled(target)
