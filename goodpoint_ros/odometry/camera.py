@@ -123,19 +123,31 @@ class Undistorter:
     lies in the raw frame (``cv2.initUndistortRectifyMap``).  Images are
     interpolated bilinearly; depth by the nearest pixel (a blend of two surfaces
     is a depth neither has), 0 / NaN (no depth) outside the raw frame.
+
+    ``depth_scale`` [H,W] (None: 1): under a rectification rotation R a point's
+    depth z along the raw optical axis becomes z / (R[:, 2] · ray) along the new
+    one, ray = K⁻¹·(u, v, 1) of the ideal pixel (X_rect = R·X_raw).
     """
     camera: PinholeCamera
     map_x: np.ndarray
     map_y: np.ndarray
+    depth_scale: Optional[np.ndarray] = None
 
     def image(self, img: np.ndarray) -> np.ndarray:
         return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def depth(self, depth: np.ndarray) -> np.ndarray:
-        none = float("nan") if np.issubdtype(np.asarray(depth).dtype, np.floating) else 0
-        return cv2.remap(depth, self.map_x, self.map_y, cv2.INTER_NEAREST,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=none)
+        floating = np.issubdtype(np.asarray(depth).dtype, np.floating)
+        out = cv2.remap(depth, self.map_x, self.map_y, cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=float("nan") if floating else 0)
+        if self.depth_scale is None:
+            return out
+        if floating:
+            return (out * self.depth_scale).astype(out.dtype)
+        # integer millimetres (16UC1): 0 stays "no depth"
+        top = np.iinfo(out.dtype).max
+        return np.clip(np.rint(out * self.depth_scale), 0, top).astype(out.dtype)
 
 
 def _raw_camera(k, d, size: Tuple[int, int], check_k: bool = True):
@@ -164,8 +176,8 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Optional[Sequenc
       :class:`Undistorter` into it.
 
     ``p`` None (or all zero): undistort into the camera ``k`` itself.  ``r``: the
-    rectification rotation (identity when unset, as for a mono camera; depth
-    values are carried over as they are, exact without one).  Raises
+    rectification rotation (identity when unset, as for a mono camera; depth is
+    then re-measured along the rectified optical axis).  Raises
     :class:`CalibrationError` for an unusable K / P or a distortion model OpenCV
     cannot undo.
     """
@@ -199,7 +211,17 @@ def undistorter_into(camera: PinholeCamera, K: np.ndarray, D: np.ndarray, R: np.
         raise CalibrationError(
             f"distortion model {distortion_model!r} cannot be undone here ({', '.join(DISTORTION_MODELS)} "
             "can): feed rectified frames (image_proc's image_rect) and set undistort false")
-    return Undistorter(camera, mx, my)
+    return Undistorter(camera, mx, my, _depth_scale(camera, np.asarray(R, np.float64), wh))
+
+
+def _depth_scale(camera: PinholeCamera, R: np.ndarray, size: Tuple[int, int]) -> Optional[np.ndarray]:
+    """[H,W] factor from raw-axis depth to rectified-axis depth (None without a rotation)."""
+    if np.allclose(R, np.eye(3)):
+        return None
+    u, v = np.meshgrid(np.arange(size[0], dtype=np.float64), np.arange(size[1], dtype=np.float64))
+    along = (R[0, 2] * (u - camera.cx) / camera.fx + R[1, 2] * (v - camera.cy) / camera.fy
+             + R[2, 2])
+    return (1.0 / along).astype(np.float32)
 
 
 def stereo_rectifiers(infos, size: Tuple[int, int]) -> Tuple[StereoRig, Tuple[Undistorter, Undistorter]]:

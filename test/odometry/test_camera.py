@@ -65,6 +65,27 @@ def test_depth_is_undistorted_by_the_nearest_pixel_never_blended():
     assert np.isnan(f).any() and set(np.unique(f[np.isfinite(f)])) <= {1.0, 3.0}
 
 
+def test_depth_under_a_rectification_rotation_is_measured_along_the_new_axis():
+    """A wall 4 m in front of the raw camera, seen through a rectification rotation of a
+    few degrees: depth is z along the *rectified* optical axis, so it must change by up to
+    ~5 % across the frame (carried over as it was, it stays 4.0 everywhere)."""
+    R = cv2.Rodrigues(np.array([0.05, -0.08, 0.01]))[0]          # ~5.5°
+    depth_mm = np.full(SIZE[::-1], 4000, np.uint16)
+    _, und = camera_from_info(K.ravel(), np.zeros(5), P.ravel(), SIZE, r=R.ravel())
+    out = und.depth(depth_mm.astype(np.float32) / 1000.0)
+    out_mm = und.depth(depth_mm)
+    # the truth: the wall z_raw = 4 has normal R·e_z in the rectified frame
+    gx, gy = np.meshgrid(np.arange(SIZE[0], dtype=np.float64), np.arange(SIZE[1], dtype=np.float64))
+    rays = np.stack([(gx - P[0, 2]) / P[0, 0], (gy - P[1, 2]) / P[1, 1], np.ones_like(gx)], -1)
+    want = 4.0 / (rays @ R[:, 2])
+    seen = np.isfinite(out)
+    assert seen.mean() > 0.7
+    assert np.abs(out[seen] - want[seen]).max() < 1e-4
+    assert np.abs(want[seen] - 4.0).max() > 0.15                  # the rotation matters
+    assert out_mm.dtype == np.uint16
+    assert np.abs(out_mm[seen].astype(np.float64) - 1000 * want[seen]).max() <= 0.51
+
+
 def test_no_distortion_or_rectified_frames_need_no_undistorter():
     cam, und = camera_from_info(K.ravel(), np.zeros(5), P.ravel(), SIZE)
     assert und is None and cam.fx == 520.0                 # undistorted camera: k as it is
