@@ -1,18 +1,8 @@
-"""Accuracy gate for reduced precision (int8, fp16, bf16) and compiled engines.
+"""Record the accuracy gate's verdict in an exported ONNX file (``record_gate``).
 
-A faster backend is only worth shipping if it finds the same keypoints and
-descriptors as the fp32 reference.  Both run through the *same* shared
-post-processing and top-k (:class:`~goodpoint_ros.core.pipeline.FeatureExtractor`
-with one :class:`~goodpoint_ros.core.config.GoodPointConfig`), on real images:
-
-* repeatability vs fp32: fraction of the reference keypoints that have a
-  candidate keypoint within 1 px — must be ≥ 0.90;
-* descriptor cosine: mean cosine between the candidate's descriptor map
-  sampled at the reference keypoints and the reference descriptors — ≥ 0.98.
-
-Averaged over images (each image weighted by its reference keypoints).  A
-reference with no keypoints cannot vouch for anything: the gate then fails
-with that reason rather than passing vacuously.
+The gate itself (what it measures, its thresholds: repeatability vs fp32 ≥ 0.90 within
+1 px, descriptor cosine ≥ 0.98) is :mod:`goodpoint_ros.backends.gate`, where ``--backend
+auto`` and the TensorRT engine builder use it; it is re-exported here.
 """
 from __future__ import annotations
 
