@@ -155,8 +155,14 @@ def rotation_angle(R: np.ndarray) -> float:
 
 
 def skew(v) -> np.ndarray:
-    x, y, z = np.asarray(v, np.float64).reshape(3)
-    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    """Cross-product matrix [v]× [3,3] of a 3-vector (any shape of 3 values), or [N,3,3]
+    of the rows of v [N,3]."""
+    v = np.asarray(v, np.float64)
+    v = v.reshape(3) if v.size == 3 else v
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    o = np.zeros_like(x)
+    return np.stack([np.stack([o, -z, y], -1), np.stack([z, o, -x], -1),
+                     np.stack([-y, x, o], -1)], -2)
 
 
 def so3_left_jacobian(phi) -> np.ndarray:

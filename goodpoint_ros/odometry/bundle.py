@@ -188,11 +188,7 @@ def _projection_jacobians(p: BAProblem, rvecs, tvecs, points, kf, pt):
     d[:, 0, 2] = -p.fx * x / z ** 2
     d[:, 1, 2] = -p.fy * y / z ** 2
     d[:, 2, 2] = -p.fx * (x - p.baseline) / z ** 2
-    minus_skew = np.zeros((len(kf), 3, 3))     # −[R·X]×
-    minus_skew[:, 0, 1], minus_skew[:, 0, 2] = RX[:, 2], -RX[:, 1]
-    minus_skew[:, 1, 0], minus_skew[:, 1, 2] = -RX[:, 2], RX[:, 0]
-    minus_skew[:, 2, 0], minus_skew[:, 2, 1] = RX[:, 1], -RX[:, 0]
-    return d @ minus_skew @ Jl[kf], d, d @ R[kf]
+    return d @ -skew(RX) @ Jl[kf], d, d @ R[kf]
 
 
 def _body_covariance(cov_rt: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:

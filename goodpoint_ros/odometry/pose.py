@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from goodpoint_ros.core.geometry import inv_T, make_T, reprojection_errors
+from goodpoint_ros.core.geometry import inv_T, make_T, reprojection_errors, skew
 from goodpoint_ros.core.matching import ROBUST
 from goodpoint_ros.odometry.camera import PinholeCamera
 
@@ -126,9 +126,7 @@ def pnp_covariance(cam: PinholeCamera, T_cw: np.ndarray, X: np.ndarray, uv: np.n
     Jp[:, 1, 1] = cam.fy / z
     Jp[:, 1, 2] = -cam.fy * y / z ** 2
     dX = np.zeros((len(X), 3, 6))          # d(X_c) / d(ω, v) = [−[X_c]×  I]
-    dX[:, 0, 1], dX[:, 0, 2] = Xc[:, 2], -Xc[:, 1]
-    dX[:, 1, 0], dX[:, 1, 2] = -Xc[:, 2], Xc[:, 0]
-    dX[:, 2, 0], dX[:, 2, 1] = Xc[:, 1], -Xc[:, 0]
+    dX[:, :, :3] = -skew(Xc.reshape(-1, 3))
     dX[:, :, 3:] = np.eye(3)
     J = np.einsum("nij,njk->nik", Jp, dX).reshape(-1, 6)
     r = reprojection_errors(cam.K, T_cw, X, uv)
