@@ -14,6 +14,7 @@ are raw and distorted.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
@@ -124,14 +125,26 @@ class Undistorter:
     interpolated bilinearly; depth by the nearest pixel (a blend of two surfaces
     is a depth neither has), 0 / NaN (no depth) outside the raw frame.
 
-    ``depth_scale`` [H,W] (None: 1): under a rectification rotation R a point's
-    depth z along the raw optical axis becomes z / (R[:, 2] · ray) along the new
-    one, ray = K⁻¹·(u, v, 1) of the ideal pixel (X_rect = R·X_raw).
+    ``R``: the rectification rotation the frames pass through (X_rect = R·X_raw; None:
+    none).  Under it a point's depth z along the raw optical axis becomes
+    z / (R[:, 2] · ray) along the new one, ray = K⁻¹·(u, v, 1) of the ideal pixel
+    (:attr:`depth_scale`, made on the first depth frame: a stereo pair never needs it).
     """
     camera: PinholeCamera
     map_x: np.ndarray
     map_y: np.ndarray
-    depth_scale: Optional[np.ndarray] = None
+    R: Optional[np.ndarray] = None
+
+    @functools.cached_property
+    def depth_scale(self) -> Optional[np.ndarray]:
+        """[H,W] factor from raw-axis to rectified-axis depth (None without a rotation)."""
+        if self.R is None or np.allclose(self.R, np.eye(3)):
+            return None
+        c, R = self.camera, self.R
+        h, w = self.map_x.shape
+        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+        along = R[0, 2] * (u - c.cx) / c.fx + R[1, 2] * (v - c.cy) / c.fy + R[2, 2]
+        return (1.0 / along).astype(np.float32)
 
     def image(self, img: np.ndarray) -> np.ndarray:
         return cv2.remap(img, self.map_x, self.map_y, cv2.INTER_LINEAR,
@@ -184,7 +197,7 @@ def camera_from_info(k: Sequence[float], d: Sequence[float], p: Optional[Sequenc
     K, D = _raw_camera(k, d, size, check_k=frames_are_raw)
     P = np.zeros(0) if p is None else np.asarray(p, np.float64).reshape(-1)
     Kp = P.reshape(3, 4)[:, :3] if P.size == 12 and np.any(P) else K
-    R = np.eye(3) if r is None or not np.any(r) else np.asarray(r, np.float64).reshape(3, 3)
+    R = _rectification(r)
     if not frames_are_raw:
         return PinholeCamera.from_K(Kp, size), None
     if not np.any(D) and np.allclose(R, np.eye(3)):
@@ -211,17 +224,12 @@ def undistorter_into(camera: PinholeCamera, K: np.ndarray, D: np.ndarray, R: np.
         raise CalibrationError(
             f"distortion model {distortion_model!r} cannot be undone here ({', '.join(DISTORTION_MODELS)} "
             "can): feed rectified frames (image_proc's image_rect) and set undistort false")
-    return Undistorter(camera, mx, my, _depth_scale(camera, np.asarray(R, np.float64), wh))
+    return Undistorter(camera, mx, my, np.asarray(R, np.float64))
 
 
-def _depth_scale(camera: PinholeCamera, R: np.ndarray, size: Tuple[int, int]) -> Optional[np.ndarray]:
-    """[H,W] factor from raw-axis depth to rectified-axis depth (None without a rotation)."""
-    if np.allclose(R, np.eye(3)):
-        return None
-    u, v = np.meshgrid(np.arange(size[0], dtype=np.float64), np.arange(size[1], dtype=np.float64))
-    along = (R[0, 2] * (u - camera.cx) / camera.fx + R[1, 2] * (v - camera.cy) / camera.fy
-             + R[2, 2])
-    return (1.0 / along).astype(np.float32)
+def _rectification(r: Optional[Sequence[float]]) -> np.ndarray:
+    """CameraInfo r → R [3,3]; unset (None or all zero, as for a mono camera): identity."""
+    return np.eye(3) if r is None or not np.any(r) else np.asarray(r, np.float64).reshape(3, 3)
 
 
 def stereo_rectifiers(infos, size: Tuple[int, int]) -> Tuple[StereoRig, Tuple[Undistorter, Undistorter]]:
@@ -232,7 +240,7 @@ def stereo_rectifiers(infos, size: Tuple[int, int]) -> Tuple[StereoRig, Tuple[Un
     for info in infos:
         K, D = _raw_camera(info.k, info.d, size)
         P = np.asarray(info.p, np.float64).reshape(3, 4)
-        R = np.asarray(info.r, np.float64).reshape(3, 3) if np.any(info.r) else np.eye(3)
-        maps.append(undistorter_into(PinholeCamera.from_K(P[:, :3], size), K, D, R, size,
+        maps.append(undistorter_into(PinholeCamera.from_K(P[:, :3], size), K, D,
+                                     _rectification(info.r), size,
                                      str(info.distortion_model or "plumb_bob")))
     return rig, (maps[0], maps[1])
