@@ -19,6 +19,7 @@ Every file is written atomically.  matplotlib is imported here only.
 from __future__ import annotations
 
 import ctypes
+import errno
 import io
 import json
 import math
@@ -278,12 +279,32 @@ def _exchange(a: Path, b: Path) -> bool:
     return fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0
 
 
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the run that made the temporary folder ``.NAME.tmp-PID-XXXX`` still runs
+    (a name without a PID is an older run's: gone)."""
+    try:
+        pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:               # another user's process: alive
+        pass
+    return True
+
+
 def replace_folder(tmp: Path, out: Path) -> None:
     """Put the finished folder ``tmp`` at ``out`` as a whole: a reader sees the old
     folder or the new one, never a mixture (no stale file of an earlier run stays)."""
     if not out.exists():
-        tmp.rename(out)
-        return
+        try:
+            tmp.rename(out)
+            return
+        except OSError as exc:           # another writer put its folder there meanwhile
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
     if _exchange(tmp, out):              # tmp now holds the old folder
         shutil.rmtree(tmp, ignore_errors=True)
@@ -317,9 +338,10 @@ def write_report(result: Dict, out_dir, examples: Optional[Sequence[Dict]] = Non
     """
     out = check_report_folder(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):   # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        if not _writer_alive(stale):      # left by a killed run, not another one at work
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         paths = _write_report_files(result, tmp, examples, title)
         umask = os.umask(0)

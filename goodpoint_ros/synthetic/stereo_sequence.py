@@ -15,6 +15,7 @@ Sensor noise is drawn independently for the two images.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -114,7 +115,13 @@ def write_stereo_sequence(out, spec: Optional[StereoSequenceSpec] = None,
         np.savetxt(tmp / "times.txt", np.arange(spec.frames) / spec.fps, fmt="%.6e")
         rel = np.stack([inv_T(T_wc[0]) @ T for T in T_wc])
         np.savetxt(tmp / "poses.txt", rel[:, :3, :].reshape(len(rel), 12), fmt="%.12e")
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError as exc:      # another writer finished first: its sequence stays
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise FileExistsError(f"{out} was written by another run meanwhile (kept; "
+                                  "this one's frames are discarded)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,6 +1,7 @@
 """The report folder is written as a whole (docs/bad-inputs.md, case 6): a reader
 sees the old report or the new one, never a mixture."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,38 @@ def test_a_report_into_a_folder_that_is_not_a_report_is_refused(tmp_path):
     assert p.returncode == 2 and "not a report" in p.stderr and "Traceback" not in p.stderr
     assert p.stdout == ""                            # refused before evaluating anything
     assert (data / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_concurrent_writers_folder_in_progress_is_not_swept(tmp_path, monkeypatch):
+    """The stale-folder sweep takes only folders of runs that are gone: a second eval into
+    the same --report must not delete the first one's work in progress."""
+    result = {"methods": {"orb": {}}, "per_pair": [], "settings": {}, "pairs": 0}
+    monkeypatch.setattr(report, "plot_metric_bars", lambda r, p: p.write_bytes(b"plot"))
+    rep = tmp_path / "rep"
+    alive = tmp_path / f".rep.tmp-{os.getppid()}-inprogress"   # a live process's folder
+    alive.mkdir()
+    dead = tmp_path / ".rep.tmp-killed"                         # an older run's leftover
+    dead.mkdir()
+    report.write_report(result, rep)
+    assert alive.is_dir() and not dead.exists()
+    assert (rep / "report.md").is_file()
+
+
+def test_a_report_folder_made_meanwhile_is_still_replaced_whole(tmp_path, monkeypatch):
+    """``out`` appearing between the check and the rename (another writer) is replaced
+    as a whole, not a bare "Directory not empty"."""
+    out, tmp = tmp_path / "rep", tmp_path / ".rep.tmp-1-x"
+    tmp.mkdir()
+    (tmp / "report.md").write_text("new")
+    real = Path.rename
+
+    def racing(self, target):
+        if self == tmp and not out.exists():      # the other writer lands first
+            out.mkdir()
+            (out / "report.md").write_text("other")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", racing)
+    report.replace_folder(tmp, out)
+    assert (out / "report.md").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]

@@ -79,6 +79,25 @@ def test_refuses_an_existing_path_and_cleans_up_an_interrupted_write(tmp_path, m
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_writer_that_finished_first_keeps_its_sequence(tmp_path, monkeypatch):
+    """Two writers of one path: the one that finishes second gets FileExistsError, and the
+    first one's sequence stays whole (no bare "Directory not empty", no temp dir left)."""
+    out = tmp_path / "seq"
+    real, other = sc.render, []
+
+    def racing(*a, **k):
+        if not other:                   # the other writer finishes during our first frame
+            other.append(1)
+            ss.write_stereo_sequence(out, ss.StereoSequenceSpec(frames=2, size=(64, 48)))
+        return real(*a, **k)
+
+    monkeypatch.setattr(ss.sc, "render", racing)
+    with pytest.raises(FileExistsError, match="seq"):
+        ss.write_stereo_sequence(out, ss.StereoSequenceSpec(frames=3, size=(64, 48)))
+    assert [p.name for p in tmp_path.iterdir()] == ["seq"]
+    assert len(load_sequence(out)) == 2
+
+
 @pytest.mark.parametrize("kw", [{"baseline": 0.0}, {"frames": 1}, {"motion": "loops"}])
 def test_bad_spec_is_one_clear_error(kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
