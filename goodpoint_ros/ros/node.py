@@ -38,7 +38,6 @@ from typing import Any
 # Before numpy loads: OpenBLAS's pool would fight the network's threads (see cli/__init__.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import rclpy  # noqa: E402  (after the environment setting above)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -69,6 +68,7 @@ from goodpoint_ros.ros.runtime import (  # noqa: E402
     ExternalShutdownException,
     FatalError,
     OnceLog,
+    WorkerNode,
     declare_parameters,
     diagnostics_msg,
     input_qos,
@@ -96,7 +96,7 @@ class View:
     track_ids: Any
 
 
-class DetectorNode(Node):
+class DetectorNode(WorkerNode, Node):
     """GoodPoint keypoints and matches for a mono camera or a stereo pair.
 
     ``extractor``: a ready :class:`FeatureExtractor` (tests inject one with a
@@ -129,7 +129,7 @@ class DetectorNode(Node):
         self._last_status = None
         self._say_once = OnceLog(self.get_logger())
         self._create_publishers()
-        self.worker = LatestFrameWorker(self._process, on_error=self._on_worker_error,
+        self.worker = LatestFrameWorker(self._process, on_error=self._on_frame_error,
                                         name="goodpoint-detector")
         self._create_subscriptions()
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -361,18 +361,6 @@ class DetectorNode(Node):
             self.get_clock().now().to_msg(), f"{self.get_name()}: GoodPoint detector", backend,
             healthy, "running" if healthy else "worker failed on some frames", values))
 
-    def _on_worker_error(self, frame, exc) -> None:
-        if not rclpy.ok():            # publishing raced with Ctrl-C: nothing to report
-            return
-        self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
-                                throttle_duration_sec=5.0)
-
-    # ------------------------------------------------------------------ shutdown
-    def destroy_node(self):
-        worker = getattr(self, "worker", None)
-        if worker is not None:
-            worker.stop()
-        return super().destroy_node()
 
 
 def _stamp(header):

@@ -1,6 +1,6 @@
 """What both nodes share on the rclpy side: declaring a :class:`~.params.ParamSpec`
-table, the input QoS, "say it once" logging, /diagnostics and ``main()`` (spin until
-Ctrl-C).
+table, the input QoS, "say it once" logging, the frame worker's error and shutdown
+handling, /diagnostics and ``main()`` (spin until Ctrl-C).
 
 Imports rclpy at module level: only ``ros/`` may, and only the node modules import this.
 """
@@ -81,6 +81,23 @@ class OnceLog:
         self.said.add(text)
         self.logger.warning(text)
         return True
+
+
+class WorkerNode:
+    """Mixed into a node whose frames run on ``self.worker`` (a LatestFrameWorker): a
+    failed frame is one throttled error line, and destroying the node stops the worker
+    after the frame in hand."""
+
+    def _on_frame_error(self, _item, exc: BaseException) -> None:
+        if rclpy.ok():            # not when publishing raced with Ctrl-C: nothing to report
+            self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=5.0)
+
+    def destroy_node(self):
+        worker = getattr(self, "worker", None)       # None when __init__ failed early
+        if worker is not None:
+            worker.stop()
+        return super().destroy_node()
 
 
 def diagnostics_msg(stamp, name: str, hardware_id: str, ok: bool, message: str,

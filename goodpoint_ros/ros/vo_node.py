@@ -36,7 +36,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see goodpoint_ros/cli/__i
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseStamped, TransformStamped  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
@@ -61,6 +60,7 @@ from goodpoint_ros.odometry.vo import OdometryResult, TrackingState, VisualOdome
 from goodpoint_ros.ros.runtime import (  # noqa: E402
     FatalError,
     OnceLog,
+    WorkerNode,
     declare_parameters,
     diagnostics_msg,
     input_qos,
@@ -72,7 +72,7 @@ NODE_NAME = "goodpoint_vo"
 OUTPUT_QOS = 10
 
 
-class VONode(Node):
+class VONode(WorkerNode, Node):
     """See the module docstring. ``source``: a ready FeatureSource (tests inject one)."""
 
     def __init__(self, source=None, **node_kwargs):
@@ -100,7 +100,7 @@ class VONode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 1)
         self.tf = self._tf_broadcaster() if v["publish_tf"] else None
         self.reset_service = self.create_service(Trigger, "~/reset", self._on_reset)
-        self.worker = LatestFrameWorker(self._process, on_error=self._on_error,
+        self.worker = LatestFrameWorker(self._process, on_error=self._on_frame_error,
                                         name="goodpoint-vo")
         self._subscribe()
         self.create_timer(v["diagnostics_period"], self._publish_diagnostics)
@@ -297,16 +297,6 @@ class VONode(Node):
             self.get_clock().now().to_msg(), f"{self.get_name()}: GoodPoint visual odometry",
             self.values["mode"], ok, message, values))
 
-    def _on_error(self, msgs, exc) -> None:
-        if rclpy.ok():
-            self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
-                                    throttle_duration_sec=5.0)
-
-    def destroy_node(self):
-        worker = getattr(self, "worker", None)
-        if worker is not None:
-            worker.stop()
-        return super().destroy_node()
 
 
 def odometry_msg(header, r: OdometryResult, odom_frame: str, base_frame: str) -> Odometry:

@@ -97,3 +97,27 @@ def test_odd_width_yuv422_is_skipped_not_failed(ros):
     pub.publish(ros.image_msg(dots_image(), 2))
     assert ros.spin_until(lambda: len(st.msgs) == 1)
     assert st.msgs[0].frames_skipped == 1 and node.worker.stats().failed == 0
+
+
+def test_a_frame_that_fails_in_the_worker_is_one_error_line_and_the_node_serves_on(ros):
+    class FailsOnce(DotBackend):
+        def infer(self, x):
+            if self.calls == 0:
+                self.calls += 1
+                raise RuntimeError("device lost")
+            return super().infer(x)
+
+    node = ros.detector(FailsOnce(), image_topic="/cam/image")
+    probe = ros.probe()
+    pub = probe.create_publisher(ros.Image, "/cam/image", ros.sensor_qos)
+    kp = Inbox(ros, probe, "/goodpoint_detector/keypoints", ros.Keypoints)
+    assert ros.spin_until(lambda: pub.get_subscription_count() > 0)
+    pub.publish(ros.image_msg(dots_image(), 1))
+    assert ros.spin_until(lambda: node.worker.stats().failed == 1)
+    pub.publish(ros.image_msg(dots_image(), 2))
+    assert ros.spin_until(lambda: len(kp.msgs) == 1)
+    assert kp.msgs[0].header.stamp.sec == 2                  # nothing published for frame 1
+    logger = node.get_logger()
+    if hasattr(logger, "records"):
+        errors = [m for level, m in logger.records if level == "error"]
+        assert errors == ["frame failed: RuntimeError: device lost"]
