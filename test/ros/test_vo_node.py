@@ -355,3 +355,33 @@ def test_raw_stereo_pair_is_rectified_with_rectify_stereo(env, kitti):
     assert rectified[0] == pytest.approx(4.8, abs=0.4) and abs(rectified[1]) < 0.3
     as_rectified = run(False)        # measured: 0.5 m of the 4.8
     assert abs(as_rectified[0] - 4.8) > 2 * abs(rectified[0] - 4.8), (rectified, as_rectified)
+
+
+def test_a_frame_that_fails_in_the_worker_is_one_error_line_and_odometry_goes_on(env, kitti, monkeypatch):
+    from goodpoint_ros.odometry import vo as vo_mod
+    real, calls = vo_mod.VisualOdometry.process, []
+
+    def fails_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FloatingPointError("solver blew up")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(vo_mod.VisualOdometry, "process", fails_second)
+    node = env.vo()
+    probe = env.probe()
+    odom = []
+    probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
+    frames = kitti[3]
+    _feed(env, node, probe, kitti, frames[:1], odom)
+    seq, P0, P1, _ = kitti
+    pl = probe.create_publisher(env.Image, "left/image_rect", env.qos)
+    pr = probe.create_publisher(env.Image, "right/image_rect", env.qos)
+    pl.publish(env.image(frames[1].image, 100.0 + frames[1].stamp))
+    pr.publish(env.image(frames[1].right, 100.0 + frames[1].stamp))
+    assert env.spin_until(lambda: node.worker.stats().failed == 1)
+    assert len(odom) == 1 and node.worker.alive                          # nothing out for it
+    _feed(env, node, probe, kitti, frames[2:4], odom)
+    assert len(odom) == 3 and odom[-1].pose.pose.position.x > 2.0      # tracking went on
+    errors = [m for level, m in node.get_logger().records if level == "error"]
+    assert errors == ["frame failed: FloatingPointError: solver blew up"]
