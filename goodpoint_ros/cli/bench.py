@@ -14,13 +14,19 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 """
 from __future__ import annotations
 
-from goodpoint_ros.cli.common import UserError, check_outputs, parse_size, write_json
+from goodpoint_ros.backends import REGISTRY
+from goodpoint_ros.cli.common import check_outputs, comma_list, parse_sizes, write_json
 from goodpoint_ros.deploy.benchmark import DETECTIONS, format_table, plot_latency, run_benchmark
+
+#: What ``--backends`` / ``--precision`` accept (a pair a backend cannot run is reported
+#: as unavailable; a name no backend has is refused before measuring).
+BACKENDS = (*REGISTRY, "auto", "inductor")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def add_arguments(p):
     p.add_argument("--backends", default="torch,onnxruntime",
-                   help="comma list: torch,onnxruntime,tensorrt, and inductor (PyTorch 2 "
+                   help="comma list: torch,onnxruntime,openvino,tensorrt,auto, and inductor (PyTorch 2 "
                         "compiled fp32/bf16, PT2E int8; bench only, compiles first). The ratios' "
                         "reference, eager fp32 torch, always runs first")
     p.add_argument("--precision", default="fp32,bf16,int8", help="comma list: fp32,bf16,fp16,int8 "
@@ -45,13 +51,10 @@ def add_arguments(p):
 
 def run(args) -> int:
     check_outputs([args.weights], [args.json])
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s]
-    detections = [d for d in args.detection.split(",") if d]
-    bad = [d for d in detections if d not in DETECTIONS]
-    if bad or not detections:
-        raise UserError(f"--detection takes {', '.join(DETECTIONS)}; got {args.detection!r}")
-    result = run_benchmark(backends=[b for b in args.backends.split(",") if b],
-                           precisions=[p for p in args.precision.split(",") if p],
+    sizes = parse_sizes(args.sizes)
+    detections = comma_list(args.detection, "--detection", DETECTIONS)
+    result = run_benchmark(backends=comma_list(args.backends, "--backends", BACKENDS),
+                           precisions=comma_list(args.precision, "--precision", PRECISIONS),
                            sizes=sizes, frames=args.frames, warmup=args.warmup,
                            weights=args.weights, threads=args.threads,
                            threshold=args.threshold, gate=not args.no_gate,

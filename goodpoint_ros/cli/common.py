@@ -139,6 +139,26 @@ def parse_size(text: str):
     return w, h
 
 
+def comma_list(text: str, flag: str, choices: Iterable[str] = ()) -> list:
+    """``--flag a,b`` → ['a', 'b'], or UserError naming the first entry not in ``choices``
+    (checked before any work starts: a typo is not found after minutes of measuring)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    choices = tuple(choices)
+    bad = [v for v in items if choices and v not in choices]
+    if bad or not items:
+        raise UserError(f"{flag}: unknown entry {bad[0]!r}; choose from {', '.join(choices)}"
+                        if bad else f"{flag}: empty list")
+    return items
+
+
+def parse_sizes(text: str, flag: str = "--sizes") -> list:
+    """'320x240,640x480' → [(320, 240), (640, 480)], or UserError."""
+    try:
+        return [parse_size(s) for s in comma_list(text, flag)]
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{flag}: {exc}") from None
+
+
 def add_model_args(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     """``precision``: the default (evaluations pass fp32: their figures must not depend on
     which path a timing probe picked under the machine's load that day)."""

@@ -262,3 +262,10 @@ def test_make_sample_stereo_refuses_bad_baseline_and_existing_output(tmp_path):
     assert p.returncode == 0, p.stderr
     assert sorted(x.name for x in (tmp_path / "ok").iterdir()) == \
         ["calib.txt", "image_0", "image_1", "poses.txt", "times.txt"]
+
+
+@pytest.mark.parametrize("flag,value", [("--backends", "torch,nope"), ("--precision", "fp33"),
+                                        ("--detection", "netwrok"), ("--sizes", "320x")])
+def test_bench_refuses_an_unknown_list_entry_before_measuring(flag, value):
+    err = one_line_error(run("bench", flag, value, "--frames", "1", timeout=60))
+    assert value.split(",")[-1] in err and "choose from" in err or "WIDTHxHEIGHT" in err
