@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # pyflakes + import order + line length (ruff.toml); fix what it finds, don't silence it.
 lint: $(STAMP)
-	$(BIN)/ruff check goodpoint_ros training test launch setup.py
+	$(BIN)/ruff check goodpoint_ros training test launch tools setup.py
 
 # `make test` = the pip tier (torch, rclpy test double) + the real-ROS 2 tier.
 test: test-pip test-ros
