@@ -8,6 +8,7 @@ on real training photos, two steps each, and checks what would come back through
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -23,13 +24,16 @@ def test_the_gpu_round_trains_and_releases_within_its_budget(tmp_path):
     photos = SHARED / "train-images"
     if not photos.is_dir():
         pytest.skip(f"{photos} not present")
-    out = tmp_path / "OUT"
+    out, scratch = tmp_path / "OUT", tmp_path / "tmp"
+    scratch.mkdir()
     p = subprocess.run([sys.executable, str(SCRIPT), "train", "--device", "cpu", "--images",
                         str(photos), "--out", str(out), "--batch-size", "2", "--crop", "64",
                         "--workers", "0", "--threads", "2", "--probe-steps", "1",
                         "--budget-s", "1", "--threshold", "0.065"],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, TMPDIR=str(scratch)))
     assert p.returncode == 0, p.stdout + p.stderr
+    assert not list(scratch.glob("gp_round_*"))          # the run's scratch is removed
     assert sorted(f.name for f in out.iterdir()) == ["config.yaml", "gpu.safetensors",
                                                      "sweep.json", "train.log"]
     _, meta = load_weights(out / "gpu.safetensors")

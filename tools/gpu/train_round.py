@@ -62,10 +62,9 @@ def prepare(shared: Path, into: Path = GPU_DIR) -> Path:
     return dst
 
 
-def _env() -> dict:
+def _env(alias: Path) -> dict:
     """The package from the tree: ``training/`` is importable as ``goodpoint_training``
-    (setup.py's package_dir) through a link in a temporary folder."""
-    alias = Path(tempfile.mkdtemp(prefix="gp_path_"))
+    (setup.py's package_dir) through a link in the folder ``alias``."""
     (alias / "goodpoint_training").symlink_to(ROOT / "training")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(alias), env.get("PYTHONPATH", "")])
@@ -102,8 +101,14 @@ def train(args) -> Path:
                          "here and carry .gpu")
     out = Path(args.out or os.environ.get("OUT") or "out/gpu_round")
     out.mkdir(parents=True, exist_ok=True)
-    env = _env()
     work = Path(tempfile.mkdtemp(prefix="gp_round_"))
+    try:
+        return _round(args, out, work, _env(work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _round(args, out: Path, work: Path, env: dict) -> Path:
     with open(out / "train.log", "w") as log:
         info = subprocess.run([sys.executable, "-c",
                                "import torch; print('torch', torch.__version__, 'cuda', "
@@ -138,7 +143,6 @@ def train(args) -> Path:
         log.flush()
         subprocess.run(rel, stdout=log, stderr=subprocess.STDOUT, env=env, check=True, cwd=ROOT)
     shutil.copy(work / "run" / "config.yaml", out / "config.yaml")
-    shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {out / 'gpu.safetensors'}")
     return out / "gpu.safetensors"
 
