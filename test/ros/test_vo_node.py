@@ -374,7 +374,6 @@ def test_a_frame_that_fails_in_the_worker_is_one_error_line_and_odometry_goes_on
     probe.create_subscription(env.Odometry, "/goodpoint_vo/odometry", odom.append, 10)
     frames = kitti[3]
     _feed(env, node, probe, kitti, frames[:1], odom)
-    seq, P0, P1, _ = kitti
     pl = probe.create_publisher(env.Image, "left/image_rect", env.qos)
     pr = probe.create_publisher(env.Image, "right/image_rect", env.qos)
     pl.publish(env.image(frames[1].image, 100.0 + frames[1].stamp))
