@@ -362,7 +362,6 @@ class DetectorNode(WorkerNode, Node):
             healthy, "running" if healthy else "worker failed on some frames", values))
 
 
-
 def _stamp(header):
     return (header.stamp.sec, header.stamp.nanosec)
 
