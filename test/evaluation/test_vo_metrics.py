@@ -152,3 +152,27 @@ def test_eval_vo_cli_network_scale_reaches_goodpoint(tmp_path):
     assert result["settings"]["vo"]["anchor_keyframes"] == 0                # stereo: none
     m = result["methods"]["goodpoint"]
     assert m["lost_count"] == 0 and m["ate"]["rmse"] < 0.15
+
+
+def test_an_elongated_top_view_gets_a_stretched_second_panel(tmp_path):
+    """A 60 m straight drive is drawn at equal scale and once more with the cross-track axis
+    stretched (0.1 m off the road is invisible at 1:1); a loop keeps the one panel."""
+    import cv2
+
+    from goodpoint_ros.evaluation.vo.report import cross_track_stretch, plot_trajectories
+    z = np.linspace(0, 60, 61)
+    road = np.stack([np.sin(z / 10), z], 1)                        # ±1 m over 60 m
+    assert cross_track_stretch(road) == pytest.approx(60 / np.ptp(road[:, 0]), rel=1e-6)
+    t = np.linspace(0, 2 * np.pi, 61)
+    assert cross_track_stretch(np.stack([10 * np.cos(t), 8 * np.sin(t)], 1)) == 1.0
+
+    def poses(xz):
+        return [make_T(np.eye(3), np.array([x, 0.0, zz])) for x, zz in xz]
+
+    for name, xz in (("road", road), ("loop", np.stack([10 * np.cos(t), 8 * np.sin(t)], 1))):
+        gt = poses(xz)
+        est = np.stack(poses(xz + [0.1, 0.0]))                     # 0.1 m to the right
+        png = tmp_path / f"{name}.png"
+        plot_trajectories({"vo": (est, np.arange(len(gt)))}, gt, png, sim3=False)
+        h, w = cv2.imread(str(png)).shape[:2]
+        assert (w > 1.5 * h) == (name == "road"), (name, w, h)

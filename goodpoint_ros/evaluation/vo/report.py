@@ -41,28 +41,50 @@ def table(result: Dict) -> List[str]:
     return lines
 
 
+#: A top view longer than this many times its width gets a second, stretched panel.
+ELONGATED = 4.0
+
+
+def cross_track_stretch(xz: np.ndarray) -> float:
+    """How much to stretch the narrow axis of a top view so its deviations show: the
+    extent ratio of the ground-truth path ``xz`` [N,2] when it is over :data:`ELONGATED`
+    (a straight drive: at equal scale, 0.1 m off a 60 m road is invisible), else 1."""
+    extent = np.ptp(xz, axis=0) if len(xz) else np.zeros(2)
+    ratio = extent.max() / max(extent.min(), 1e-3 * max(extent.max(), 1e-9), 1e-9)
+    return float(ratio) if ratio > ELONGATED else 1.0
+
+
 def plot_trajectories(runs, gt, path: Path, sim3: bool) -> None:
-    """Top view (x–z of the first camera: right / forward) of aligned estimates and ground truth.
+    """Top view (x–z of the first camera: right / forward) of aligned estimates and ground
+    truth, at equal scale; an elongated path gets a second panel with the cross-track axis
+    stretched (:func:`cross_track_stretch`), where the estimates' deviations are visible.
 
     runs: name → (est [M,4,4], frame indices [M]); gt: per frame 4×4 or None."""
     import matplotlib
     matplotlib.use("Agg")     # headless: never needs a display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 6))
     G = np.stack([g for g in gt if g is not None])
-    ax.plot(G[:, 0, 3], G[:, 2, 3], "k-", lw=2, label="ground truth")
+    stretch = cross_track_stretch(G[:, [0, 2], 3])
+    fig, axes = plt.subplots(1, 2 if stretch > 1 else 1, figsize=(11 if stretch > 1 else 6, 6),
+                             squeeze=False)
+    curves = [("ground truth", G, {"color": "k", "lw": 2})]
     for name, (est, idx) in runs.items():
-        if len(idx) < 2:
-            continue
-        a, _ = align(est, np.stack([gt[i] for i in idx]), sim3)
-        ax.plot(a[:, 0, 3], a[:, 2, 3], "-", lw=1.2, label=name)
-    ax.set_xlabel("x (m, right)")
-    ax.set_ylabel("z (m, forward)")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(f"top view, {'Sim(3)' if sim3 else 'SE(3)'}-aligned")
+        if len(idx) >= 2:
+            a, _ = align(est, np.stack([gt[i] for i in idx]), sim3)
+            curves.append((name, a, {"lw": 1.2}))
+    for ax, equal in zip(axes[0], (True, False)):
+        for name, T, style in curves:
+            ax.plot(T[:, 0, 3], T[:, 2, 3], "-", label=name, **style)
+        ax.set_xlabel("x (m, right)")
+        ax.set_ylabel("z (m, forward)")
+        ax.grid(alpha=0.3)
+        if equal:
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.set_title(f"top view, {'Sim(3)' if sim3 else 'SE(3)'}-aligned")
+            ax.legend()
+        else:
+            ax.set_title(f"the same, cross-track stretched ~{stretch:.0f}×")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
