@@ -188,6 +188,15 @@ def _save_figure(fig, path: Path) -> None:
 
 def plot_metric_bars(result: Dict, path: Path) -> None:
     """Grouped bars: P, R, C, H per method, one panel per ε."""
+    import matplotlib.pyplot as plt
+    fig = metric_bars_figure(result)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def metric_bars_figure(result: Dict):
+    """The figure of :func:`plot_metric_bars`.  One legend above the panels, in a row: inside
+    a panel it covered the tallest bars (the harmonic means, the number people look for)."""
     import matplotlib  # lazy: ~0.5 s at import, only reports draw plots
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -209,9 +218,12 @@ def plot_metric_bars(result: Dict, path: Path) -> None:
         ax.set_ylim(0, 1)
         ax.set_title(f"ε = {eps:g} px")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    _save_figure(fig, path)
-    plt.close(fig)
+    if methods:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
+        fig.legend(handles, labels, loc="upper center", ncol=len(methods), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0), fontsize=9)
+    return fig
 
 
 def plot_harmonic_per_pair(result: Dict, path: Path) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import SAMPLE
@@ -100,3 +101,23 @@ def test_a_report_folder_made_meanwhile_is_still_replaced_whole(tmp_path, monkey
     report.replace_folder(tmp, out)
     assert (out / "report.md").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_the_metric_bars_legend_covers_no_bar():
+    """The legend sat inside the first panel and hid GoodPoint's harmonic-mean bar (the tallest
+    group there): no bar may lie under it."""
+    rng = np.random.default_rng(0)
+    keys = ("precision", "repeatability", "coverage", "harmonic_mean")
+
+    def block():
+        return {k: float(rng.uniform(0.6, 0.95)) for k in keys}
+    methods = {m: {**block(), "eps5": block()} for m in ("goodpoint", "orb", "sift", "akaze")}
+    fig = report.metric_bars_figure({"methods": methods, "settings": {"eps": [3, 5]}})
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert len(legends) == 1
+    box = legends[0].get_window_extent(renderer)
+    bars = [p.get_window_extent(renderer) for ax in fig.axes for p in ax.patches]
+    assert len(bars) == 2 * 4 * 4
+    assert not [b for b in bars if b.overlaps(box)]
