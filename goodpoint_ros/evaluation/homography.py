@@ -367,7 +367,8 @@ def evaluate_pairs(pairs: Sequence[HomographyPair], methods: Dict[str, object],
                 if index in keep:
                     warped, valid = homography_warp(H, size_b)(fa.keypoints)
                     ok = correct_matches(warped, valid, fb.keypoints, matches, eps_list[0])
-                    example["methods"][name] = example_entry(fa.keypoints, fb.keypoints, matches, ok)
+                    example["methods"][name] = example_entry(fa.keypoints, fb.keypoints,
+                                                             matches, ok, eps_list[0])
         except (ValueError, cv2.error) as exc:   # e.g. an image a detector rejects
             skipped.append((pair.name, (str(exc).strip().splitlines() or ["error"])[-1]))
             continue

@@ -260,14 +260,17 @@ def _safe_name(text: str) -> str:
 
 def write_match_pictures(examples: Sequence[Dict], out_dir: Path) -> List[str]:
     """``examples``: [{"name", "image_a", "image_b", "methods": {m: {"kpts_a", "kpts_b",
-    "matches", "correct"}}}] → file names written (correct matches green, wrong red)."""
+    "matches", "correct", "eps"}}}] → file names written (correct matches green, wrong
+    red; the caption says within how many px, or "inliers" where there is no ground truth)."""
 
     names = []
     for ex in examples:
         for m, d in ex.get("methods", {}).items():
+            eps = d.get("eps")
             img = draw_matches(ex["image_a"], ex["image_b"], d["kpts_a"], d["kpts_b"],
                                np.asarray(d["matches"]).reshape(-1, 2),
-                               np.asarray(d["correct"], bool), max_lines=300)
+                               np.asarray(d["correct"], bool), max_lines=300,
+                               label=f"correct within {eps:g} px" if eps else "inliers")
             fname = f"matches_{_safe_name(ex['name'])}_{m}.png"
             write_image(out_dir / fname, img)
             names.append(fname)

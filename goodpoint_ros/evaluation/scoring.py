@@ -52,6 +52,9 @@ def correct_matches(warped_a: np.ndarray, valid_a: np.ndarray, kpts_b: np.ndarra
 
 
 def example_entry(kpts_a: np.ndarray, kpts_b: np.ndarray, matches: np.ndarray,
-                  correct: np.ndarray) -> Dict[str, np.ndarray]:
-    """One method's part of a report picture (``report.write_report`` draws it)."""
-    return {"kpts_a": kpts_a, "kpts_b": kpts_b, "matches": matches, "correct": correct}
+                  correct: np.ndarray, eps: Optional[float]) -> Dict[str, np.ndarray]:
+    """One method's part of a report picture (``report.write_report`` draws it);
+    ``correct`` [M] by ground truth within ``eps`` px, or (``eps`` None: no ground truth)
+    the robust fit's inliers."""
+    return {"kpts_a": kpts_a, "kpts_b": kpts_b, "matches": matches, "correct": correct,
+            "eps": eps}

@@ -77,3 +77,22 @@ def test_json_safe_turns_nan_and_inf_into_null():
                      "d": np.array([1.0, np.nan]), "e": np.bool_(True)})
     assert out == {"a": 0.5, "b": None, "c": [None, 3], "d": [1.0, None], "e": True}
 
+
+
+def test_match_pictures_say_what_green_means(tmp_path, monkeypatch):
+    """The evaluator colours matches by ground truth, so its caption says "correct within
+    3 px", not "inliers" (RANSAC's word); without ground truth it is RANSAC's verdict."""
+    from goodpoint_ros.evaluation import report
+    from goodpoint_ros.evaluation.scoring import example_entry
+    said = []
+    real = report.draw_matches
+    monkeypatch.setattr(report, "draw_matches",
+                        lambda *a, **k: said.append(k["label"]) or real(*a, **k))
+    img = np.zeros((48, 64), np.uint8)
+    kp = np.array([[10.0, 10.0], [30.0, 20.0]])
+    for eps in (3.0, None):
+        entry = example_entry(kp, kp, np.array([[0, 0], [1, 1]]), np.array([True, False]), eps)
+        report.write_match_pictures([{"name": "a-b", "image_a": img, "image_b": img,
+                                      "methods": {"orb": entry}}], tmp_path)
+    assert said == ["correct within 3 px", "inliers"]
+    assert (tmp_path / "matches_a-b_orb.png").is_file()

@@ -398,10 +398,11 @@ def _score_pair(fa, fb, methods, opts: BagOptions, timing: Timing, detect, bag_b
             if warps is not None:
                 warped, valid = warps[0].warp(feats_a.keypoints)
                 ok = correct_matches(warped, valid, feats_b.keypoints, matches, opts.eps[0])
-            else:
-                ok = np.asarray(inl, bool)
+                eps = opts.eps[0]
+            else:                       # no ground truth for the pair: RANSAC's verdict
+                ok, eps = np.asarray(inl, bool), None
             example["methods"][mname] = example_entry(feats_a.keypoints, feats_b.keypoints,
-                                                      matches, ok)
+                                                      matches, ok, eps)
     return record, example
 
 
