@@ -13,20 +13,44 @@ from goodpoint_ros.core.weights import atomic_write_bytes
 GREEN, RED, YELLOW = (60, 200, 60), (40, 40, 230), (0, 215, 255)
 
 
+def caption(canvas: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` at the top left of a BGR ``canvas`` (in place), white on a dark outline
+    so it reads on any image, shrunk to fit the width (Hershey fonts: ASCII only)."""
+    room = canvas.shape[1] - 20
+    (w07, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.7, 2)
+    scale = max(0.3, min(0.7, 0.7 * room / max(w07, 1)))
+    line = max(1, round(2 * scale / 0.7))
+    while len(text) > 4 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale,
+                                            line)[0][0] > room:
+        text = text[:-4] + "..."             # a thumbnail: the start says the most
+    y = int(10 + 20 * scale)
+    # The outline is the text itself shifted around, not a thicker stroke: a Hershey glyph's
+    # advance grows with the thickness, so a thick copy drifts out from under the text.
+    for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1), (0, 2), (0, -2), (2, 0), (-2, 0)):
+        cv2.putText(canvas, text, (10 + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), line, cv2.LINE_AA)
+    cv2.putText(canvas, text, (10, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), line,
+                cv2.LINE_AA)
+    return canvas
+
+
 def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, scores: Optional[np.ndarray] = None,
                    radius: int = 3) -> np.ndarray:
-    """BGR picture with keypoints [N,2] as circles, colour by score (jet)."""
+    """BGR picture with keypoints [N,2] as circles, colour by score (jet: blue low, red
+    high), and a caption saying so with the score range."""
     out = to_bgr8(image).copy()
     if len(keypoints) == 0:
-        return out
+        return caption(out, "0 keypoints")
     if scores is None or len(scores) == 0 or np.ptp(scores) == 0:
         colors = np.tile(np.array(YELLOW, np.uint8), (len(keypoints), 1))
+        text = f"{len(keypoints)} keypoints"
     else:
         s = ((scores - scores.min()) / np.ptp(scores) * 255).astype(np.uint8)
         colors = cv2.applyColorMap(s[:, None], cv2.COLORMAP_JET)[:, 0]
+        text = f"{len(keypoints)} keypoints; score {scores.min():.2f} blue, {scores.max():.2f} red"
     for (x, y), c in zip(np.round(keypoints).astype(int), colors):
         cv2.circle(out, (int(x), int(y)), radius, tuple(int(v) for v in c), 1, cv2.LINE_AA)
-    return out
+    return caption(out, text)
 
 
 def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts1: np.ndarray,
@@ -57,10 +81,7 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
         p0 = tuple(int(v) for v in np.round(kpts0[i]))
         p1 = tuple(int(v) for v in np.round(kpts1[j] + off))
         cv2.line(canvas, p0, p1, GREEN if inliers[k] else RED, 1, cv2.LINE_AA)
-    n_in = int(inliers.sum())
-    cv2.putText(canvas, f"{len(matches)} matches, {n_in} {label}", (10, 24),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
-    return canvas
+    return caption(canvas, f"{len(matches)} matches, {int(inliers.sum())} {label}")
 
 
 def write_image(path, image: np.ndarray) -> None:
