@@ -25,7 +25,6 @@ steps is what a short probe says fits ``--budget-s``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -35,6 +34,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))          # the tree as the package, here and on the device
+from goodpoint_ros.core.weights import load_weights  # noqa: E402
+
 GPU_DIR = ROOT / ".gpu"
 BUNDLED = ROOT / "goodpoint_ros" / "weights" / "goodpoint_default.safetensors"
 #: s10's schedule shape (training/README.md, round 5): 4 constant epochs, 6 decaying ones.
@@ -130,7 +132,7 @@ def _round(args, out: Path, work: Path, env: dict) -> Path:
         best = work / "run" / "best.ckpt"
         if not best.is_file():
             best = work / "run" / "last.ckpt"
-        det = json.loads(_read_metadata(args.init))["detection"]
+        det = load_weights(args.init)[1]["detection"]
         rel = [sys.executable, "-m", "goodpoint_training.release", str(best),
                "--images", str(args.images), "--out", str(out / "gpu.safetensors"),
                "--table", str(out / "sweep.json"),
@@ -145,13 +147,6 @@ def _round(args, out: Path, work: Path, env: dict) -> Path:
     shutil.copy(work / "run" / "config.yaml", out / "config.yaml")
     print(f"wrote {out / 'gpu.safetensors'}")
     return out / "gpu.safetensors"
-
-
-def _read_metadata(path: Path) -> str:
-    """The safetensors header's GoodPoint metadata (JSON), read without torch."""
-    from safetensors import safe_open
-    with safe_open(str(path), framework="numpy") as f:
-        return f.metadata()["goodpoint"]
 
 
 def main(argv=None) -> int:
