@@ -50,7 +50,8 @@ def cross_track_stretch(xz: np.ndarray) -> float:
     extent ratio of the ground-truth path ``xz`` [N,2] when it is over :data:`ELONGATED`
     (a straight drive: at equal scale, 0.1 m off a 60 m road is invisible), else 1."""
     extent = np.ptp(xz, axis=0) if len(xz) else np.zeros(2)
-    ratio = extent.max() / max(extent.min(), 1e-3 * max(extent.max(), 1e-9), 1e-9)
+    narrow = max(extent.min(), 1e-3 * extent.max())     # a ruler-straight path: 1000× at most
+    ratio = extent.max() / narrow if narrow > 0 else 1.0
     return float(ratio) if ratio > ELONGATED else 1.0
 
 
