@@ -43,6 +43,10 @@ class Backend(Protocol):
 #: each frame (LRU on a cycle).
 MAX_SHAPES = 16
 
+#: Every precision some backend runs; which pairs one can is that backend's own answer
+#: (``BackendUnavailable``).
+PRECISIONS: Tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot run here (library missing, no device, bad engine...)."""

@@ -14,14 +14,13 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 """
 from __future__ import annotations
 
-from goodpoint_ros.backends import REGISTRY
+from goodpoint_ros.backends import PRECISIONS, REGISTRY
 from goodpoint_ros.cli.common import check_outputs, comma_list, parse_sizes, write_json
 from goodpoint_ros.deploy.benchmark import DETECTIONS, format_table, plot_latency, run_benchmark
 
-#: What ``--backends`` / ``--precision`` accept (a pair a backend cannot run is reported
-#: as unavailable; a name no backend has is refused before measuring).
+#: What ``--backends`` accepts beside ``--precision``'s PRECISIONS (a pair a backend cannot
+#: run is reported as unavailable; a name no backend has is refused before measuring).
 BACKENDS = (*REGISTRY, "auto", "inductor")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def add_arguments(p):

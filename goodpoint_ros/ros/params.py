@@ -22,13 +22,14 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
 
+from goodpoint_ros.backends import PRECISIONS as BACKEND_PRECISIONS
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.frontend.frontend import FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
 MODES = ("mono", "stereo")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+PRECISIONS = ("auto", *BACKEND_PRECISIONS)
 DESCRIPTOR_ENCODINGS = ("float32", "uint8")
 RELIABILITIES = ("best_effort", "reliable")
 
