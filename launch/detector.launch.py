@@ -17,6 +17,8 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from goodpoint_ros.ros.params import SPECS
+
 
 def generate_launch_description():
     arg = LaunchConfiguration
@@ -35,11 +37,12 @@ def generate_launch_description():
                               description="stereo: left camera_info topic"),
         DeclareLaunchArgument("right_camera_info", default_value="right/camera_info",
                               description="stereo: right camera_info topic"),
+        # the node's parameter table says which backends and precisions exist
         DeclareLaunchArgument("backend", default_value="auto",
-                              choices=["auto", "tensorrt", "onnxruntime", "openvino", "torch"],
-                              description="inference backend (auto: tensorrt, onnxruntime, torch)"),
+                              choices=list(SPECS["backend"].choices),
+                              description=SPECS["backend"].description),
         DeclareLaunchArgument("precision", default_value="auto",
-                              choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                              choices=list(SPECS["precision"].choices),
                               description="network precision (auto: the fastest gated path, "
                                           "measured on this machine)"),
         DeclareLaunchArgument(

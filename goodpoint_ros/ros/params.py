@@ -22,13 +22,15 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import yaml
 
+from goodpoint_ros.backends import AUTO_ORDER, REGISTRY
 from goodpoint_ros.backends import PRECISIONS as BACKEND_PRECISIONS
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.frontend.frontend import FrontendConfig
 from goodpoint_ros.frontend.stereo import StereoParams
 
 MODES = ("mono", "stereo")
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
+#: auto first, then the order auto tries, then the backends it never picks itself.
+BACKENDS = ("auto", *AUTO_ORDER, *(b for b in REGISTRY if b not in AUTO_ORDER))
 PRECISIONS = ("auto", *BACKEND_PRECISIONS)
 DESCRIPTOR_ENCODINGS = ("float32", "uint8")
 RELIABILITIES = ("best_effort", "reliable")
@@ -92,7 +94,7 @@ PARAMETERS = (
     P("mode", "mono", "mono: one camera; stereo: a synchronised left/right pair",
       True, MODES),
     from_field(FrontendConfig, "rectified", read_only=True),
-    P("backend", "auto", "inference backend; auto tries tensorrt → onnxruntime → torch",
+    P("backend", "auto", f"inference backend; auto tries {' → '.join(AUTO_ORDER)}",
       True, BACKENDS),
     P("precision", "auto", "network precision; auto: with backend auto the fastest that passes "
       "the accuracy gate here (measured once, cached), else the backend's reference", True,
@@ -156,6 +158,17 @@ PARAMETERS = (
       range=(0.1, 60.0)),
 )
 SPECS: Dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+def yaml_comment(spec: ParamSpec) -> str:
+    """The line config/detector.yaml puts above ``spec``: what ``ros2 param describe``
+    says of it (a test keeps the file to it)."""
+    text = ("[start-up] " if spec.read_only else "") + spec.description
+    if spec.choices:
+        text += f" ({', '.join(spec.choices)})"
+    if spec.range:
+        text += f" [{spec.range[0]}, {spec.range[1]}]"
+    return text
 
 
 def defaults() -> Dict[str, Any]:

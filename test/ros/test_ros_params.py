@@ -15,6 +15,7 @@ from goodpoint_ros.ros.params import (
     resize_from,
     stereo_params_from,
     validate_update,
+    yaml_comment,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +30,21 @@ def test_yaml_lists_every_parameter_with_its_default_and_they_validate():
             assert p.range[0] <= p.default <= p.range[1], p.name
         if p.choices:
             assert p.default in p.choices, p.name
+
+
+def test_yaml_comments_say_what_the_table_says():
+    """Each parameter's comment in config/detector.yaml is the table's description,
+    choices and range: a user reading the file sees what ``ros2 param describe`` says
+    (five had gone stale: the backend list lacked openvino)."""
+    lines = (ROOT / "config" / "detector.yaml").read_text(encoding="utf-8").splitlines()
+    seen = {}
+    for above, line in zip(lines, lines[1:]):
+        name = line.strip().split(":", 1)[0]
+        if name in SPECS and line.startswith("    ") and not line.strip().startswith("#"):
+            seen[name] = above.strip().removeprefix("# ")
+    assert set(seen) == set(SPECS)
+    stale = {n: c for n, c in seen.items() if c != yaml_comment(SPECS[n])}
+    assert not stale, stale
 
 
 def test_yaml_matches_the_dataclass_defaults():
