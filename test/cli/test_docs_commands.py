@@ -5,7 +5,8 @@ the prose fails them with an argparse usage error. Each occurrence of ``goodpoin
 (code blocks and inline code) is checked against the real parser: the subcommand (and
 its mode, ``eval vo``, ``export int8``) exists, and every ``--flag`` after it is one of
 that parser's options. Every repository path it names (``test/backends/test_tensorrt.py``)
-is there: tests moved into folders had left ``pytest test/test_tensorrt.py`` in the README.
+is there, and so is every one a docstring or comment names: tests moved into folders had
+left ``pytest test/test_tensorrt.py`` in the README.
 """
 import argparse
 import re
@@ -20,8 +21,12 @@ DOCS = sorted([ROOT / "README.md", ROOT / "training" / "README.md", *(ROOT / "do
 # a command ends at a shell separator or the end of its code span / line
 COMMAND = re.compile(r"(?<![\w/.-])goodpoint ([a-z][a-z-]*)([^`\n&|;]*)")
 # a path from the repository root (not src/goodpoint_ros/... of a colcon workspace)
-PATH = re.compile(r"(?<![\w/.-])((?:goodpoint_ros|training|test|tools|launch|config|docs)/[\w/.-]*"
+PATH = re.compile(r"(?<![\w/.-])((?:goodpoint_ros|training|test|tools|launch|config|docs|"
+                  r"core|backends|deploy|frontend|odometry|ros|evaluation|synthetic|cli)/[\w/.-]*"
                   r"\.(?:py|yaml|md|sh))\b")
+# where a path may be rooted: the repository, or the package for its layers (core/config.py)
+BASES = (ROOT, ROOT / "goodpoint_ros")
+SOURCES = sorted(p for d in ("goodpoint_ros", "training", "tools", "test") for p in (ROOT / d).rglob("*.py"))
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict:
@@ -68,8 +73,16 @@ def test_documented_commands_parse(doc):
     assert unknown_in(doc.read_text(encoding="utf-8"), build_parser()) == []
 
 
+def missing_paths(text: str) -> list:
+    return sorted({p for p in PATH.findall(text) if not any((b / p).exists() for b in BASES)})
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_documented_paths_exist(doc):
-    missing = sorted({p for p in PATH.findall(doc.read_text(encoding="utf-8"))
-                      if not (ROOT / p).exists()})
-    assert missing == []
+    assert missing_paths(doc.read_text(encoding="utf-8")) == []
+
+
+def test_paths_named_in_docstrings_and_comments_exist():
+    missing = {str(f.relative_to(ROOT)): m for f in SOURCES if f.name != Path(__file__).name
+               for m in [missing_paths(f.read_text(encoding="utf-8"))] if m}
+    assert missing == {}

@@ -2,7 +2,7 @@
 mono, degenerate flat-sky copies, and bad input (black / noise frames, NaN depth, time jumps).
 
 Small on purpose (few frames, half resolution): CPU is scarce; accuracy figures at
-full length live in tools/vo_benchmark.py and docs/odometry.md.
+full length live in tools/vo/benchmark.py and docs/odometry.md.
 """
 from __future__ import annotations
 
