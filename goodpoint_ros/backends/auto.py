@@ -57,7 +57,7 @@ from goodpoint_ros.core.weights import atomic_write_bytes, resolve_path
 LOG = logging.getLogger("goodpoint_ros.backends.auto")
 PROBE_VERSION = 1
 #: (backend, precision) the probe considers, safest first.  TensorRT is not
-#: probed: where it loads, :func:`create_backend` uses it (its own engine
+#: probed: where it loads, :func:`~goodpoint_ros.backends.create_backend` uses it (its own engine
 #: build, gate and hot swap); a minutes-long build is no "short probe".
 CANDIDATES: Tuple[Tuple[str, str], ...] = (
     ("onnxruntime", "fp32"), ("torch", "fp32"), ("openvino", "fp32"), ("torch", "bf16"),

@@ -62,7 +62,7 @@ def pad_to_multiple(image: np.ndarray, multiple: int = CELL) -> np.ndarray:
     """[H,W] → [H',W'] with H', W' the next multiples of ``multiple``.
 
     Padding replicates the last row/column so it creates no artificial edge;
-    keypoints in the padding are dropped by :func:`detect` (which knows the
+    keypoints in the padding are dropped by :func:`select_keypoints` (which knows the
     original size).
     """
     h, w = image.shape[:2]
