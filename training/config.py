@@ -134,7 +134,20 @@ def merge(cfg: TrainConfig, overrides: Dict[str, Any]) -> TrainConfig:
     return config_from_dict(values)
 
 
+#: The smallest value of each count (an unset Optional is fine): 0 workers is the
+#: loading in the main process, but 0 steps per epoch or -1 threads mean nothing.
+MINIMA = {"bag_every": 1, "steps_per_epoch": 1, "max_steps": 1, "threads": 1, "workers": 0,
+          "log_every": 1, "image_every": 0, "checkpoint_steps": 1, "constant_epochs": 0,
+          "decay_epochs": 0, "min_image_size": 8, "validation_size": 32}
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
+    for name, low in MINIMA.items():
+        value = getattr(cfg, name)
+        if value is not None and not value >= low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    if cfg.constant_epochs + cfg.decay_epochs < 1:
+        raise ValueError("constant_epochs + decay_epochs must be >= 1 (the run's length)")
     if cfg.crop < 32 or cfg.crop % 8:
         raise ValueError(f"crop must be a multiple of 8 and >= 32, got {cfg.crop}")
     if cfg.batch_size < 1:
@@ -144,6 +157,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.lr <= 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     for name in ("homography", "homography_wide"):
+        if not getattr(cfg, name).rotation >= 0:   # a range ±r: a negative one is a typo
+            raise ValueError(f"{name}.rotation must be >= 0 (radians, ±), "
+                             f"got {getattr(cfg, name).rotation}")
         lo, hi = getattr(cfg, name).scale
         if not (0 < lo <= hi):
             raise ValueError(f"{name}.scale must be 0 < lo <= hi, got {getattr(cfg, name).scale}")

@@ -100,6 +100,8 @@ def run_from_args(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = build_config(args)
     if args.benchmark:
+        if args.benchmark_steps < 1:
+            raise ValueError(f"--benchmark-steps must be >= 1, got {args.benchmark_steps}")
         from .benchmark import run_benchmark  # lazy: imports torch
         return run_benchmark(cfg, steps=args.benchmark_steps, images=args.images)
     if not (cfg.images or cfg.bag) or not cfg.out:

@@ -151,6 +151,15 @@ def main(argv=None) -> int:
                    help="recorded default: frames whose longer side is under this many pixels are "
                         "doubled before the network (0: never; default %(default)s)")
     args = p.parse_args(argv)
+    try:   # before the sweep (minutes): a bad default must not surface only at the export
+        GoodPointConfig(keypoint_threshold=args.threshold, pyramid_levels=args.pyramid_levels,
+                        pyramid_factor=args.pyramid_factor,
+                        upsample_below=args.upsample_below).validate()
+    except ValueError as exc:
+        p.error(str(exc))
+    for out in filter(None, (args.out, args.table)):
+        if Path(out).exists() and Path(out).samefile(args.checkpoint):
+            p.error(f"refusing to write {out}: it is the input (pick another output path)")
     theta, table = (args.threshold, {}) if args.threshold else choose_threshold(
         args.checkpoint, args.images)
     for t, m in table.items():

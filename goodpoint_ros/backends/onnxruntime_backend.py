@@ -40,7 +40,7 @@ from goodpoint_ros.backends.onnx_model import (
     read_onnx_metadata,
     warn_if_gate_failed,
 )
-from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, resolve_path
+from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, load_weights, resolve_path
 
 try:
     import onnxruntime as ort
@@ -106,6 +106,7 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
         except ImportError:
             raise BackendUnavailable(f"no up-to-date ONNX file for {src} and no torch to export one; "
                                      f"run: {regen}") from None
+        load_weights(src)     # an unreadable file is said now, not after "exporting"
         LOG.warning("exporting %s to %s (one-off)", src, cached)
         export_onnx(src, cached)
         return cached, "exported to the user cache"

@@ -42,8 +42,16 @@ EPILOG = ("Conventions: keypoints are (x, y) in pixels of the original image, pi
           "integers. Weights default to the model bundled in the package.")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: the reason and where help is, not a
+    usage block of 30 lines with the reason under it (subcommand parsers inherit it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="goodpoint", description="GoodPoint learned keypoints: detect, match, evaluate, "
         "train and deploy (Belikov & Potapov 2020).", epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"goodpoint_ros {__version__}")

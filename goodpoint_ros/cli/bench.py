@@ -15,7 +15,7 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 from __future__ import annotations
 
 from goodpoint_ros.backends import PRECISIONS, REGISTRY
-from goodpoint_ros.cli.common import check_outputs, comma_list, parse_sizes, write_json
+from goodpoint_ros.cli.common import bounded, check_outputs, comma_list, parse_sizes, write_json
 from goodpoint_ros.deploy.benchmark import DETECTIONS, format_table, plot_latency, run_benchmark
 
 #: What ``--backends`` accepts beside ``--precision``'s PRECISIONS (a pair a backend cannot
@@ -31,10 +31,13 @@ def add_arguments(p):
     p.add_argument("--precision", default="fp32,bf16,int8", help="comma list: fp32,bf16,fp16,int8 "
                    "(a pair a backend cannot run is reported as unavailable)")
     p.add_argument("--sizes", default="320x240,640x480", help="comma list of WxH")
-    p.add_argument("--frames", type=int, default=50, help="timed frames per run (default 50)")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--frames", type=bounded(int, 1), default=50,
+                   help="timed frames per run (default 50)")
+    p.add_argument("--warmup", type=bounded(int, 0), default=5,
+                   help="untimed frames before them (default 5)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    p.add_argument("--threads", type=bounded(int, 1), default=None,
+                   help="CPU threads for the network")
     p.add_argument("--threshold", type=float, default=None,
                    help="θ_keypoint override (default: from the weights' metadata)")
     p.add_argument("--json", help="write the results as JSON")

@@ -118,14 +118,21 @@ def check_writable(*paths) -> None:
             raise UserError(f"cannot write {p}: {os_error_line(exc)}") from None
 
 
-def check_outputs(inputs: Iterable, outputs: Iterable, image_outputs: Iterable = ()) -> None:
-    """All output checks a writing command runs before it computes anything."""
+def check_outputs(inputs: Iterable, outputs: Iterable, image_outputs: Iterable = (),
+                  folders: Iterable = ()) -> None:
+    """All output checks a writing command runs before it computes anything: ``outputs``
+    and ``image_outputs`` are files (an existing folder there is refused: the atomic
+    rename would fail only after the work), ``folders`` are written as a whole."""
     outputs = [o for o in outputs if o]
     image_outputs = [o for o in image_outputs if o]
-    refuse_clobber(inputs, outputs + image_outputs)
+    folders = [o for o in folders if o]
+    refuse_clobber(inputs, outputs + image_outputs + folders)
+    for o in outputs + image_outputs:
+        if Path(o).is_dir():
+            raise UserError(f"cannot write {o}: it is a folder (name a file, in it or elsewhere)")
     for o in image_outputs:
         check_image_output(o)
-    check_writable(*outputs, *image_outputs)
+    check_writable(*outputs, *image_outputs, *folders)
 
 
 def parse_size(text: str):
@@ -137,6 +144,34 @@ def parse_size(text: str):
     if w < 8 or h < 8:
         raise argparse.ArgumentTypeError(f"size too small: {text}")
     return w, h
+
+
+def bounded(kind: type = int, low=None, high=None, *, above=None):
+    """An argparse ``type=``: ``kind(text)`` within ``[low, high]``, or ``(above, high]``.
+
+    The range is checked when the flag is parsed, so a count of 0 or a negative
+    threshold is one line naming the flag (``argument --frames: must be >= 1, got 0``)
+    before any work, not a traceback or a run with a meaningless value.
+    """
+    lower = f"[{low:g}" if low is not None else f"({above:g}" if above is not None else None
+    if high is not None:
+        rule = f"in {lower or '(-inf'}, {high:g}]"
+    else:
+        rule = f">= {low:g}" if low is not None else f"> {above:g}"
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if (low is not None and not value >= low) or (above is not None and not value > above) \
+                or (high is not None and not value <= high):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__      # argparse names the type in its messages
+    return parse
 
 
 def comma_list(text: str, flag: str, choices: Iterable[str] = ()) -> list:
@@ -171,7 +206,8 @@ def add_model_args(p: argparse.ArgumentParser, precision: str = "auto") -> None:
                         "auto the fastest path that passes the accuracy gate on this machine, "
                         "measured once and cached; with a named backend its reference precision)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    g.add_argument("--threads", type=bounded(int, 1), default=None,
+                   help="CPU threads for the network (default: the backend's choice)")
 
 
 #: GoodPointConfig fields offered as options; flag, help, default and range come from the

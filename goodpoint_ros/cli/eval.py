@@ -26,6 +26,7 @@ from goodpoint_ros.cli.common import (
     UserError,
     add_config_options,
     add_model_args,
+    bounded,
     check_outputs,
     config_from_args,
     parse_size,
@@ -66,7 +67,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated subset of {DEFAULT_METHODS} (default: all)")
     k = field_info("max_keypoints")["default"]
-    g.add_argument("--max-keypoints", type=int, default=k,
+    g.add_argument("--max-keypoints", type=bounded(int, 0), default=k,
                    help=f"each method keeps its strongest k keypoints, 0 = all (default {k})")
     # GoodPoint's θ_keypoint, NMS radius, border, θ_desc, ratio, pyramid: from GoodPointConfig
     add_config_options(g, ("keypoint_threshold", "nms_radius", "border", "descriptor_threshold",
@@ -76,7 +77,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--json", help="write the full result (summary, splits, per pair, settings)")
     o.add_argument("--report", help="write report.md and PNG plots into this directory")
-    o.add_argument("--pictures", type=int, default=3,
+    o.add_argument("--pictures", type=bounded(int, 0), default=3,
                    help="match pictures in the report: this many pairs (default 3)")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p, precision="fp32")   # reproducible figures: the reference model
@@ -88,12 +89,12 @@ def add_homography_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("homography sets")
     g.add_argument("--resize", type=parse_size, default=None,
                    help="evaluate at WxH (images resized, H updated); default: native resolution")
-    g.add_argument("--coverage-radius", type=float, default=25.0,
+    g.add_argument("--coverage-radius", type=bounded(float, above=0), default=25.0,
                    help="coverage disc radius in pixels (default 25, paper §6.2)")
-    g.add_argument("--ransac-threshold", type=float, default=STILL_PAIR.ransac_threshold,
+    g.add_argument("--ransac-threshold", type=bounded(float, above=0), default=STILL_PAIR.ransac_threshold,
                    help=f"USAC/MAGSAC inlier threshold for the estimated homography "
                         f"(default {STILL_PAIR.ransac_threshold:g})")
-    g.add_argument("--max-pairs", type=int, default=0, help="evaluate at most N pairs (0 = all)")
+    g.add_argument("--max-pairs", type=bounded(int, 0), default=0, help="evaluate at most N pairs (0 = all)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,8 +121,9 @@ def run(args) -> int:
                         "`goodpoint eval bag BAG` (see goodpoint eval -h)")
     # before the (long) evaluation: never an input clobbered, never a result lost to an
     # unwritable folder at the end
-    inputs = [getattr(args, k, None) for k in ("dir", "bag", "bag_b", "weights")]
-    check_outputs(inputs, [getattr(args, "json", None), getattr(args, "report", None)])
+    inputs = [getattr(args, k, None) for k in ("dir", "bag", "bag_b", "path", "weights")]
+    check_outputs(inputs, [getattr(args, "json", None)],
+                  folders=[getattr(args, k, None) for k in ("report", "out")])
     if getattr(args, "report", None):
         check_report_folder(args.report)
     return fn(args)
@@ -132,8 +134,6 @@ def run(args) -> int:
 def methods_from_args(args):
     """{name: Method} for ``--methods`` (the GoodPoint network is loaded only when asked)."""
     names = parse_methods(args.methods)
-    if args.max_keypoints < 0:
-        raise UserError(f"--max-keypoints must be >= 0, got {args.max_keypoints}")
     out = {}
     for name in names:
         extractor, config = None, None
@@ -189,10 +189,8 @@ def finish(result: dict, args, examples=None, title: str = "GoodPoint evaluation
 # --------------------------------------------------------------------------- homography mode
 
 def run_homography(args) -> int:
-    if args.coverage_radius <= 0:
-        raise UserError(f"--coverage-radius must be positive, got {args.coverage_radius}")
     pairs, problems = discover_pairs(args.dir)
-    if args.max_pairs and args.max_pairs > 0:
+    if args.max_pairs:
         pairs = pairs[:args.max_pairs]
     t_start = time.perf_counter()
     methods = methods_from_args(args)
@@ -251,18 +249,18 @@ def add_bag_arguments(p: argparse.ArgumentParser) -> None:
                         "camera's optical pose); auto = tf_static when present, else airsim")
     g.add_argument("--shift", type=int, default=5, help="pair frame i with i+shift (default 5)")
     g.add_argument("--stride", type=int, default=1, help="use every k-th pair start (default 1)")
-    g.add_argument("--max-pairs", type=int, default=0, help="evaluate at most N pairs (0 = all)")
+    g.add_argument("--max-pairs", type=bounded(int, 0), default=0, help="evaluate at most N pairs (0 = all)")
     g.add_argument("--eval-size", type=parse_size, default=(320, 240),
                    help="images are resized to WxH with K scaled (default 320x240)")
-    g.add_argument("--roll", type=float, default=0.0,
+    g.add_argument("--roll", type=bounded(float, -90, 90), default=0.0,
                    help="roll the second image by this many degrees (paper: 5); warp updated")
-    g.add_argument("--depth-tolerance", type=float, default=0.05,
+    g.add_argument("--depth-tolerance", type=bounded(float, above=0), default=0.05,
                    help="visibility: relative depth agreement in b (default 0.05 = 5%%)")
-    g.add_argument("--sync-tolerance", type=float, default=0.02,
+    g.add_argument("--sync-tolerance", type=bounded(float, 0), default=0.02,
                    help="max |Δt| in seconds between image and depth stamps (default 0.02)")
-    g.add_argument("--pose-tolerance", type=float, default=0.1,
+    g.add_argument("--pose-tolerance", type=bounded(float, 0), default=0.1,
                    help="max gap in seconds for pose interpolation (default 0.1)")
-    g.add_argument("--coverage-radius", type=float, default=20.0,
+    g.add_argument("--coverage-radius", type=bounded(float, above=0), default=20.0,
                    help="coverage disc radius in pixels (default 20, paper §6.1)")
     g.add_argument("--no-depth", action="store_true",
                    help="robot bag without depth: matches, essential inlier ratio, relative pose "
@@ -271,19 +269,6 @@ def add_bag_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the check that the ground truth agrees with SIFT matches (it catches "
                         "a wrong --extrinsic or pose topic)")
 
-
-def check_bag_arguments(args) -> None:
-    """One-line errors for option values that cannot work."""
-    if args.depth_tolerance <= 0:
-        raise ValueError(f"--depth-tolerance must be positive, got {args.depth_tolerance}")
-    if args.sync_tolerance < 0 or args.pose_tolerance < 0:
-        raise ValueError("--sync-tolerance and --pose-tolerance must be >= 0")
-    if args.coverage_radius <= 0:
-        raise ValueError(f"--coverage-radius must be positive, got {args.coverage_radius}")
-    if not -90.0 <= args.roll <= 90.0:
-        raise ValueError(f"--roll is in degrees within [-90, 90], got {args.roll}")
-    if args.max_pairs < 0:
-        raise ValueError(f"--max-pairs must be >= 0, got {args.max_pairs}")
 
 
 def _open(args, path, need_depth: bool):
@@ -296,7 +281,6 @@ def _open(args, path, need_depth: bool):
 def run_bag(args) -> int:
     """Entry point of ``goodpoint eval bag``: options from :func:`add_bag_arguments` plus
     the common ones (methods, thresholds, outputs, model)."""
-    check_bag_arguments(args)
     t_start = time.perf_counter()
     timing = Timing()
     need_depth = not args.no_depth

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from goodpoint_ros.cli.common import UserError, add_model_args, write_json
+from goodpoint_ros.cli.common import UserError, add_model_args, bounded, write_json
 from goodpoint_ros.core.pipeline import FeatureExtractor
 from goodpoint_ros.evaluation.aggregate import json_safe
 from goodpoint_ros.evaluation.methods import parse_methods
@@ -53,11 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated subset of {DEFAULT_METHODS} (default: all)")
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--json", help="write the metrics per method to this file")
-    p.add_argument("--max-keypoints", type=int, default=2000,
+    p.add_argument("--max-keypoints", type=bounded(int, 0), default=2000,
                    help="each method keeps its strongest k per image (default 2000)")
-    p.add_argument("--scale", type=float, default=1.0,
+    p.add_argument("--scale", type=bounded(float, 0.05, 4), default=1.0,
                    help="resize images by this factor, calibration scaled (default 1 = native)")
-    p.add_argument("--frames", type=int, default=0, help="use the first N frames (0 = all)")
+    p.add_argument("--frames", type=bounded(int, 0), default=0, help="use the first N frames (0 = all)")
     p.add_argument("--solver", choices=["gtsam", "scipy"], default="gtsam",
                    help="sliding-window BA solver (default gtsam)")
     p.add_argument("--stereo-matching", choices=["descriptor", "patch"], default="descriptor",
@@ -71,12 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pyramid-levels", type=int, default=VO_PYRAMID_LEVELS,
                    help=f"GoodPoint image pyramid levels (default {VO_PYRAMID_LEVELS}: the VO's, "
                         "whatever the weights recommend for still pairs)")
-    p.add_argument("--network-scale", type=float, default=None,
+    p.add_argument("--network-scale", type=bounded(float, 0.25, 2), default=None,
                    help="GoodPoint sees each frame resized by this factor (2: doubled, as "
                         "SIFT's first octave — more and finer keypoints from small images, 4x "
                         "the network time; default: the weights' rule, frames under their "
                         "upsample_below (480 px) doubled, others as they are)")
-    p.add_argument("--pnp-threshold", type=float, default=None,
+    p.add_argument("--pnp-threshold", type=bounded(float, above=0), default=None,
                    help="USAC / outlier reprojection threshold in pixels (default: the "
                         "mode's, " + ", ".join(f"{m} {v:g}" for m, v in
                                               PNP_THRESHOLD_BY_MODE.items()) + ")")
@@ -105,14 +105,6 @@ def _extractor(args):
 
 def run(args) -> int:
     names = parse_methods(args.methods)
-    if not 0.05 <= args.scale <= 4:
-        raise UserError(f"--scale must be in [0.05, 4], got {args.scale}")
-    if args.network_scale is not None and not 0.25 <= args.network_scale <= 2.0:
-        raise UserError(f"--network-scale must be in [0.25, 2], got {args.network_scale}")
-    if args.pnp_threshold is not None and not args.pnp_threshold > 0:
-        raise UserError(f"--pnp-threshold must be positive, got {args.pnp_threshold}")
-    if args.max_keypoints < 0 or args.frames < 0:
-        raise UserError("--max-keypoints and --frames must be >= 0")
     bag_kw = {k: getattr(args, k) for k in ("image_topic", "camera_info_topic", "depth_topic",
                                             "pose_topic")}
     bag_kw["max_frames"] = args.frames

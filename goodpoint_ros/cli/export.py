@@ -21,7 +21,7 @@ from pathlib import Path
 
 from goodpoint_ros.backends import BackendUnavailable, create_backend
 from goodpoint_ros.backends.engine_cache import engine_dir, parse_profile
-from goodpoint_ros.cli.common import UserError, check_outputs, parse_size, write_json
+from goodpoint_ros.cli.common import UserError, bounded, check_outputs, parse_size, write_json
 from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.core.imageio import read_image
 from goodpoint_ros.core.weights import DEFAULT_ONNX, PACKAGE_WEIGHTS_DIR, atomic_write_bytes, resolve_path
@@ -53,8 +53,8 @@ def add_arguments(p):
                         "goodpoint_default.onnx; `make models` passes this)")
     o.add_argument("--size", type=parse_size, default=None,
                    help="fixed WxH instead of dynamic height/width")
-    o.add_argument("--height", type=int, help="fixed height (with --width; same as --size)")
-    o.add_argument("--width", type=int, help="fixed width (with --height)")
+    o.add_argument("--height", type=bounded(int, 8), help="fixed height (with --width; same as --size)")
+    o.add_argument("--width", type=bounded(int, 8), help="fixed width (with --height)")
     o.add_argument("--dynamic", action="store_true", help="dynamic height/width (the default)")
     o.set_defaults(_what=_onnx)
 
@@ -69,9 +69,9 @@ def add_arguments(p):
     q.add_argument("--calib-dir", default=str(CALIBRATION_DIR),
                    help="folder holding them")
     q.add_argument("--method", default="percentile", choices=["minmax", "entropy", "percentile"])
-    q.add_argument("--percentile", type=float, default=99.99,
+    q.add_argument("--percentile", type=bounded(float, above=0, high=100), default=99.99,
                    help="activation range percentile for --method percentile (99.99)")
-    q.add_argument("--crops", type=int, default=4, help="views per photo (full + random crops)")
+    q.add_argument("--crops", type=bounded(int, 1), default=4, help="views per photo (full + random crops)")
     q.add_argument("--keep-float", default=None, metavar="LAYERS",
                    help="comma list of layers left in fp32 (default: the measured recipe, "
                         "conv1a,conv4a,det_b; layers conv1a … conv4b, det_a, det_b, desc_a, desc_b)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goodpoint_ros.cli.common import UserError, check_writable, parse_size
+from goodpoint_ros.cli.common import UserError, bounded, check_writable, parse_size
 from goodpoint_ros.synthetic.sample_bag import SampleBagSpec, write_sample_bag
 
 
@@ -31,7 +31,7 @@ def add_arguments(p):
                    help="image size WxH (default 320x240)")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate in Hz (default 10)")
     p.add_argument("--speed", type=float, default=1.5, help="flight speed in m/s (default 1.5)")
-    p.add_argument("--seed", type=int, default=0, help="scene layout seed (default 0)")
+    p.add_argument("--seed", type=bounded(int, 0), default=0, help="scene layout seed (default 0)")
     p.add_argument("--motion", choices=["cruise", "turns"], default="cruise",
                    help="cruise: steady flight; turns: speed changes and ±25° turns (for VO)")
     p.add_argument("--distortion", default="",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from goodpoint_ros.cli.common import UserError, check_writable, parse_size
+from goodpoint_ros.cli.common import UserError, bounded, check_writable, parse_size
 from goodpoint_ros.synthetic.stereo_sequence import StereoSequenceSpec, write_stereo_sequence
 
 
@@ -31,7 +31,7 @@ def add_arguments(p):
     p.add_argument("--fps", type=float, default=d.fps, help=f"frame rate in Hz (default {d.fps:g})")
     p.add_argument("--speed", type=float, default=d.speed,
                    help=f"flight speed in m/s (default {d.speed:g})")
-    p.add_argument("--seed", type=int, default=d.seed, help="scene layout seed (default 0)")
+    p.add_argument("--seed", type=bounded(int, 0), default=d.seed, help="scene layout seed (default 0)")
     p.add_argument("--motion", choices=["cruise", "turns"], default=d.motion,
                    help="turns (default): speed changes and ±25° turns; cruise: steady flight")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from goodpoint_ros.cli.common import (
     add_feature_args,
     add_model_args,
+    bounded,
     check_outputs,
     extractor_from_args,
     write_json,
@@ -25,7 +26,7 @@ def add_arguments(p):
     p.add_argument("image1")
     p.add_argument("--out", help="write a side-by-side picture (inliers green, outliers red)")
     p.add_argument("--json", help="write keypoints, matches, inliers and homography as JSON")
-    p.add_argument("--ransac-threshold", type=float, default=STILL_PAIR.ransac_threshold,
+    p.add_argument("--ransac-threshold", type=bounded(float, above=0), default=STILL_PAIR.ransac_threshold,
                    help=f"inlier threshold in pixels for the homography "
                         f"(default {STILL_PAIR.ransac_threshold:g})")
     p.add_argument("--no-verify", action="store_true", help="skip geometric verification")

@@ -110,3 +110,23 @@ def test_evaluations_default_to_the_fp32_reference_detection_to_auto():
     for argv in (["eval", "homography", "d"], ["eval", "bag", "b"], ["eval", "vo", "s", "--out", "o"]):
         assert p.parse_args(argv).precision == "fp32", argv
     assert p.parse_args(["detect", "x.png"]).precision == "auto"
+
+
+@pytest.mark.parametrize("kw,good,bad,rule", [
+    (dict(kind=int, low=1), "1", "0", "must be >= 1, got 0"),
+    (dict(kind=float, above=0), "0.5", "0", "must be > 0, got 0"),
+    (dict(kind=float, low=-90, high=90), "-90", "90.5", "must be in [-90, 90], got 90.5"),
+    (dict(kind=float, above=0, high=100), "100", "0", "must be in (0, 100], got 0"),
+    (dict(kind=int, low=0), "0", "1.5", "expected an integer, got '1.5'"),
+    (dict(kind=float, low=0), "0", "nan", "must be >= 0, got nan"),
+])
+def test_bounded_flag_types(kw, good, bad, rule):
+    import argparse
+
+    from goodpoint_ros.cli.common import bounded
+    kind = kw.pop("kind")
+    parse = bounded(kind, **kw)
+    assert parse(good) == kind(good) and isinstance(parse(good), kind)
+    with pytest.raises(argparse.ArgumentTypeError) as exc:
+        parse(bad)
+    assert str(exc.value) == rule

@@ -269,3 +269,74 @@ def test_make_sample_stereo_refuses_bad_baseline_and_existing_output(tmp_path):
 def test_bench_refuses_an_unknown_list_entry_before_measuring(flag, value):
     err = one_line_error(run("bench", flag, value, "--frames", "1", timeout=60))
     assert value.split(",")[-1] in err and "choose from" in err or "WIDTHxHEIGHT" in err
+
+
+# --------------------------------------------------------------------------- case 26: numbers out of range
+
+OUT_OF_RANGE = [
+    # each was a traceback, or silently accepted and run with a meaningless value
+    (("bench", "--frames", "0"), "--frames", ">= 1"),
+    (("bench", "--warmup", "-1"), "--warmup", ">= 0"),
+    (("bench", "--threads", "-3"), "--threads", ">= 1"),
+    (("detect", SAMPLE / "1.png", "--threads", "-3"), "--threads", ">= 1"),
+    (("match", SAMPLE / "1.png", SAMPLE / "2.png", "--ransac-threshold", "-1"),
+     "--ransac-threshold", "> 0"),
+    (("match", SAMPLE / "1.png", SAMPLE / "2.png", "--ransac-threshold", "0"),
+     "--ransac-threshold", "> 0"),
+    (("eval", "homography", SAMPLE, "--pictures", "-2"), "--pictures", ">= 0"),
+    (("eval", "homography", SAMPLE, "--max-pairs", "-1"), "--max-pairs", ">= 0"),
+    (("eval", "homography", SAMPLE, "--ransac-threshold", "0"), "--ransac-threshold", "> 0"),
+    (("export", "onnx", "--height", "0", "--width", "0"), "--height", ">= 8"),
+    (("export", "onnx", "--height", "-8", "--width", "16"), "--height", ">= 8"),
+    (("export", "int8", "--crops", "0"), "--crops", ">= 1"),
+    (("export", "int8", "--percentile", "150"), "--percentile", "(0, 100]"),
+    (("bench", "--frames", "many"), "--frames", "expected an integer"),
+    (("make-sample-bag", "never-made", "--seed", "-1"), "--seed", ">= 0"),
+    (("make-sample-stereo", "never-made", "--seed", "-1"), "--seed", ">= 0"),
+]
+
+
+@pytest.mark.parametrize("argv,flag,rule", OUT_OF_RANGE, ids=lambda v: str(v)[:40])
+def test_numbers_out_of_range_are_one_line_before_any_work(argv, flag, rule, tmp_path):
+    err = one_line_error(run(*argv, timeout=60))
+    assert f"argument {flag}" in err and rule in err, err
+    assert "usage:" not in err         # the error line is not buried under the usage text
+
+
+def test_argparse_errors_are_one_line_with_the_way_to_help():
+    err = one_line_error(run("eval", "bag", "x.mcap", "--extrinsic", "nope", timeout=60))
+    assert "invalid choice: 'nope'" in err and "goodpoint eval bag -h" in err
+
+
+@pytest.mark.parametrize("cmd", [("export", "onnx", "--out"), ("detect", SAMPLE / "1.png", "--json"),
+                                 ("bench", "--frames", "1", "--json")])
+def test_a_folder_given_as_an_output_file_is_one_line_before_any_work(cmd, tmp_path):
+    folder = tmp_path / "adir"
+    (folder / "keep").mkdir(parents=True)
+    err = one_line_error(run(*cmd, folder, timeout=60))
+    assert f"cannot write {folder}: it is a folder" in err, err
+    assert "Errno" not in err and (folder / "keep").is_dir()
+
+
+def test_eval_vo_refuses_to_write_over_its_sequence_before_running(tmp_path):
+    seq = tmp_path / "seq"
+    p = run("make-sample-stereo", seq, "--frames", "3", "--size", "96x72", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    before = {f: digest(f) for f in seq.rglob("*") if f.is_file()}
+    common = ("--methods", "orb", "--no-progress")
+    err = one_line_error(run("eval", "vo", seq, "--out", tmp_path / "o", "--json",
+                             seq / "poses.txt", *common))
+    assert "refusing to write" in err and "poses.txt" in err
+    err = one_line_error(run("eval", "vo", seq, "--out", seq, *common))
+    assert "refusing to write" in err
+    assert {f: digest(f) for f in seq.rglob("*") if f.is_file()} == before
+    assert not (tmp_path / "o").exists()       # refused before the output folder is made
+
+
+def test_unreadable_weights_for_onnxruntime_say_only_why(photo, tmp_path):
+    """The on-the-fly ONNX export announced itself ("exporting bad.safetensors … (one-off)")
+    before finding the file unreadable: two lines, the first a promise not kept."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights at all")
+    err = one_line_error(run("detect", photo, "--weights", bad, "--backend", "onnxruntime"))
+    assert "not a readable safetensors file" in err and "exporting" not in err

@@ -78,7 +78,10 @@ def write_bag(out: Path, frames=8, encoding="bgr8", depth_fn=None, depth_offset_
 
 
 def run_eval(argv, capsys):
-    code = main(["eval", "bag", *argv, "--no-progress"])
+    try:
+        code = main(["eval", "bag", *argv, "--no-progress"])
+    except SystemExit as exc:      # refused by the parser (an option out of range)
+        code = exc.code
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -240,7 +240,10 @@ def test_a_detector_error_skips_the_pair_not_the_run(tmp_path):
 # --------------------------------------------------------------------------- CLI
 
 def run_cli(argv, capsys):
-    rc = main(argv)
+    try:
+        rc = main(argv)
+    except SystemExit as exc:      # refused by the parser (an option out of range)
+        rc = exc.code
     out = capsys.readouterr()
     return rc, out.out, out.err
 

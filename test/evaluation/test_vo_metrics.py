@@ -129,10 +129,12 @@ def test_eval_vo_cli_bad_inputs(tmp_path, capsys):
     assert "missing calibration" in capsys.readouterr().err
     assert main(["eval", "vo", str(src), "--mode", "rgbd", "--out", str(tmp_path / "o")]) == 2
     assert "supports --mode stereo, mono" in capsys.readouterr().err
-    assert main(["eval", "vo", str(src), "--network-scale", "3", "--out", str(tmp_path / "o")]) == 2
-    assert "--network-scale must be in" in capsys.readouterr().err
-    assert main(["eval", "vo", str(src), "--pnp-threshold", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "--pnp-threshold must be positive" in capsys.readouterr().err
+    for flag, value, rule in (("--network-scale", "3", "must be in [0.25, 2]"),
+                              ("--pnp-threshold", "0", "must be > 0")):
+        with pytest.raises(SystemExit) as exc:     # refused while parsing, before any work
+            main(["eval", "vo", str(src), flag, value, "--out", str(tmp_path / "o")])
+        assert exc.value.code == 2
+        assert f"argument {flag}: {rule}" in capsys.readouterr().err
 
 
 def test_eval_vo_cli_network_scale_reaches_goodpoint(tmp_path):
@@ -176,3 +178,14 @@ def test_an_elongated_top_view_gets_a_stretched_second_panel(tmp_path):
         plot_trajectories({"vo": (est, np.arange(len(gt)))}, gt, png, sim3=False)
         h, w = cv2.imread(str(png)).shape[:2]
         assert (w > 1.5 * h) == (name == "road"), (name, w, h)
+
+
+def test_error_plot_of_a_run_where_no_method_was_scored_says_so(tmp_path):
+    """Every method lost (metrics None): the plot says why it is empty, no legend warning."""
+    import warnings
+
+    from goodpoint_ros.evaluation.vo.report import plot_errors
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_errors({"methods": {"orb": None, "sift": None}}, {}, tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 1000

@@ -126,3 +126,45 @@ def test_lock_is_released_after_a_run_in_the_same_process(images, tmp_path):
     trainer.run(tiny_run_config(tmp_path, images, max_steps=1))
     trainer.run(tiny_run_config(tmp_path, images, max_steps=2), resume=True)
     assert os.path.exists(tmp_path / "run" / ".lock")
+
+
+@pytest.mark.parametrize("extra,field", [
+    # each ran (or crashed in torch) before: 0 steps per epoch and -1 workers were accepted,
+    # --max-steps -1 trained nothing and said "trained to step 0", --threads -2 a traceback
+    (("--steps-per-epoch", "0"), "steps_per_epoch"),
+    (("--workers", "-1"), "workers"),
+    (("--threads", "-2"), "threads"),
+    (("--rotation", "-1"), "homography.rotation"),
+    (("--max-steps", "-1"), "max_steps"),
+    (("--bag-every", "0"), "bag_every"),
+    (("--set", "log_every=0"), "log_every"),
+    (("--set", "homography_wide.rotation=-0.5"), "homography_wide.rotation"),
+])
+def test_settings_out_of_range_are_one_line_and_no_run_folder(images, tmp_path, extra, field):
+    out = tmp_path / "run"
+    line = error_line(train(images, out, *extra))
+    assert f"{field} must be" in line, line
+    assert not out.exists()
+
+
+def test_benchmark_steps_must_be_positive(images, tmp_path):
+    line = error_line(train(images, tmp_path / "run", "--benchmark", "--benchmark-steps", "0"))
+    assert "--benchmark-steps must be >= 1" in line
+
+
+def test_release_checks_its_defaults_and_its_input_before_the_sweep(tmp_path, capsys):
+    """A bad recorded default was a traceback, after the θ sweep; `--out` the input itself
+    rewrote the released weights in place."""
+    from goodpoint_ros.core.weights import DEFAULT_WEIGHTS
+    from goodpoint_training.release import main
+    src = tmp_path / "w.safetensors"
+    src.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    before = digest(src)
+    no_images = tmp_path / "none"          # the sweep would fail on it: refused before that
+    for argv, msg in ((["--out", tmp_path / "o.safetensors", "--pyramid-levels", "0"],
+                       "pyramid_levels must be in [1, 8]"),
+                      (["--out", src, "--threshold", "0.02"], "refusing to write")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(src), "--images", str(no_images), *map(str, argv)])
+        assert exc.value.code == 2 and msg in capsys.readouterr().err
+    assert digest(src) == before and not (tmp_path / "o.safetensors").exists()

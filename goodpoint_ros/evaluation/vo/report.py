@@ -105,7 +105,11 @@ def plot_errors(result: Dict, stamps: Dict[str, np.ndarray], path: Path) -> None
     ax.set_xlabel("time (s)")
     ax.set_ylabel("ATE error (m)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
+    else:           # an empty frame would look like a plotting bug
+        ax.text(0.5, 0.5, "no method kept track long enough to be scored", ha="center",
+                va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
