@@ -84,8 +84,11 @@ class RunLock:
     """
 
     def __init__(self, folder: Path):
+        # the folders this lock makes, deepest first: a run that cannot start removes them
+        self.created = [d for d in (folder, *folder.parents) if not d.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / LOCK
+        self.made_file = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -102,6 +105,20 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)          # closing drops the flock
             self._fd = None
+
+    def abandon(self) -> None:
+        """Release, and remove the lock file and the folders this lock made (those only if
+        they hold nothing else): a run that could not start leaves no empty RUN/ behind."""
+        if self._fd is None:
+            return
+        if self.made_file:
+            self.path.unlink(missing_ok=True)
+        self.release()
+        for d in self.created:
+            try:
+                d.rmdir()           # only when empty: never anything but its own traces
+            except OSError:
+                break
 
     def __del__(self):
         self.release()

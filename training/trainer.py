@@ -185,19 +185,19 @@ class Trainer:
         self.lock = RunLock(self.out) if self.dist.main else None
         try:
             state = self._claim_folder(resume, overwrite)
+            # The order below is the RNG's: the model's initialisation draws from torch's
+            # generator seeded above, before a resumed run restores its state.
+            self._init_model(state, init)
+            self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=cfg.lr,
+                                               weight_decay=cfg.weight_decay)
+            self.images, self.report = self._load_images()
+            self._init_schedule()
+            self._init_progress(state)
+            self.last_threshold = 0.032
+            self.validator = self._make_validator(validation_dir)
         except BaseException:
-            self.close()
+            self.close(abandon=True)
             raise
-        # The order below is the RNG's: the model's initialisation draws from torch's
-        # generator seeded above, before a resumed run restores its state.
-        self._init_model(state, init)
-        self.optimizer = torch.optim.AdamW(self.raw_model.parameters(), lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
-        self.images, self.report = self._load_images()
-        self._init_schedule()
-        self._init_progress(state)
-        self.last_threshold = 0.032
-        self.validator = self._make_validator(validation_dir)
         self.writer = self._open_outputs()
 
     # ------------------------------------------------------------------ set-up
@@ -308,10 +308,11 @@ class Trainer:
                 log.warning("--resume: no %s yet, starting fresh", ckpt)
         return state
 
-    def close(self) -> None:
-        """Release the run folder's lock (also dropped by the kernel at exit)."""
+    def close(self, abandon: bool = False) -> None:
+        """Release the run folder's lock (also dropped by the kernel at exit); ``abandon``:
+        the run never started, so a folder it made and left empty goes too."""
         if getattr(self, "lock", None) is not None:
-            self.lock.release()
+            self.lock.abandon() if abandon else self.lock.release()
             self.lock = None
 
     # ------------------------------------------------------------------ data

@@ -168,3 +168,16 @@ def test_release_checks_its_defaults_and_its_input_before_the_sweep(tmp_path, ca
             main([str(src), "--images", str(no_images), *map(str, argv)])
         assert exc.value.code == 2 and msg in capsys.readouterr().err
     assert digest(src) == before and not (tmp_path / "o.safetensors").exists()
+
+
+def test_a_run_that_cannot_start_leaves_no_empty_run_folder(tmp_path):
+    """No usable images: the error was right, but RUN/ stayed behind holding only .lock."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "run"
+    assert "no usable training images" in error_line(train(empty, out))
+    assert not out.exists()
+    kept = tmp_path / "mine"            # a folder the user made is left where it was
+    kept.mkdir()
+    error_line(train(empty, kept))
+    assert kept.is_dir() and list(kept.iterdir()) == []
