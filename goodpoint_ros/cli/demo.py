@@ -4,7 +4,9 @@
 2. match it to a second view, verify with a homography and compare with the
    ground-truth homography;
 3. evaluate GoodPoint beside ORB, SIFT and AKAZE on the bundled sequence;
-4. generate a small AirSim-style rosbag2 and evaluate on it.
+4. generate a small AirSim-style rosbag2 and evaluate on it;
+5. generate a rectified stereo sequence and run the visual odometry on it, GoodPoint
+   beside ORB, SIFT and AKAZE through the same back end (trajectory error, top view).
 
 Everything is written under ``--out`` (pictures, JSON, Markdown reports).
 """
@@ -37,7 +39,8 @@ def corner_error(H_est, H_true, w, h) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out", help="output folder (default out/)")
-    p.add_argument("--frames", type=int, default=30, help="frames in the generated bag")
+    p.add_argument("--frames", type=int, default=30,
+                   help="frames in the generated bag and stereo sequence (default 30)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,15 @@ def main(argv=None) -> int:
             rc |= goodpoint(["make-sample-bag", str(bag), "--frames", str(args.frames)])
             rc |= goodpoint(["eval", "bag", str(bag), "--json", str(out / "eval_bag.json"),
                              "--report", str(out / "report_bag")])
+        if "make-sample-stereo" in COMMANDS:
+            print("== 5. stereo visual odometry on a freshly generated sequence ==")
+            seq = out / "sample_stereo"
+            if seq.exists():
+                shutil.rmtree(seq)
+            rc |= goodpoint(["make-sample-stereo", str(seq), "--frames", str(args.frames),
+                             "--no-progress"])
+            rc |= goodpoint(["eval", "vo", str(seq), "--out", str(out / "report_vo"),
+                             "--json", str(out / "eval_vo.json"), "--no-progress"])
     print(f"done: pictures and reports in {out}/")
     return rc
 
