@@ -106,11 +106,33 @@ def pair_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     descriptors, L2 for float ones (for GoodPoint's unit descriptors this is the
     core's θ_desc distance)."""
     if a.dtype == np.uint8:
-        return _POPCOUNT[np.bitwise_xor(a, b)].sum(1, dtype=np.int32).astype(np.float32)
+        return _row_bit_counts(np.bitwise_xor(a, b)).astype(np.float32)
     return np.linalg.norm(a.astype(np.float32) - b.astype(np.float32), axis=1)
 
 
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.uint8)
+
+
+def _row_bit_counts(x: np.ndarray) -> np.ndarray:
+    """Set bits per row of a uint8 [M,B] array → int32 [M]. numpy ≥ 2 counts in hardware,
+    64 bits at a time where B allows (46k ORB pairs: 0.7 ms against the table's 4.4);
+    the lookup table serves older numpy (a ROS distro's own 1.26)."""
+    if not hasattr(np, "bitwise_count"):
+        return _POPCOUNT[x].sum(1, dtype=np.int32)
+    if x.shape[1] % 8 == 0:
+        x = np.ascontiguousarray(x).view(np.uint64)
+    return np.bitwise_count(x).sum(1, dtype=np.int32)
+
+
+def _order(group: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Indices sorting candidates by (group, d), ties in input order: ``np.lexsort((d,
+    group))`` as one stable argsort of a combined key, half its time on 46k candidates.
+    Distances are ≥ 0 and float32 or integer, so ``group · span + d`` in float64 keeps
+    every distinct distance distinct; anything else takes lexsort."""
+    if not len(d) or not np.isfinite(d).all() or d.min() < 0:
+        return np.lexsort((d, group))
+    span = float(d.max()) + 1.0
+    return np.argsort(group * span + d.astype(np.float64), kind="stable")
 
 
 def sparse_ratio_match(i: np.ndarray, j: np.ndarray, d: np.ndarray,
@@ -126,7 +148,7 @@ def sparse_ratio_match(i: np.ndarray, j: np.ndarray, d: np.ndarray,
     inside the same descriptor cell is the same point, not an ambiguity."""
     if not len(i):
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
-    o = np.lexsort((d, i))
+    o = _order(i, d)
     i_s, j_s, d_s = i[o], j[o], d[o]
     first = np.ones(len(o), bool)
     first[1:] = i_s[1:] != i_s[:-1]
@@ -136,12 +158,16 @@ def sparse_ratio_match(i: np.ndarray, j: np.ndarray, d: np.ndarray,
     if positions is not None and exclusion > 0:
         bpos = positions[j_s[best]][group]
         rival &= np.linalg.norm(positions[j_s] - bpos, axis=1) > exclusion
+    # within a row the candidates are sorted by distance: its second best is its first rival
     second = np.full(len(best), np.inf)
-    np.minimum.at(second, group[rival], d_s[rival])
+    r = np.nonzero(rival)[0]
+    g = group[r]
+    lead = r[np.r_[True, g[1:] != g[:-1]]] if len(r) else r
+    second[group[lead]] = d_s[lead]
     bi, bj, bd = i_s[best], j_s[best], d_s[best]
     keep = ~(bd >= ratio * second) if ratio < 1 else np.ones(len(best), bool)
     # mutual: the column's best candidate row must be this row
-    o2 = np.lexsort((d, j))
+    o2 = _order(j, d)
     j2 = j[o2]
     f2 = np.ones(len(o2), bool)
     f2[1:] = j2[1:] != j2[:-1]

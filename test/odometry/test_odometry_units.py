@@ -222,3 +222,55 @@ def test_odometry_pose_covariance_is_that_of_the_published_position_and_fixed_ax
     corr = pose_cov / np.outer(std_p, std_p)
     assert np.abs(corr - empirical / np.outer(std_e, std_e)).max() < 0.05
     assert twist_cov.shape == (6, 6) and np.all(np.linalg.eigvalsh(twist_cov) > 0)
+
+
+def _ratio_match_by_rows(i, j, d, max_distance, ratio, positions, exclusion):
+    """sparse_ratio_match written row by row (ties to the earlier candidate)."""
+    out = {}
+    for row in np.unique(i):
+        c = np.nonzero(i == row)[0]
+        c = c[np.lexsort((c, d[c]))]
+        b = c[0]
+        far = np.linalg.norm(positions[j[c[1:]]] - positions[j[b]], axis=1) > exclusion
+        second = d[c[1:]][far].min() if far.any() else np.inf
+        col = np.nonzero(j == j[b])[0]
+        col_best = col[np.lexsort((col, d[col]))][0]
+        if d[b] < ratio * second and i[col_best] == row and d[b] <= max_distance:
+            out[(int(row), int(j[b]))] = float(d[b])
+    return out
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_sparse_ratio_match_equals_a_row_by_row_reference_with_ties(binary):
+    """Hamming distances tie often: the order among equal distances must stay the earlier
+    candidate's, with the exclusion radius, on a guided-matching-sized problem."""
+    rng = np.random.default_rng(3)
+    kp = rng.random((400, 2)) * [320, 240]
+    uv = rng.random((300, 2)) * [320, 240]
+    i, j = radius_pairs(uv, kp, 25.0)
+    a = rng.integers(0, 256, (300, 8), dtype=np.uint8) if binary else \
+        rng.standard_normal((300, 16)).astype(np.float32)
+    b = rng.integers(0, 256, (400, 8), dtype=np.uint8) if binary else \
+        rng.standard_normal((400, 16)).astype(np.float32)
+    d = pair_distances(a[i], b[j])
+    limit = 30.0 if binary else 5.5
+    m, md = sparse_ratio_match(i, j, d, limit, 0.9, kp, 3.0)
+    ref = _ratio_match_by_rows(i, j, d, limit, 0.9, kp, 3.0)
+    assert len(ref) > 20
+    assert {(int(r), int(c)): float(x) for (r, c), x in zip(m, md)} == pytest.approx(ref)
+    assert np.all(np.diff(md) >= 0)
+
+
+@pytest.mark.parametrize("numpy_1", [False, True])
+def test_pair_distances_of_every_descriptor_width(numpy_1, monkeypatch):
+    """ORB 32 bytes, AKAZE 61 (not a multiple of 8), BRIEF 16: a bit count per row, with
+    numpy 2's bitwise_count and with the lookup table numpy 1 (a ROS distro's) takes."""
+    if numpy_1:
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    rng = np.random.default_rng(4)
+    for width in (16, 32, 61):
+        a = rng.integers(0, 256, (50, width), dtype=np.uint8)
+        b = rng.integers(0, 256, (50, width), dtype=np.uint8)
+        bits = np.unpackbits(np.bitwise_xor(a, b), axis=1).sum(1)
+        assert np.array_equal(pair_distances(a, b), bits)
+        assert np.array_equal(pair_distances(a[:, ::-1], b[:, ::-1]), bits)   # not contiguous
