@@ -30,7 +30,12 @@ from goodpoint_ros.evaluation.vo.metrics import write_tum
 from goodpoint_ros.evaluation.vo.report import table, write_report
 from goodpoint_ros.evaluation.vo.run import gt_from_first, method_source, run_sequence
 from goodpoint_ros.odometry.camera import CalibrationError
-from goodpoint_ros.odometry.config import PNP_THRESHOLD_BY_MODE, VO_PYRAMID_LEVELS, VOConfig
+from goodpoint_ros.odometry.config import (
+    PNP_THRESHOLD_BY_MODE,
+    VO_PYRAMID_LEVELS,
+    VOConfig,
+    per_mode,
+)
 from goodpoint_ros.odometry.features import vo_goodpoint_config
 
 DEFAULT_METHODS = "goodpoint,orb,sift,akaze"
@@ -78,8 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "upsample_below (480 px) doubled, others as they are)")
     p.add_argument("--pnp-threshold", type=bounded(float, above=0), default=None,
                    help="USAC / outlier reprojection threshold in pixels (default: the "
-                        "mode's, " + ", ".join(f"{m} {v:g}" for m, v in
-                                              PNP_THRESHOLD_BY_MODE.items()) + ")")
+                        f"mode's, {per_mode(PNP_THRESHOLD_BY_MODE)})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     b = p.add_argument_group("rosbag2 input")
     b.add_argument("--image-topic", default=None)

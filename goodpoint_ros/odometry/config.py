@@ -44,6 +44,12 @@ KEYFRAME_MAX_GAP_BY_MODE = {"stereo": 3, "rgbd": 5, "mono": 3}
 ANCHOR_KEYFRAMES_BY_MODE = {"stereo": 0, "rgbd": 4, "mono": 4}
 
 
+def per_mode(table: dict) -> str:
+    """``{"stereo": 2.0, "rgbd": 1.0, "mono": 1.0}`` → ``"stereo 2, rgbd 1, mono 1"``: the
+    figures a help text gives, from the table itself."""
+    return ", ".join(f"{mode} {value:g}" for mode, value in table.items())
+
+
 @dataclass
 class VOConfig:
     """Visual-odometry settings (pixels refer to the images the VO is given).
@@ -148,8 +154,8 @@ class VOConfig:
     min_spread_cells: int = 3
     search_radius: float = 24.0
     pnp_threshold: Optional[float] = field(default=None, metadata={
-        "help": "PnP / bundle-adjustment outlier threshold in pixels (stereo 2, RGB-D and "
-                "mono 1: PNP_THRESHOLD_BY_MODE)", "range": (0.1, 20.0)})
+        "help": "PnP / bundle-adjustment outlier threshold in pixels (unset: the mode's, "
+                f"{per_mode(PNP_THRESHOLD_BY_MODE)})", "range": (0.1, 20.0)})
     ransac_seed: int = 0
     min_inliers: int = field(default=12, metadata={
         "help": "fewer PnP inliers: LOST (covariance inflated, map restarted)",
@@ -159,8 +165,8 @@ class VOConfig:
     keyframe_ratio: float = 0.8
     keyframe_min_inliers: int = 80
     keyframe_max_gap: Optional[int] = field(default=None, metadata={
-        "help": "a keyframe at the latest every this many frames (stereo 3, RGB-D 5, mono 3: "
-                "KEYFRAME_MAX_GAP_BY_MODE), once the parallax below is reached",
+        "help": "a keyframe at the latest every this many frames (unset: the mode's, "
+                f"{per_mode(KEYFRAME_MAX_GAP_BY_MODE)}), once the parallax below is reached",
         "range": (1, 1000)})
     keyframe_min_parallax_deg: float = field(default=0.5, metadata={
         "help": "the gap keyframe waits until the tracked landmarks' median parallax since "
@@ -186,7 +192,7 @@ class VOConfig:
         "help": "keyframes in the sliding-window bundle adjustment", "range": (2, 100)})
     anchor_keyframes: Optional[int] = field(default=None, metadata={
         "help": "keyframes kept fixed in the bundle adjustment after leaving the window "
-                "(stereo 0, RGB-D and mono 4: ANCHOR_KEYFRAMES_BY_MODE); 0: none",
+                f"(unset: the mode's, {per_mode(ANCHOR_KEYFRAMES_BY_MODE)}); 0: none",
         "range": (0, 100)})
     mono_init_ba: bool = field(default=True, metadata={
         "help": "mono: bundle-adjust the two-view map with only its first keyframe fixed, "

@@ -253,3 +253,26 @@ def test_pyramid_factor_parameter_unset_takes_the_weights_value():
     assert config_from_params(defaults()).resolved({}).pyramid_factor == pytest.approx(2 ** -0.5)
     with pytest.raises(ValueError, match="pyramid_factor"):
         check_value("pyramid_factor", 0.95)
+
+
+def test_vo_yaml_comments_give_the_modes_own_defaults():
+    """The comments name each mode's PnP threshold, keyframe gap and anchors: they are the
+    tables' (odometry/config.py *_BY_MODE), not numbers copied once and left to drift."""
+    import re
+
+    from goodpoint_ros.odometry.config import (
+        ANCHOR_KEYFRAMES_BY_MODE,
+        KEYFRAME_MAX_GAP_BY_MODE,
+        PNP_THRESHOLD_BY_MODE,
+    )
+    text = (ROOT / "config" / "vo.yaml").read_text()
+    said = re.search(r"\(stereo ([\d.]+) px / (\d+) frames, rgbd ([\d.]+) px / (\d+), "
+                     r"mono ([\d.]+) px / (\d+)\)", text)
+    assert said, "the pnp_threshold / keyframe_max_gap comment lost its per-mode figures"
+    px, gap = [float(v) for v in said.groups()[::2]], [int(v) for v in said.groups()[1::2]]
+    modes = ("stereo", "rgbd", "mono")
+    assert px == [PNP_THRESHOLD_BY_MODE[m] for m in modes]
+    assert gap == [KEYFRAME_MAX_GAP_BY_MODE[m] for m in modes]
+    anchors = re.search(r"\(stereo (\d+),\s*#?\s*rgbd and mono (\d+)\)", text)
+    assert anchors and ANCHOR_KEYFRAMES_BY_MODE == {
+        "stereo": int(anchors[1]), "rgbd": int(anchors[2]), "mono": int(anchors[2])}
