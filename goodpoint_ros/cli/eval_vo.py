@@ -28,7 +28,7 @@ from goodpoint_ros.evaluation.methods import parse_methods
 from goodpoint_ros.evaluation.vo.datasets import DatasetError, load_sequence
 from goodpoint_ros.evaluation.vo.metrics import write_tum
 from goodpoint_ros.evaluation.vo.report import table, write_report
-from goodpoint_ros.evaluation.vo.run import gt_from_first, method_source, run_sequence
+from goodpoint_ros.evaluation.vo.run import TIMING_WARMUP, gt_from_first, method_source, run_sequence
 from goodpoint_ros.odometry.camera import CalibrationError
 from goodpoint_ros.odometry.config import (
     PNP_THRESHOLD_BY_MODE,
@@ -155,6 +155,8 @@ def run(args) -> int:
               "methods": metrics, "notes": seq.notes,
               "timing_s": {**timing, "total": time.perf_counter() - t_start},
               "settings": {"mode": mode, "size": list(seq.size), "scale": args.scale,
+                           "timing": f"means per frame, the first {TIMING_WARMUP} left out "
+                                     "(start-up); time_ms_median likewise",
                            "vo": {**config.to_dict(),
                                   "reprojection_threshold": config.reprojection_threshold,
                                   "keyframe_gap": config.keyframe_gap,

@@ -112,6 +112,11 @@ def test_eval_vo_cli_writes_trajectories_report_and_json(tmp_path):
     m = result["methods"]["orb"]
     assert m["ate"]["rmse"] < 0.15 and m["lost_count"] == 0 and m["alignment"] == "SE(3)"
     assert result["settings"]["vo"]["stereo_matching"] == "patch"
+    assert "first 2 left out" in result["settings"]["timing"]          # what the times mean
+    t = m["time_ms_mean"]
+    assert t["total"] == pytest.approx(sum(t[k] for k in ("network", "frontend", "tracking",
+                                                          "ba")), rel=0.05)
+    assert m["backend_share"] == pytest.approx((t["tracking"] + t["ba"]) / t["total"])
     assert "| orb |" in (out / "report.md").read_text()
 
 
