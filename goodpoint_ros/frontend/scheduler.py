@@ -16,9 +16,12 @@ Pure Python (threading), no ROS: the node and the tests use the same class.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Optional, TypeVar
+
+LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -114,8 +117,10 @@ class LatestFrameWorker(Generic[T]):
                 if self._on_error is not None:
                     try:
                         self._on_error(item, exc)
-                    except Exception:
-                        pass
+                    except Exception as handler_exc:   # the worker lives on; both are said
+                        LOG.error("error handler failed (%s: %s) on a frame that failed with "
+                                  "%s: %s", type(handler_exc).__name__, handler_exc,
+                                  type(exc).__name__, exc)
             with self._cond:
                 self._busy = False
                 self._processed += 1

@@ -82,3 +82,22 @@ def test_stop_finishes_the_frame_in_hand_and_refuses_new_ones():
     assert not worker.alive
     assert model.seen == ["a"]                         # "b" was discarded, not processed
     assert worker.submit("c") is False and worker.stats().received == 2
+
+
+def test_an_error_handler_that_fails_is_logged_not_swallowed(caplog):
+    """The node's handler publishes a status; if that raises, the frame's error and the
+    handler's were both lost without a word."""
+    def process(frame):
+        raise ValueError("corrupt frame")
+
+    def handler(item, exc):
+        raise RuntimeError("status publisher gone")
+
+    worker = LatestFrameWorker(process, on_error=handler)
+    with caplog.at_level("ERROR"):
+        worker.submit("bad")
+        assert worker.wait_idle(5)
+    worker.stop()
+    assert worker.stats().failed == 1 and worker.alive is False
+    text = caplog.text
+    assert "status publisher gone" in text and "corrupt frame" in text
