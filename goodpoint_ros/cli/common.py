@@ -130,6 +130,9 @@ def check_outputs(inputs: Iterable, outputs: Iterable, image_outputs: Iterable =
     for o in outputs + image_outputs:
         if Path(o).is_dir():
             raise UserError(f"cannot write {o}: it is a folder (name a file, in it or elsewhere)")
+    for o in folders:
+        if Path(o).exists() and not Path(o).is_dir():
+            raise UserError(f"cannot write {o}: it is a file, not a folder (name a folder)")
     for o in image_outputs:
         check_image_output(o)
     check_writable(*outputs, *image_outputs, *folders)

@@ -318,6 +318,16 @@ def test_a_folder_given_as_an_output_file_is_one_line_before_any_work(cmd, tmp_p
     assert "Errno" not in err and (folder / "keep").is_dir()
 
 
+@pytest.mark.parametrize("cmd", [("eval", "vo", SAMPLE, "--out"),
+                                 ("eval", "homography", SAMPLE, "--report")])
+def test_a_file_given_as_an_output_folder_is_one_line_before_any_work(cmd, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    err = one_line_error(run(*cmd, afile, "--methods", "orb", timeout=60))
+    assert f"cannot write {afile}: it is a file, not a folder" in err, err
+    assert afile.read_text() == "mine"
+
+
 def test_eval_vo_refuses_to_write_over_its_sequence_before_running(tmp_path):
     seq = tmp_path / "seq"
     p = run("make-sample-stereo", seq, "--frames", "3", "--size", "96x72", "--no-progress")
