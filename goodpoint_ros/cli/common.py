@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -168,6 +169,8 @@ def bounded(kind: type = int, low=None, high=None, *, above=None):
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if (low is not None and not value >= low) or (above is not None and not value > above) \
                 or (high is not None and not value <= high):
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")

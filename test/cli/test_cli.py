@@ -118,7 +118,8 @@ def test_evaluations_default_to_the_fp32_reference_detection_to_auto():
     (dict(kind=float, low=-90, high=90), "-90", "90.5", "must be in [-90, 90], got 90.5"),
     (dict(kind=float, above=0, high=100), "100", "0", "must be in (0, 100], got 0"),
     (dict(kind=int, low=0), "0", "1.5", "expected an integer, got '1.5'"),
-    (dict(kind=float, low=0), "0", "nan", "must be >= 0, got nan"),
+    (dict(kind=float, low=0), "0", "nan", "must be a finite number, got nan"),
+    (dict(kind=float, above=0), "1e9", "inf", "must be a finite number, got inf"),
 ])
 def test_bounded_flag_types(kw, good, bad, rule):
     import argparse
