@@ -540,3 +540,20 @@ def test_eval_bag_on_raw_frames_of_a_distorted_lens_matches_the_ideal_bag(tmp_pa
     assert raw["settings"]["gt_check_agreement"] > 0.7
     for k in ("precision", "repeatability"):
         assert abs(raw["methods"]["sift"][k] - ideal["methods"]["sift"][k]) < 0.1, (k, raw, ideal)
+
+
+def test_a_folder_that_is_not_a_rosbag2_says_what_it_lacks(bags, tmp_path):
+    """An empty folder read as "Expected metadata file 'X' does not exist" (rosbags); a
+    folder of .mcap files without metadata.yaml (the mcap CLI's) is readable file by file."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BagError, match=r"is not a rosbag2 folder \(no metadata.yaml"):
+        read_bag(empty, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    mcap = next(bags[0].glob("*.mcap"))
+    shutil.copy(mcap, loose / mcap.name)
+    with pytest.raises(BagError, match=rf"pass the file itself: .*{mcap.name}"):
+        read_bag(loose, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+    r = read_bag(loose / mcap.name, DEFAULT_IMAGE, DEFAULT_INFO, DEFAULT_DEPTH, DEFAULT_POSE)
+    assert len(r.frames) == 9

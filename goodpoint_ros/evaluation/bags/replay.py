@@ -444,6 +444,11 @@ class BagStream:
         self.path = Path(path)
         if not self.path.exists():
             raise BagError(f"bag not found: {self.path}")
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            files = sorted(f.name for f in self.path.iterdir() if f.suffix in (".mcap", ".db3"))
+            hint = (f"; pass the file itself: {self.path / files[0]}" if len(files) == 1 else
+                    f"; pass one of its files: {', '.join(files[:3])}" if files else "")
+            raise BagError(f"{self.path} is not a rosbag2 folder (no metadata.yaml in it{hint})")
         self.image_topic, self.info_topic = image_topic, camera_info_topic
         self.depth_topic, self.pose_topic = depth_topic, pose_topic
         self.extrinsic = extrinsic
