@@ -15,7 +15,14 @@ Frames are real images (bundled sample sequence), shifted a little each frame.
 from __future__ import annotations
 
 from goodpoint_ros.backends import PRECISIONS, REGISTRY
-from goodpoint_ros.cli.common import bounded, check_outputs, comma_list, parse_sizes, write_json
+from goodpoint_ros.cli.common import (
+    bounded,
+    check_outputs,
+    check_plot_output,
+    comma_list,
+    parse_sizes,
+    write_json,
+)
 from goodpoint_ros.deploy.benchmark import DETECTIONS, format_table, plot_latency, run_benchmark
 
 #: What ``--backends`` accepts beside ``--precision``'s PRECISIONS (a pair a backend cannot
@@ -52,7 +59,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    check_outputs([args.weights], [args.json])
+    check_outputs([args.weights], [args.json, args.plot])
+    check_plot_output(args.plot)
     sizes = parse_sizes(args.sizes)
     detections = comma_list(args.detection, "--detection", DETECTIONS)
     result = run_benchmark(backends=comma_list(args.backends, "--backends", BACKENDS),

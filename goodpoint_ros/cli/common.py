@@ -91,6 +91,22 @@ def check_image_output(path) -> None:
                         f"{ext or '(none)'!r} (use .png or .jpg)")
 
 
+def check_plot_output(path) -> None:
+    """Refuse a plot path matplotlib has no format for (e.g. ``latency.txt``), before the
+    work whose result it draws."""
+    if not path:
+        return
+    import matplotlib  # lazy: only a command asked for a plot pays for it
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    ext = Path(path).suffix.lower().lstrip(".")
+    kinds = Figure().canvas.get_supported_filetypes()
+    if ext not in kinds:
+        shown = f".{ext}" if ext else "(none)"
+        raise UserError(f"cannot write a plot to {path}: unknown extension {shown!r} "
+                        "(use .png, .svg or .pdf)")
+
+
 def check_writable(*paths) -> None:
     """Refuse, before any work, an output whose folder cannot be written.
 

@@ -350,3 +350,19 @@ def test_unreadable_weights_for_onnxruntime_say_only_why(photo, tmp_path):
     bad.write_bytes(b"not weights at all")
     err = one_line_error(run("detect", photo, "--weights", bad, "--backend", "onnxruntime"))
     assert "not a readable safetensors file" in err and "exporting" not in err
+
+
+@pytest.mark.parametrize("name,expect", [("latency.txt", "cannot write a plot to"),
+                                         ("sub/x.png", None)])
+def test_bench_checks_its_plot_path_before_measuring(tmp_path, name, expect):
+    """--plot was written only after the whole benchmark: a .txt (matplotlib has no such
+    format), a path under a file, or the weights themselves failed or clobbered at the end."""
+    if expect is None:               # a path under a file: the folder check of every output
+        (tmp_path / "sub").write_text("a file")
+        expect = "is a file, not a folder"
+    err = one_line_error(run("bench", "--frames", "1", "--plot", tmp_path / name, timeout=60))
+    assert expect in err, err
+    w = tmp_path / "w.safetensors"
+    w.write_bytes(b"mine")
+    assert "refusing to write" in one_line_error(run("bench", "--weights", w, "--plot", w))
+    assert w.read_bytes() == b"mine"
