@@ -207,8 +207,12 @@ def _create_probed(probe: str, kwargs) -> "Backend":
         LOG.info("%s (probe %.0f s, cached in %s)", result["line"],
                  result.get("probe_seconds", 0), cache.path(key))
         if result["choice"] is None:
-            LOG.warning("auto: no candidate passed; using the static order")
-            return _create_static(static_kw)
+            # nothing loads at all: the static order raises the reason, with no warning
+            # before it (the error is the one line a user should read)
+            backend = _create_static(static_kw)
+            LOG.warning("auto: no candidate passed; using the static order (%s %s)",
+                        getattr(backend, "name", "?"), getattr(backend, "precision", "?"))
+            return backend
         backend = result.pop("backend", None) or factory(*result["choice"])  # None: cached meanwhile
         backend.fallback_log, backend.auto_probe = log, result
         return backend

@@ -21,7 +21,13 @@ import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from goodpoint_ros.core.weights import DEFAULT_ONNX, atomic_write_bytes, load_model, resolve_path
+from goodpoint_ros.core.weights import (
+    DEFAULT_ONNX,
+    atomic_write_bytes,
+    load_model,
+    missing_file,
+    resolve_path,
+)
 
 #: ONNX opset of the legacy (TorchScript) exporter used here; TensorRT 8.6 reads it.
 OPSET = 17
@@ -114,8 +120,8 @@ def read_onnx_metadata(path: os.PathLike) -> Dict:
     """
     import onnxruntime as ort  # lazy: heavy; `goodpoint --help` imports this module
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"ONNX file not found: {path}")
+    if missing_file(path, "ONNX file"):
+        raise ExportError(missing_file(path, "ONNX file"))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # only reading
     so.log_severity_level = 3

@@ -40,7 +40,7 @@ from goodpoint_ros.backends.onnx_model import (
     read_onnx_metadata,
     warn_if_gate_failed,
 )
-from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, load_weights, resolve_path
+from goodpoint_ros.core.weights import DEFAULT_WEIGHTS, load_weights, missing_file, resolve_path
 
 try:
     import onnxruntime as ort
@@ -73,12 +73,12 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     """
     if weights is not None and str(weights).endswith(".onnx"):
         p = Path(weights)
-        if not p.is_file():
-            raise BackendUnavailable(f"ONNX file not found: {p}")
+        if missing_file(p, "ONNX file"):
+            raise BackendUnavailable(missing_file(p, "ONNX file"))
         return p, "given"
     src = resolve_path(weights)
-    if not src.is_file():
-        raise BackendUnavailable(f"weights file not found: {src}")
+    if missing_file(src, "weights file"):
+        raise BackendUnavailable(missing_file(src, "weights file"))
     sha = file_sha256(src)
     # fp16 is made at load time from the fp32 file (CUDA provider only)
     cand = onnx_variant(src, "fp32" if precision == "fp16" else precision)

@@ -44,7 +44,7 @@ from goodpoint_ros.backends.engine_cache import (
 )
 from goodpoint_ros.backends.gate import accuracy_gate, sample_images
 from goodpoint_ros.backends.onnx_model import ExportError, file_sha256, read_onnx_metadata
-from goodpoint_ros.core.weights import atomic_write_bytes
+from goodpoint_ros.core.weights import atomic_write_bytes, missing_file
 
 try:
     import tensorrt as trt
@@ -386,8 +386,8 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
         engine = weights
     if engine is not None:
         path = Path(engine)
-        if not path.is_file():
-            raise BackendUnavailable(f"engine file not found: {path}")
+        if missing_file(path, "engine file"):
+            raise BackendUnavailable(missing_file(path, "engine file"))
         data = path.read_bytes()
         side_file = path.with_suffix(path.suffix + ".json")   # written by `goodpoint export engine`
         side = json.loads(side_file.read_text()) if side_file.is_file() else {}

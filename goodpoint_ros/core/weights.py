@@ -62,6 +62,15 @@ def default_metadata(keypoint_threshold: float = GoodPointConfig.DEFAULT_KEYPOIN
     return meta
 
 
+def missing_file(path: os.PathLike, what: str) -> Optional[str]:
+    """Why ``path`` cannot be opened as a ``what`` (e.g. "weights file"), or None when it
+    is a file: a folder is called a folder, not "not found"."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    return f"{p} is a folder, not a {what}" if p.is_dir() else f"{what} not found: {p}"
+
+
 def resolve_path(path: Optional[os.PathLike] = None) -> Path:
     """``None`` → the bundled default weights."""
     return Path(path) if path else DEFAULT_WEIGHTS
@@ -98,8 +107,8 @@ def save_weights(path: os.PathLike, tensors: Dict[str, np.ndarray],
 def load_weights(path: Optional[os.PathLike] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """Read (tensors as numpy, metadata); raise :class:`WeightsError` on any problem."""
     p = resolve_path(path)
-    if not p.is_file():
-        raise WeightsError(f"weights file not found: {p}")
+    if missing_file(p, "weights file"):
+        raise WeightsError(missing_file(p, "weights file"))
     try:
         with safe_open(str(p), framework="numpy") as f:
             header = f.metadata() or {}

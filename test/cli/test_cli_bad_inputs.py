@@ -366,3 +366,15 @@ def test_bench_checks_its_plot_path_before_measuring(tmp_path, name, expect):
     w.write_bytes(b"mine")
     assert "refusing to write" in one_line_error(run("bench", "--weights", w, "--plot", w))
     assert w.read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("backend,name", [("torch", "adir"), ("onnxruntime", "adir"),
+                                          ("auto", "adir"), ("onnxruntime", "adir.onnx"),
+                                          ("auto", "adir.onnx")])
+def test_a_folder_given_as_weights_is_called_a_folder(photo, tmp_path, backend, name):
+    """"weights file not found: adir" sent the user looking for a file that is there; with
+    auto and nothing loadable, a probe warning came before the error line."""
+    folder = tmp_path / name
+    folder.mkdir()
+    err = one_line_error(run("detect", photo, "--weights", folder, "--backend", backend))
+    assert f"{folder} is a folder, not" in err, err
