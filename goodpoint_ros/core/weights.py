@@ -68,7 +68,8 @@ def missing_file(path: os.PathLike, what: str) -> Optional[str]:
     p = Path(path)
     if p.is_file():
         return None
-    return f"{p} is a folder, not a {what}" if p.is_dir() else f"{what} not found: {p}"
+    article = "an" if what[:1].lower() in "aeio" else "a"
+    return f"{p} is a folder, not {article} {what}" if p.is_dir() else f"{what} not found: {p}"
 
 
 def resolve_path(path: Optional[os.PathLike] = None) -> Path:
