@@ -23,6 +23,7 @@ from goodpoint_ros.cli.common import (
     parse_sizes,
     write_json,
 )
+from goodpoint_ros.core.config import GoodPointConfig
 from goodpoint_ros.deploy.benchmark import DETECTIONS, format_table, plot_latency, run_benchmark
 
 #: What ``--backends`` accepts beside ``--precision``'s PRECISIONS (a pair a backend cannot
@@ -61,6 +62,8 @@ def add_arguments(p):
 def run(args) -> int:
     check_outputs([args.weights], [args.json, args.plot])
     check_plot_output(args.plot)
+    if args.threshold is not None:      # before measuring: θ ≥ 1 leaves no keypoint to time
+        GoodPointConfig(keypoint_threshold=args.threshold).validate()
     sizes = parse_sizes(args.sizes)
     detections = comma_list(args.detection, "--detection", DETECTIONS)
     result = run_benchmark(backends=comma_list(args.backends, "--backends", BACKENDS),

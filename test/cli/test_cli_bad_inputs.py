@@ -378,3 +378,9 @@ def test_a_folder_given_as_weights_is_called_a_folder(photo, tmp_path, backend, 
     folder.mkdir()
     err = one_line_error(run("detect", photo, "--weights", folder, "--backend", backend))
     assert f"{folder} is a folder, not" in err, err
+
+
+def test_bench_refuses_a_threshold_no_keypoint_can_pass():
+    """θ 5 ran the whole benchmark on frames with no keypoints (scores are ≤ 1)."""
+    err = one_line_error(run("bench", "--threshold", "5", "--frames", "1", timeout=60))
+    assert "keypoint_threshold must be in" in err
