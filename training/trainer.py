@@ -312,7 +312,10 @@ class Trainer:
         """Release the run folder's lock (also dropped by the kernel at exit); ``abandon``:
         the run never started, so a folder it made and left empty goes too."""
         if getattr(self, "lock", None) is not None:
-            self.lock.abandon() if abandon else self.lock.release()
+            if abandon:
+                self.lock.abandon()
+            else:
+                self.lock.release()
             self.lock = None
 
     # ------------------------------------------------------------------ data
