@@ -17,6 +17,7 @@ and mean descriptor cosine ≥ 0.98; it exits 1 when the gate fails.
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 from goodpoint_ros.backends import BackendUnavailable, create_backend
@@ -171,7 +172,7 @@ def _int8(args) -> int:
         if args.sensitivity:
             return _int8_sensitivity(args, src, calib, paths)
         info = quantize_int8(src, out, calib, method=args.method, percentile=args.percentile,
-                             keep_float=keep)
+                             keep_float=keep, progress=sys.stderr.isatty())
     except ExportError as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {info['out']} (int8 QDQ, {info['calibration']['images']} calibration views "

@@ -27,6 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from goodpoint_ros.backends.gate import accuracy_gate
 
@@ -279,7 +280,7 @@ def int8_layers(proto) -> Dict[str, List[str]]:
 def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.ndarray],
                   method: str = "percentile", percentile: float = 99.99,
                   keep_float: Optional[Sequence[str]] = None,
-                  activation_symmetric: bool = False) -> Dict:
+                  activation_symmetric: bool = False, progress: bool = False) -> Dict:
     """Static QDQ int8 quantisation, calibrated on ``inputs`` ([1,1,H,W] float32).
 
     BatchNorms are folded first (:func:`fold_batchnorm`), then the ops in
@@ -292,6 +293,7 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
     ``keep_float``: layer names (:func:`int8_layers`) left in fp32; default
     :data:`INT8_KEEP_FLOAT` (a graph without the exporter's layer names falls
     back to :func:`int8_keep_float`: the first block and the detector head).
+    ``progress``: a bar over the calibration views (the CLI's, on a terminal).
     """
     # lazy: onnx (optional extra) and onnxruntime's quantiser are heavy; `goodpoint --help`
     # imports this module
@@ -315,7 +317,9 @@ def quantize_int8(onnx_in: os.PathLike, out: os.PathLike, inputs: Iterable[np.nd
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter(batches)
+            # the calibrator runs the network on every view first: most of a minute here
+            self.it = iter(tqdm(batches, desc="int8 calibration", unit="view",
+                                disable=not progress))
 
         def get_next(self):
             x = next(self.it, None)

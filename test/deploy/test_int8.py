@@ -56,3 +56,13 @@ def test_sensitivity_rows_follow_what_each_layer_feeds():
     assert rows["desc_b"]["repeatability"] == 1.0
     assert 0.9 < rows["desc_b"]["descriptor_cosine"] < 1.0
     assert rows["det_b"]["descriptor_cosine"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_int8_calibration_shows_its_progress(tmp_path, capsys):
+    """`export int8` ran most of a minute silent: a bar counts the calibration views."""
+    xs = _inputs()
+    E.quantize_int8(DEFAULT_ONNX, tmp_path / "p.onnx", xs, method="minmax", progress=True)
+    err = capsys.readouterr().err
+    assert "int8 calibration: 100%|" in err and f"{len(xs)}/{len(xs)}" in err
+    E.quantize_int8(DEFAULT_ONNX, tmp_path / "q.onnx", xs, method="minmax")
+    assert "int8 calibration" not in capsys.readouterr().err      # the library is quiet
