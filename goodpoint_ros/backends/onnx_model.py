@@ -120,8 +120,8 @@ def read_onnx_metadata(path: os.PathLike) -> Dict:
     """
     import onnxruntime as ort  # lazy: heavy; `goodpoint --help` imports this module
     path = Path(path)
-    if missing_file(path, "ONNX file"):
-        raise ExportError(missing_file(path, "ONNX file"))
+    if why := missing_file(path, "ONNX file"):
+        raise ExportError(why)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL   # only reading
     so.log_severity_level = 3

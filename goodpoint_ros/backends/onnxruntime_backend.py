@@ -73,12 +73,12 @@ def resolve_model(weights: Optional[os.PathLike], precision: str) -> Tuple[Path,
     """
     if weights is not None and str(weights).endswith(".onnx"):
         p = Path(weights)
-        if missing_file(p, "ONNX file"):
-            raise BackendUnavailable(missing_file(p, "ONNX file"))
+        if why := missing_file(p, "ONNX file"):
+            raise BackendUnavailable(why)
         return p, "given"
     src = resolve_path(weights)
-    if missing_file(src, "weights file"):
-        raise BackendUnavailable(missing_file(src, "weights file"))
+    if why := missing_file(src, "weights file"):
+        raise BackendUnavailable(why)
     sha = file_sha256(src)
     # fp16 is made at load time from the fp32 file (CUDA provider only)
     cand = onnx_variant(src, "fp32" if precision == "fp16" else precision)

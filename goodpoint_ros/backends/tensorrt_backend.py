@@ -386,8 +386,8 @@ def create_tensorrt_backend(weights: Optional[os.PathLike] = None, device: str =
         engine = weights
     if engine is not None:
         path = Path(engine)
-        if missing_file(path, "engine file"):
-            raise BackendUnavailable(missing_file(path, "engine file"))
+        if why := missing_file(path, "engine file"):
+            raise BackendUnavailable(why)
         data = path.read_bytes()
         side_file = path.with_suffix(path.suffix + ".json")   # written by `goodpoint export engine`
         side = json.loads(side_file.read_text()) if side_file.is_file() else {}

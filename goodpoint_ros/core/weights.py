@@ -108,8 +108,8 @@ def save_weights(path: os.PathLike, tensors: Dict[str, np.ndarray],
 def load_weights(path: Optional[os.PathLike] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """Read (tensors as numpy, metadata); raise :class:`WeightsError` on any problem."""
     p = resolve_path(path)
-    if missing_file(p, "weights file"):
-        raise WeightsError(missing_file(p, "weights file"))
+    if why := missing_file(p, "weights file"):
+        raise WeightsError(why)
     try:
         with safe_open(str(p), framework="numpy") as f:
             header = f.metadata() or {}
